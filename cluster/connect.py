@@ -1,0 +1,38 @@
+"""Connecting to Ray: an embedded local cluster by default, or an existing one by address."""
+from __future__ import annotations
+
+import logging
+import os
+
+LOCAL_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # The embedded cluster serves one user: no token for its job API.
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None, metrics_port: int | None = None,
+            quiet: bool = True):
+    """Start or join Ray once per process. `address` (or RAY_ADDRESS) joins a running cluster,
+    e.g. "ray://head:10001" or "auto"; otherwise an embedded local cluster starts."""
+    import ray
+    import ray.data
+
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs = {"logging_level": logging.WARNING} if quiet else {}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        for k, v in LOCAL_DEFAULTS.items():
+            os.environ.setdefault(k, v)
+        # Train workers hold a CPU each; advertise at least four so Ray Data's read tasks
+        # still get scheduled beside them on a two-core machine.
+        cpus = num_cpus or max(4, os.cpu_count() or 1)
+        extra = {"_metrics_export_port": metrics_port} if metrics_port else {}
+        ray.init(num_cpus=cpus, include_dashboard=False, **extra, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    return ray.get_runtime_context()

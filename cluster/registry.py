@@ -1,0 +1,113 @@
+"""Model registry: <root>/models/<name>/<version>/{weights.safetensors, config.json, metrics.json}.
+
+A version is visible only once its COMMITTED marker exists, and the marker is written last,
+so a publish that dies half-way leaves no readable version and the previous one intact.
+Weights are safetensors; nothing here unpickles.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from cluster.storage import Storage
+from models import weights
+from models.base import GenerativeModel, build
+
+MARKER = "COMMITTED"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class RegistryError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    version: int
+    config: dict
+    metrics: dict
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def summary(self) -> dict:
+        from models.base import family_class
+
+        cls = family_class(self.config["family"])
+        return {"name": self.name, "version": self.version, "family": cls.family,
+                "modality": cls.modality, "metrics": self.metrics}
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    name, _, version = ref.partition("@")
+    if not NAME_RE.match(name):
+        raise RegistryError(f"invalid model name {name!r}: use letters, digits, '.', '_', '-'")
+    if version and not version.isdigit():
+        raise RegistryError(f"invalid version {version!r} in {ref!r}: expected an integer")
+    return name, int(version) if version else None
+
+
+class Registry:
+    def __init__(self, storage: Storage):
+        self.storage = storage
+
+    def _dir(self, name: str, version: int | None = None) -> str:
+        return self.storage.path("models", name) if version is None else self.storage.path("models", name, str(version))
+
+    def names(self) -> list[str]:
+        return [n for n in self.storage.listdir(self.storage.path("models")) if self.versions(n)]
+
+    def versions(self, name: str) -> list[int]:
+        out = []
+        for v in self.storage.listdir(self._dir(name)):
+            if v.isdigit() and self.storage.exists(f"{self._dir(name, int(v))}/{MARKER}"):
+                out.append(int(v))
+        return sorted(out)
+
+    def resolve(self, ref: str) -> tuple[str, int]:
+        name, version = parse_ref(ref)
+        versions = self.versions(name)
+        if not versions:
+            raise RegistryError(f"no model named {name!r} in {self.storage.uri}")
+        if version is None:
+            return name, versions[-1]
+        if version not in versions:
+            raise RegistryError(f"model {name!r} has no version {version} (has {versions})")
+        return name, version
+
+    def record(self, ref: str) -> ModelRecord:
+        name, version = self.resolve(ref)
+        d = self._dir(name, version)
+        return ModelRecord(name, version, self.storage.read_json(f"{d}/config.json"),
+                           self.storage.read_json(f"{d}/metrics.json"))
+
+    def list(self) -> list[ModelRecord]:
+        return [self.record(n) for n in self.names()]
+
+    def load(self, ref: str) -> tuple[GenerativeModel, ModelRecord]:
+        rec = self.record(ref)
+        model = build(rec.config)
+        weights.load_bytes(model, self.storage.read_bytes(f"{self._dir(rec.name, rec.version)}/weights.safetensors"))
+        return model.eval(), rec
+
+    def publish(self, name: str, model: GenerativeModel, metrics: dict) -> ModelRecord:
+        parse_ref(name)
+        existing = [int(v) for v in self.storage.listdir(self._dir(name)) if v.isdigit()]
+        version = max(existing, default=0) + 1  # past any half-written version too
+        d = self._dir(name, version)
+        self.storage.write_bytes(f"{d}/weights.safetensors", weights.to_bytes(model))
+        self.storage.write_json(f"{d}/config.json", model.config())
+        metrics = {**metrics, "published_at": time.time()}
+        self.storage.write_json(f"{d}/metrics.json", metrics)
+        self.storage.write_bytes(f"{d}/{MARKER}", b"")
+        return ModelRecord(name, version, model.config(), metrics)
+
+    def update_metrics(self, ref: str, metrics: dict) -> ModelRecord:
+        rec = self.record(ref)
+        merged = {**rec.metrics, **metrics}
+        self.storage.write_json(f"{self._dir(rec.name, rec.version)}/metrics.json", merged)
+        return ModelRecord(rec.name, rec.version, rec.config, merged)
+

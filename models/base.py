@@ -1,0 +1,163 @@
+"""The contract every generative family keeps, and the family registry.
+
+One training loop (trainers/loop.py) and one serving path (services/) drive every
+family through this interface, so a family that needs something new changes the
+contract here, never the loop.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+_FAMILIES: dict[str, type["GenerativeModel"]] = {}
+
+AllReduce = Callable[[torch.Tensor], None]  # sums a tensor in place across workers
+
+
+def register(cls: type["GenerativeModel"]) -> type["GenerativeModel"]:
+    """Class decorator that makes a family constructible by name."""
+    _FAMILIES[cls.family] = cls
+    return cls
+
+
+def _load_families() -> None:
+    importlib.import_module("models.families")  # importing registers every family
+
+
+def family_class(name: str) -> type["GenerativeModel"]:
+    _load_families()
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}; known: {sorted(_FAMILIES)}") from None
+
+
+def family_names() -> list[str]:
+    _load_families()
+    return sorted(_FAMILIES)
+
+
+def build(config: dict) -> "GenerativeModel":
+    """Rebuild a model from the JSON config saved beside its weights."""
+    return family_class(config["family"]).from_config(config)
+
+
+class GenerativeModel(nn.Module):
+    family: ClassVar[str]
+    modality: ClassVar[str]  # "image" | "text" | "music" | "series"
+    # Request fields that apply to this family's sample(); the rest are rejected by services.
+    sample_options: ClassVar[frozenset[str]] = frozenset()
+    nll_unit: ClassVar[str] = "nats"  # the unit eval_nll() counts: per char, per image, ...
+
+    # ---- construction -------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict) -> "GenerativeModel":
+        return cls(**{k: v for k, v in config.items() if k != "family"})
+
+    def config(self) -> dict:
+        """JSON-serialisable constructor arguments, plus the family name."""
+        raise NotImplementedError
+
+    @classmethod
+    def default_config(cls, meta: dict) -> dict:
+        """Constructor arguments for a data set described by `meta` (vocab, image shape, ...)."""
+        raise NotImplementedError
+
+    # ---- training -----------------------------------------------------------------
+    def make_optimizers(self, lr: float | None = None) -> list[torch.optim.Optimizer]:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [torch.optim.AdamW(params, lr=lr or 1e-3)] if params else []
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Training objective on a batch: {"loss": scalar to minimise, **metrics}."""
+        raise NotImplementedError
+
+    def train_step(
+        self,
+        batch: dict[str, torch.Tensor],
+        optimizers: Sequence[torch.optim.Optimizer],
+        forward: Callable[..., dict] | None = None,
+    ) -> dict[str, float]:
+        """One optimisation step. `forward` is this module's forward, possibly wrapped
+        for data parallelism (DDP); calling it rather than self keeps gradients in sync."""
+        out = (forward or self)(batch)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        for opt in optimizers:
+            opt.step()
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    def reduce_statistics(self, all_reduce: AllReduce) -> None:
+        """Called at each epoch end on every worker. Count-based families sum the sufficient
+        statistics gathered by train_step across workers here; gradient families do nothing."""
+
+    @torch.no_grad()
+    def eval_nll(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
+        """(total negative log-likelihood in nats, number of units) over a batch, so that
+        workers can sum both and report nats per unit."""
+        raise NotImplementedError
+
+    # ---- generation ---------------------------------------------------------------
+    def sample(self, n: int, **options: Any) -> list:
+        """n samples. Options are per-row lists or scalars; `generator` is one torch.Generator
+        or one per row, so a row's randomness does not depend on the rows batched with it."""
+        raise NotImplementedError
+
+    def log_prob(self, x: Any) -> torch.Tensor:
+        """Exact log-likelihood per example, or a lower bound where that is all there is."""
+        raise NotImplementedError
+
+
+# ---- helpers for per-row sampling ---------------------------------------------------------
+
+def per_row(value: Any, n: int) -> list:
+    """Expand a scalar option to n rows; check a list has exactly n."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != n:
+            raise ValueError(f"expected {n} per-row values, got {len(value)}")
+        return list(value)
+    return [value] * n
+
+
+def generators(generator: torch.Generator | Sequence[torch.Generator] | None, n: int) -> list[torch.Generator]:
+    if generator is None:
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**62, ()).item()))
+    return per_row(generator, n)
+
+
+def seeded(seed: int | None) -> torch.Generator:
+    g = torch.Generator()
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(seed)
+    return g
+
+
+def draw_categorical(probs: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
+    """One index per row of probs (B, V), by inverse CDF on a uniform from that row's generator."""
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in gens])  # (B,)
+    cdf = probs.double().cumsum(-1)
+    u = u * cdf[:, -1]
+    idx = torch.searchsorted(cdf, u.unsqueeze(1)).squeeze(1)
+    return idx.clamp_(max=probs.shape[1] - 1)
+
+
+def draw_normal(shape: Sequence[int], gens: Sequence[torch.Generator]) -> torch.Tensor:
+    """Standard normal noise (B, *shape), each row from its own generator."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])
+
+
+def top_k_filter(logits: torch.Tensor, k: Sequence[int | None]) -> torch.Tensor:
+    """Keep each row's k largest logits (B, V); a None or 0 k keeps them all."""
+    V = logits.shape[-1]
+    ks = torch.tensor([V if not kk else min(int(kk), V) for kk in k], device=logits.device)
+    if bool((ks == V).all()):
+        return logits
+    kth = logits.sort(dim=-1, descending=True).values.gather(1, (ks - 1).unsqueeze(1))  # (B, 1)
+    return logits.masked_fill(logits < kth, -math.inf)

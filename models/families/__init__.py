@@ -1,0 +1,6 @@
+"""Every generative family; importing this package registers them all."""
+from models.families.markov import MarkovChain
+from models.families.transformer import CharTransformer
+from models.families.vae import ConvVAE
+
+__all__ = ["CharTransformer", "ConvVAE", "MarkovChain"]

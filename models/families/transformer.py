@@ -1,0 +1,184 @@
+"""Character-level GPT (decoder-only transformer) with KV-cache sampling, after nanoGPT."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import GenerativeModel, draw_categorical, generators, per_row, register, top_k_filter
+from models.codecs.text import CharVocab
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (k, v), each (B, nh, T, hs)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        self.n_head = n_head
+        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.c_proj = nn.Linear(n_embd, n_embd)
+        self.dropout = dropout
+
+    def forward(self, x, past: tuple[torch.Tensor, torch.Tensor] | None = None):
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if past is not None:
+            k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        # With a cache, new queries see every cached key; T > 1 only happens without one.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and T > 1,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.c_proj(y), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, dropout: float):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x, past=None):
+        a, kv = self.attn(self.ln_1(x), past)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), kv
+
+
+@register
+class CharTransformer(GenerativeModel):
+    family = "transformer"
+    modality = "text"
+    sample_options = frozenset({"prompt", "max_tokens", "temperature", "top_k", "seed"})
+    nll_unit = "nats/char"
+
+    def __init__(self, vocab: str, block_size: int = 128, n_layer: int = 4, n_head: int = 4,
+                 n_embd: int = 128, dropout: float = 0.0, lr: float = 1e-3):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError("n_embd must be a multiple of n_head")
+        self.vocab = CharVocab(vocab)
+        self.hparams = dict(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                            dropout=dropout, lr=lr)
+        self.block_size = block_size
+        V = len(self.vocab)
+        self.wte = nn.Embedding(V, n_embd)
+        self.wpe = nn.Embedding(block_size, n_embd)
+        self.drop = nn.Dropout(dropout)
+        self.h = nn.ModuleList(Block(n_embd, n_head, dropout) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, V, bias=False)
+        self.wte.weight = self.lm_head.weight  # weight tying
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight") or name.endswith("mlp.2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * n_layer))
+
+    @staticmethod
+    def _init_weights(m):
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def config(self) -> dict:
+        return {"family": self.family, "vocab": self.vocab.chars, **self.hparams}
+
+    @classmethod
+    def default_config(cls, meta: dict) -> dict:
+        return {"family": cls.family, "vocab": meta["vocab"]}
+
+    def make_optimizers(self, lr: float | None = None):
+        decay = [p for p in self.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.dim() < 2]
+        return [torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=lr or self.hparams["lr"], betas=(0.9, 0.99))]
+
+    # ---- core ---------------------------------------------------------------------
+    def logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """idx (B, T) -> logits (B, T, V); positions continue after the cached ones."""
+        B, T = idx.shape
+        start = cache[0][0].shape[2] if cache else 0
+        if start + T > self.block_size:
+            raise ValueError(f"sequence of {start + T} exceeds block size {self.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        new_cache = []
+        for i, block in enumerate(self.h):
+            x, kv = block(x, cache[i] if cache else None)
+            new_cache.append(kv)
+        return self.lm_head(self.ln_f(x)), new_cache
+
+    def _windows(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cut rows (B, L) into (inputs, targets) windows of at most block_size positions."""
+        T = min(self.block_size, tokens.shape[1] - 1)
+        w = tokens.unfold(1, T + 1, T).reshape(-1, T + 1)  # (B * L // T, T + 1)
+        return w[:, :-1], w[:, 1:]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x, y = self._windows(batch["tokens"])
+        logits, _ = self.logits(x)
+        return {"loss": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))}
+
+    @torch.no_grad()
+    def eval_nll(self, batch) -> tuple[float, int]:
+        x, y = self._windows(batch["tokens"])
+        logits, _ = self.logits(x)
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
+        return float(nll), y.numel()
+
+    def log_prob(self, x: str | torch.Tensor) -> torch.Tensor:
+        """Log-probability of each row's symbols after its first (B,), in windows of block_size."""
+        tokens = torch.as_tensor(self.vocab.encode(x))[None] if isinstance(x, str) else x
+        inp, tgt = self._windows(tokens)
+        logits, _ = self.logits(inp)
+        lp = torch.log_softmax(logits, -1).gather(2, tgt.unsqueeze(2)).squeeze(2)
+        return lp.reshape(tokens.shape[0], -1).sum(1)
+
+    # ---- generation ---------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, steps: int, temperature: torch.Tensor, top_k: list,
+                 gens: list[torch.Generator], use_cache: bool = True) -> torch.Tensor:
+        """Append `steps` sampled symbols to idx (B, T). With use_cache, keys and values of the
+        past are reused while the context fits in the block; past it, the last block_size
+        symbols are recomputed each step, exactly as without a cache."""
+        cache = None
+        for _ in range(steps):
+            if use_cache and cache is not None and idx.shape[1] <= self.block_size:
+                logits, cache = self.logits(idx[:, -1:], cache)
+            else:
+                logits, cache = self.logits(idx[:, -self.block_size:])
+            logits = top_k_filter(logits[:, -1, :] / temperature.unsqueeze(1), top_k)  # (B, V)
+            nxt = draw_categorical(torch.softmax(logits.double(), -1), gens)
+            idx = torch.cat([idx, nxt.unsqueeze(1)], 1)
+        return idx
+
+    @torch.no_grad()
+    def sample(self, n: int, *, prompt: Any = None, max_tokens: Any = 256, temperature: Any = 1.0,
+               top_k: Any = None, generator=None, use_cache: bool = True, **_) -> list[str]:
+        prompts = [p or "" for p in per_row(prompt, n)]
+        steps, temps, ks = per_row(max_tokens, n), per_row(temperature, n), per_row(top_k, n)
+        gens = generators(generator, n)
+        # An empty prompt starts after a line break, as text in the corpus does.
+        start = "\n" if "\n" in self.vocab.chars else self.vocab.chars[0]
+        ids = [self.vocab.encode(p or start) for p in prompts]
+        groups = defaultdict(list)  # rows of equal prompt length run as one batch
+        for i, t in enumerate(ids):
+            groups[len(t)].append(i)
+        out: list[str] = [""] * n
+        for rows in groups.values():
+            idx = torch.stack([torch.as_tensor(ids[i]) for i in rows])  # (b, T)
+            res = self.generate(idx, max(int(steps[i]) for i in rows),
+                                torch.tensor([float(temps[i]) for i in rows]), [ks[i] for i in rows],
+                                [gens[i] for i in rows], use_cache)
+            for j, i in enumerate(rows):
+                gen = res[j, idx.shape[1]: idx.shape[1] + int(steps[i])]
+                out[i] = prompts[i] + self.vocab.decode(gen)
+        return out

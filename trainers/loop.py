@@ -1,0 +1,129 @@
+"""The one train_loop_per_worker that trains every family through the GenerativeModel contract.
+
+Per epoch: each worker runs train_step over its Ray Data shard (gradients synchronised by
+DDP when the family has parameters), then reduce_statistics() sums count-based sufficient
+statistics, then validation NLL is summed over all workers' shards. Rank 0 writes a
+checkpoint; restarting the run (same name) or a failed worker resumes from the last one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+
+import ray.train
+import ray.train.torch
+from models import weights
+from models.base import GenerativeModel, build
+from ray.data.collate_fn import NumpyBatchCollateFn
+from trainers.datasets import to_tensors
+
+CKPT_WEIGHTS, CKPT_OPTIM, CKPT_STATE = "model.safetensors", "optimizers.pt", "state.json"
+
+
+class Collate(NumpyBatchCollateFn):
+    def __init__(self, meta: dict):
+        self.meta = meta
+
+    def __call__(self, batch):
+        return to_tensors(self.meta, batch)
+
+
+def _all_reduce(t: torch.Tensor) -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+
+
+def _sum(*values: float) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    _all_reduce(t)
+    return t.tolist()
+
+
+def _restore(model: GenerativeModel, optimizers, checkpoint) -> dict:
+    with checkpoint.as_directory() as d:
+        with open(os.path.join(d, CKPT_WEIGHTS), "rb") as f:
+            weights.load_bytes(model, f.read())
+        states = torch.load(os.path.join(d, CKPT_OPTIM), weights_only=True)  # written by _save below
+        for opt, st in zip(optimizers, states):
+            opt.load_state_dict(st)
+        with open(os.path.join(d, CKPT_STATE)) as f:
+            return json.load(f)
+
+
+def _save(model: GenerativeModel, optimizers, state: dict, d: str) -> None:
+    with open(os.path.join(d, CKPT_WEIGHTS), "wb") as f:
+        f.write(weights.to_bytes(model))
+    torch.save([opt.state_dict() for opt in optimizers], os.path.join(d, CKPT_OPTIM))
+    with open(os.path.join(d, CKPT_STATE), "w") as f:
+        json.dump(state, f)
+
+
+def _evaluate(model: GenerativeModel, shard, batch_size: int, to_batch, device) -> float:
+    model.eval()
+    nll, units = 0.0, 0
+    for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=to_batch):
+        s, u = model.eval_nll({k: v.to(device) for k, v in batch.items()})
+        nll, units = nll + s, units + u
+    nll, units = _sum(nll, units)
+    return nll / units if units else math.nan
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    """cfg: model (config dict), meta (data set meta), epochs, batch_size, lr, seed, name, log_every."""
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(cfg.get("seed", 0) + rank)
+    device = ray.train.torch.get_device()
+
+    model = build(cfg["model"]).to(device)
+    trainable = any(p.requires_grad for p in model.parameters())
+    # DDP wraps the module's forward; train_step calls through it so gradients are all-reduced.
+    forward = ray.train.torch.prepare_model(model) if trainable and ctx.get_world_size() > 1 else model
+    optimizers = model.make_optimizers(cfg.get("lr"))
+
+    state = {"epoch": -1, "history": []}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        state = _restore(model, optimizers, checkpoint)
+
+    to_batch = Collate(cfg["meta"])
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    bs, log_every = cfg["batch_size"], cfg.get("log_every", 50)
+    tag = cfg.get("name", model.family)
+
+    for epoch in range(state["epoch"] + 1, cfg["epochs"]):
+        model.train()
+        t0, rows, steps, loss_sum = time.perf_counter(), 0, 0, 0.0
+        for batch in train_shard.iter_torch_batches(batch_size=bs, collate_fn=to_batch,
+                                                    local_shuffle_buffer_size=4 * bs,
+                                                    local_shuffle_seed=cfg.get("seed", 0) + epoch):
+            out = model.train_step({k: v.to(device) for k, v in batch.items()}, optimizers, forward)
+            rows += next(iter(batch.values())).shape[0]
+            steps += 1
+            loss_sum += out.get("loss", 0.0)
+            if rank == 0 and log_every and steps % log_every == 0:
+                print(f"[{tag}] epoch {epoch + 1}/{cfg['epochs']} step {steps} "
+                      f"loss {out.get('loss', float('nan')):.4f} "
+                      f"{rows / (time.perf_counter() - t0):.1f} rows/s/worker", flush=True)
+        model.reduce_statistics(_all_reduce)
+        train_time = time.perf_counter() - t0
+        rows_all, steps_all, loss_all = _sum(rows, steps, loss_sum)
+        metrics = {"epoch": epoch + 1, "samples_per_s": rows_all / train_time, "epoch_time_s": train_time,
+                   "val_nll": _evaluate(model, val_shard, bs, to_batch, device), "nll_unit": model.nll_unit}
+        if optimizers:  # count-based families have no training loss
+            metrics["train_loss"] = loss_all / max(steps_all, 1)
+        state = {"epoch": epoch, "history": state["history"] + [metrics]}
+        if rank == 0:
+            print(f"[{tag}] epoch {epoch + 1}/{cfg['epochs']} " + " ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
+        with tempfile.TemporaryDirectory() as d:
+            if rank == 0:
+                _save(model, optimizers, state, d)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)

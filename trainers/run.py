@@ -1,0 +1,104 @@
+"""Driver side of a training run: data -> TorchTrainer(train_loop_per_worker) -> registry."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+from cluster.registry import ModelRecord, Registry, parse_ref
+from cluster.storage import Storage
+from models import weights
+from models.base import build, family_class
+from trainers import datasets
+from trainers.loop import CKPT_WEIGHTS, train_loop_per_worker
+
+# Each family's default data set and loop settings: quick on a laptop, overridable.
+DEFAULTS = {
+    "markov": {"dataset": "shakespeare", "epochs": 1, "batch_size": 256},
+    "transformer": {"dataset": "shakespeare", "epochs": 1, "batch_size": 32, "log_every": 100},
+    "vae": {"dataset": "mnist", "epochs": 10, "batch_size": 128},
+}
+
+
+@dataclass
+class TrainSpec:
+    family: str
+    name: str | None = None
+    dataset: str | None = None
+    workers: int = 2
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    limit: int | None = None  # rows per split, for quick runs
+    model: dict = field(default_factory=dict)  # overrides of the family's default config
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+    max_failures: int = 1
+    fresh: bool = False  # discard the run's checkpoints instead of resuming
+
+    def resolved(self) -> "TrainSpec":
+        family_class(self.family)  # fails early on an unknown family
+        d = DEFAULTS.get(self.family, {})
+        self.name = self.name or self.family
+        parse_ref(self.name)
+        self.dataset = self.dataset or d.get("dataset")
+        self.epochs = self.epochs or d.get("epochs", 1)
+        self.batch_size = self.batch_size or d.get("batch_size", 64)
+        if self.workers < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("workers, epochs and batch_size must be >= 1")
+        return self
+
+
+def model_config(spec: TrainSpec, meta: dict) -> dict:
+    cls = family_class(spec.family)
+    if cls.modality != meta["modality"]:
+        raise datasets.DataError(f"family {spec.family!r} models {cls.modality}, but data set "
+                                 f"{spec.dataset!r} holds {meta['modality']}")
+    config = {**cls.default_config(meta), **spec.model, "family": cls.family}
+    build(config)  # a bad override fails here, before any worker starts
+    return config
+
+
+def train(spec: TrainSpec, storage: Storage) -> ModelRecord:
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    spec = spec.resolved()
+    meta = datasets.prepare(spec.dataset, storage)
+    config = model_config(spec, meta)
+    run_dir = storage.path("runs", spec.name)
+    if spec.fresh:
+        storage.delete_dir(run_dir)
+    loop_cfg = {"model": config, "meta": meta, "epochs": spec.epochs, "batch_size": spec.batch_size,
+                "lr": spec.lr, "seed": spec.seed, "name": spec.name,
+                "log_every": DEFAULTS.get(spec.family, {}).get("log_every", 50)}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_cfg,
+        scaling_config=ray.train.ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu,
+                                               resources_per_worker={"CPU": spec.cpus_per_worker}),
+        run_config=ray.train.RunConfig(
+            name=spec.name, storage_path=storage.uri.rstrip("/") + "/runs",
+            failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+        datasets=datasets.ray_datasets(meta, storage, spec.limit),
+    )
+    t0 = time.time()
+    result = trainer.fit()
+    wall = time.time() - t0
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {spec.name!r} finished without a checkpoint")
+    model = build(config)
+    with result.checkpoint.as_directory() as d:
+        with open(os.path.join(d, CKPT_WEIGHTS), "rb") as f:
+            weights.load_bytes(model, f.read())
+        with open(os.path.join(d, "state.json")) as f:
+            history = json.load(f)["history"]
+    final = history[-1] if history else {}
+    metrics = {**{k: v for k, v in final.items() if k != "epoch"}, "epochs": len(history), "history": history,
+               "dataset": spec.dataset, "workers": spec.workers, "cpus_per_worker": spec.cpus_per_worker,
+               "wall_time_s": wall, "limit": spec.limit}
+    return Registry(storage).publish(spec.name, model, metrics)
+
