@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
@@ -74,14 +74,8 @@ def _json_error(status: int, detail) -> JSONResponse:
 
 
 api = FastAPI(title="genray", description="Generation from genray registry models")
-
-
-@api.exception_handler(RequestValidationError)
-async def _invalid(request: Request, exc: RequestValidationError):
-    model = request.path_params.get("model")
-    if model is not None and hasattr(api.state, "metrics"):  # malformed generate requests count too
-        api.state.metrics.request(model if model in api.state.models else "_unknown", 422, None)
-    return _json_error(422, [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in exc.errors()])
+_BODY_SCHEMA = {"requestBody": {"required": False, "content": {
+    "application/json": {"schema": GenerateRequest.model_json_schema()}}}}
 
 
 @serve.deployment
@@ -92,7 +86,6 @@ class Gateway:
         self.servers = servers  # name -> DeploymentHandle
         self.timeout = request_timeout_s
         self.metrics = GatewayMetrics()
-        api.state.metrics, api.state.models = self.metrics, models
 
     @api.get("/healthz")
     async def healthz(self):
@@ -107,17 +100,23 @@ class Gateway:
         body, content_type = self.metrics.render()
         return Response(content=body, media_type=content_type)
 
-    @api.post("/v1/generate/{model}", response_model=GenerateResponse)
-    async def generate(self, model: str, req: GenerateRequest):
+    @api.post("/v1/generate/{model}", response_model=GenerateResponse, openapi_extra=_BODY_SCHEMA)
+    async def generate(self, model: str, request: Request):
         t0 = time.perf_counter()
-        status, resp = await self._generate(model, req)
+        status, resp = await self._generate(model, await request.body())
         self.metrics.request(model if model in self.models else "_unknown", status, time.perf_counter() - t0)
         return resp
 
-    async def _generate(self, model: str, req: GenerateRequest):
+    async def _generate(self, model: str, body: bytes):
         entry = self.models.get(model)
         if entry is None:
             return 404, _json_error(404, f"unknown model {model!r}; served: {sorted(self.models)}")
+        # Parsed here rather than by FastAPI so that every outcome is counted in one place.
+        try:
+            req = GenerateRequest.model_validate_json(body or b"{}")
+        except ValidationError as e:
+            return 422, _json_error(422, [{"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                                          for err in e.errors()])
         errors = check_applies(req, entry["config"])
         if errors:
             return 422, _json_error(422, errors)

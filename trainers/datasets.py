@@ -240,7 +240,7 @@ def to_tensors(meta: dict, batch: dict[str, np.ndarray]) -> dict:
     # torch.tensor copies: Ray's batches are read-only views.
     out = {"image": torch.tensor(dense(batch["image"])).reshape(-1, *meta["shape"])}
     if "label" in batch:
-        out["label"] = torch.as_tensor(batch["label"])
+        out["label"] = torch.tensor(batch["label"])
     return out
 
 

@@ -17,7 +17,7 @@ from trainers.loop import CKPT_WEIGHTS, train_loop_per_worker
 DEFAULTS = {
     "markov": {"dataset": "shakespeare", "epochs": 1, "batch_size": 256},
     "transformer": {"dataset": "shakespeare", "epochs": 1, "batch_size": 32, "log_every": 100},
-    "vae": {"dataset": "mnist", "epochs": 10, "batch_size": 128},
+    "vae": {"dataset": "mnist", "epochs": 15, "batch_size": 128},
 }
 
 

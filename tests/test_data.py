@@ -1,0 +1,87 @@
+"""Data sets -> Parquet cache: splits, meta, user data, clear errors."""
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from cluster.storage import Storage
+from models.codecs import CharVocab
+from trainers.datasets import DataError, local_arrays, prepare
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return Storage(str(tmp_path / "home"))
+
+
+def test_mnist_split_holds_every_digit_and_is_disjoint(store):
+    meta = prepare("mnist", store)
+    assert meta["shape"] == [1, 28, 28] and meta["num_classes"] == 10
+    assert (meta["train_rows"], meta["val_rows"]) == (4500, 500)
+    train, val = local_arrays(meta, "train", store), local_arrays(meta, "val", store)
+    assert set(val["label"].tolist()) == set(range(10))
+    assert np.bincount(val["label"].numpy()).min() == 50
+    flat = {bytes(x) for x in train["image"].reshape(len(train["image"]), -1).numpy()}
+    assert not any(bytes(x) in flat for x in val["image"].reshape(500, -1).numpy())
+
+
+def test_shakespeare_rows_decode_to_plain_text_and_cache_is_reused(store):
+    meta = prepare("shakespeare", store)
+    assert meta["train_rows"] > 15_000 and meta["val_rows"] > 1_000
+    rows = local_arrays(meta, "val", store, limit=5)["tokens"]
+    assert rows.shape == (5, meta["seq_len"])
+    text = CharVocab(meta["vocab"]).decode(rows[0])
+    assert "**" not in text and "#" not in text
+    mtime = store.fs.get_file_info(meta["train"]).mtime
+    assert prepare("shakespeare", store) == meta
+    assert store.fs.get_file_info(meta["train"]).mtime == mtime
+
+
+def test_user_text_file(store, tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    meta = prepare(str(path), store)
+    assert meta["modality"] == "text" and set(meta["vocab"]) == set("the quick brown fox jumps over the lazy dog.")
+    assert meta["train_rows"] + meta["val_rows"] == (len(path.read_text()) - 1) // 256
+
+
+def test_user_image_folder_with_classes(store, tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(15):
+            Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+    meta = prepare(str(tmp_path / "imgs"), store)
+    assert meta["shape"] == [1, 12, 12] and meta["num_classes"] == 2
+    assert meta["train_rows"] + meta["val_rows"] == 30
+
+
+def test_user_parquet_of_images(store, tmp_path):
+    def png(v):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((8, 8), v, dtype=np.uint8)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    pq.write_table(pa.table({"image": [png(i) for i in range(40)], "label": [i % 4 for i in range(40)]}),
+                   tmp_path / "x.parquet")
+    meta = prepare(str(tmp_path / "x.parquet"), store)
+    assert meta["shape"] == [1, 8, 8] and meta["num_classes"] == 4
+    batch = local_arrays(meta, "train", store)
+    assert batch["image"].dtype.is_floating_point is False and batch["image"].shape[1:] == (1, 8, 8)
+
+
+def test_bad_data_gives_clear_errors(store, tmp_path):
+    with pytest.raises(DataError, match="unknown data set"):
+        prepare("no-such-set", store)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        prepare(str(tmp_path / "empty"), store)
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match="expected a 'text' column"):
+        prepare(str(tmp_path / "bad.parquet"), store)
+    (tmp_path / "tiny.txt").write_text("too short")
+    with pytest.raises(DataError, match="shorter than"):
+        prepare(str(tmp_path / "tiny.txt"), store)

@@ -1,0 +1,217 @@
+"""The model layer on its own: pure PyTorch, no Ray."""
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models import build, family_names, seeded
+from models.codecs import CharVocab, from_png, grid, to_png
+from models.families.vae import discretized_logistic_log_prob
+from trainers.datasets import sklearn_digits, shakespeare_text
+
+
+@pytest.fixture(scope="module")
+def text_rows():
+    text = shakespeare_text()[0][:60_000]
+    vocab = CharVocab.from_text(text)
+    ids = torch.as_tensor(vocab.encode(text))
+    rows = ids[: (len(ids) // 65) * 65].view(-1, 65)  # (N, 65)
+    return vocab, rows[:-40], rows[-40:]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels = sklearn_digits()
+    return torch.as_tensor(images), torch.as_tensor(labels)
+
+
+def test_every_family_is_registered():
+    assert {"markov", "transformer", "vae"} <= set(family_names())
+    with pytest.raises(ValueError, match="unknown model family"):
+        build({"family": "nope"})
+
+
+# ---- markov ----------------------------------------------------------------------------------
+
+def _fit_markov(vocab, train, order=3):
+    m = build({"family": "markov", "vocab": vocab.chars, "order": order})
+    m.train_step({"tokens": train}, [])
+    m.reduce_statistics(lambda t: None)
+    return m
+
+
+def test_markov_next_symbol_probabilities_sum_to_one(text_rows):
+    vocab, train, _ = text_rows
+    m = _fit_markov(vocab, train)
+    hist = torch.randint(-1, len(vocab), (50, 3))
+    hist[hist < 0] = -1
+    p = m.next_probs(hist)
+    assert p.shape == (50, len(vocab))
+    assert torch.allclose(p.sum(1), torch.ones(50, dtype=torch.float64), atol=1e-12)
+    assert bool((p > 0).all())
+
+
+def test_markov_fitting_lowers_heldout_nll_and_log_prob_is_exact(text_rows):
+    vocab, train, val = text_rows
+    untrained = build({"family": "markov", "vocab": vocab.chars, "order": 3})
+    nll0, n = untrained.eval_nll({"tokens": val})
+    assert nll0 / n == pytest.approx(math.log(len(vocab)))
+    m = _fit_markov(vocab, train)
+    nll1, _ = m.eval_nll({"tokens": val})
+    assert nll1 / n < 0.6 * nll0 / n
+    # Summing next_probs along a sequence gives the same log-probability as the vectorised path.
+    seq = val[0, :20]
+    step = 0.0
+    for t in range(len(seq)):
+        hist = torch.full((1, 3), -1)
+        ctx = seq[max(0, t - 3):t]
+        if len(ctx):
+            hist[0, -len(ctx):] = ctx
+        step += math.log(m.next_probs(hist)[0, seq[t]])
+    assert float(m.log_prob(seq[None])) == pytest.approx(step, rel=1e-9)
+
+
+def test_markov_counts_reduce_like_one_worker(text_rows):
+    vocab, train, val = text_rows
+    whole = _fit_markov(vocab, train)
+    a, b = (build({"family": "markov", "vocab": vocab.chars, "order": 3}) for _ in range(2))
+    a.train_step({"tokens": train[::2]}, [])
+    b.train_step({"tokens": train[1::2]}, [])
+    # Emulate the all-reduce of two workers: each adds the other's pending counts.
+    pending_b = [getattr(b, f"pending{k}").clone() for k in range(4)]
+    pending_a = [getattr(a, f"pending{k}").clone() for k in range(4)]
+    it_a, it_b = iter(pending_b), iter(pending_a)
+    a.reduce_statistics(lambda t: t.add_(next(it_a)))
+    b.reduce_statistics(lambda t: t.add_(next(it_b)))
+    assert a.eval_nll({"tokens": val}) == pytest.approx(whole.eval_nll({"tokens": val}))
+    assert b.eval_nll({"tokens": val}) == pytest.approx(whole.eval_nll({"tokens": val}))
+
+
+def test_markov_state_roundtrip_is_sparse_and_exact(text_rows):
+    vocab, train, val = text_rows
+    m = _fit_markov(vocab, train)
+    state = m.state_dict()
+    assert all(v.numel() < 200_000 for v in state.values())
+    m2 = build(m.config())
+    m2.load_state_dict(state)
+    assert m2.eval_nll({"tokens": val}) == m.eval_nll({"tokens": val})
+
+
+def test_markov_samples_decode_and_follow_seed(text_rows):
+    vocab, train, _ = text_rows
+    m = _fit_markov(vocab, train)
+    a = m.sample(3, prompt="KING", max_tokens=50, generator=seeded(7))
+    b = m.sample(3, prompt="KING", max_tokens=50, generator=seeded(7))
+    assert a == b and len(set(a)) > 1
+    assert all(s.startswith("KING") and len(s) == 54 and not vocab.unknown(s) for s in a)
+
+
+# ---- transformer -------------------------------------------------------------------------------
+
+def _small_gpt(vocab, block_size=32):
+    torch.manual_seed(0)
+    return build({"family": "transformer", "vocab": vocab.chars, "n_layer": 2, "n_embd": 32, "n_head": 4,
+                  "block_size": block_size})
+
+
+def test_transformer_loss_falls(text_rows):
+    vocab, train, val = text_rows
+    m = _small_gpt(vocab)
+    opt = m.make_optimizers(3e-3)
+    nll0, n = m.eval_nll({"tokens": val})
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        m.train_step({"tokens": train[torch.randint(len(train), (16,), generator=g)]}, opt)
+    nll1, _ = m.eval_nll({"tokens": val})
+    assert nll1 / n < nll0 / n - 0.8
+
+
+def test_kv_cache_sampling_equals_full_recomputation(text_rows):
+    vocab, train, _ = text_rows
+    m = _small_gpt(vocab, block_size=16).eval()
+    # 40 steps run past the 16-symbol block, exercising the window recomputation too.
+    kw = dict(prompt=["ROMEO", "JU"], max_tokens=40, temperature=0.9, top_k=[None, 5])
+    cached = m.sample(2, generator=[seeded(3), seeded(4)], use_cache=True, **kw)
+    full = m.sample(2, generator=[seeded(3), seeded(4)], use_cache=False, **kw)
+    assert cached == full
+    assert [len(s) for s in cached] == [45, 42]
+
+
+def test_transformer_rows_do_not_depend_on_their_batch(text_rows):
+    vocab, _, _ = text_rows
+    m = _small_gpt(vocab).eval()
+    alone = m.sample(2, prompt="A", max_tokens=20, generator=seeded(11))
+    batched = m.sample(5, prompt=["A", "A", "B", "", "A"], max_tokens=[20, 20, 5, 7, 3],
+                       generator=[seeded(11)] * 2 + [seeded(1), seeded(2), seeded(3)])
+    assert batched[:2] == alone
+    assert [len(s) for s in batched[2:]] == [6, 7, 4]
+
+
+def test_top_k_one_is_greedy(text_rows):
+    vocab, _, _ = text_rows
+    m = _small_gpt(vocab).eval()
+    a = m.sample(1, prompt="To", max_tokens=10, top_k=1, generator=seeded(1))
+    b = m.sample(1, prompt="To", max_tokens=10, top_k=1, generator=seeded(2))
+    assert a == b
+
+
+# ---- vae -------------------------------------------------------------------------------------------
+
+def test_discretized_logistic_is_a_distribution():
+    levels = torch.arange(256, dtype=torch.float32) / 127.5 - 1.0
+    mean = torch.tensor(0.1).expand(256)
+    log_scale = torch.tensor(-2.0).expand(256)
+    total = discretized_logistic_log_prob(levels, mean, log_scale).exp().sum()
+    assert float(total) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_vae_loss_falls_and_samples_decode(digits):
+    images, labels = digits
+    torch.manual_seed(0)
+    m = build({"family": "vae", "shape": [1, 8, 8], "num_classes": 10, "latent_dim": 8, "hidden": 16})
+    opt = m.make_optimizers()
+    val = {"image": images[-200:], "label": labels[-200:]}
+    nll0, n = m.eval_nll(val)
+    for epoch in range(8):
+        for i in range(0, 1500, 64):
+            m.train_step({"image": images[i:i + 64], "label": labels[i:i + 64]}, opt)
+    nll1, _ = m.eval_nll(val)
+    assert nll1 / n < 0.92 * nll0 / n
+    m.eval()
+    x = m.sample(4, label=[0, 1, None, 9], generator=seeded(5))
+    assert x.shape == (4, 1, 8, 8) and float(x.min()) >= 0 and float(x.max()) <= 1
+    assert torch.equal(x, m.sample(4, label=[0, 1, None, 9], generator=seeded(5)))
+    png = to_png(x[0])
+    assert Image.open(io.BytesIO(png)).size == (8, 8)
+    # The ELBO is a bound: more importance samples can only tighten it (on average).
+    lp1 = m.log_prob(val["image"][:50], val["label"][:50], z_samples=1).mean()
+    lp8 = m.log_prob(val["image"][:50], val["label"][:50], z_samples=8).mean()
+    assert float(lp8) > float(lp1) - 1.0
+
+
+def test_vae_rejects_out_of_range_label():
+    m = build({"family": "vae", "shape": [1, 8, 8], "num_classes": 10})
+    with pytest.raises(ValueError, match="label"):
+        m.sample(1, label=10)
+
+
+# ---- codecs ----------------------------------------------------------------------------------------
+
+def test_png_roundtrip_and_grid():
+    img = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
+    assert torch.equal(from_png(to_png(img)), img)
+    g = grid(torch.rand(10, 1, 8, 8), ncol=4, pad=2)
+    assert g.shape == (1, 3 * 10 + 2, 4 * 10 + 2)
+    with pytest.raises(ValueError):
+        to_png(torch.rand(2, 8, 8))
+
+
+def test_char_vocab():
+    v = CharVocab.from_text("hello world")
+    assert v.decode(v.encode("hold")) == "hold"
+    with pytest.raises(ValueError, match="not in the model's vocabulary"):
+        v.encode("xyz")
+    assert np.array_equal(v.encode(""), np.array([], dtype=np.int64))

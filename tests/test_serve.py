@@ -1,0 +1,147 @@
+"""Ray Serve over real HTTP: generation, validation, metrics, determinism, overload."""
+import base64
+import io
+import re
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from PIL import Image
+
+from cluster.cli import main as cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(trained, storage):
+    from ray import serve
+
+    from services.app import build_app
+
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(storage.uri), name="genray", route_prefix="/")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+        yield c
+    serve.delete("genray")
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
+        if m and m.group(1) == name and ",".join(sorted(m.group(2).split(","))) == want:
+            return float(m.group(3))
+    return 0.0
+
+
+def test_health_and_model_list(client):
+    assert client.get("/healthz").json() == {"status": "ok", "models": 3}
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert set(models) == {"markov", "transformer", "vae"}
+    assert models["vae"]["modality"] == "image" and models["markov"]["family"] == "markov"
+    assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
+    assert "val_nll" in models["vae"]["metrics"] and "history" not in models["vae"]["metrics"]
+
+
+def test_vae_generates_pngs_of_the_requested_label(client):
+    r = client.post("/v1/generate/vae", json={"n": 3, "label": 4, "seed": 9})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "vae" and body["version"] >= 1 and len(body["samples"]) == 3
+    for s in body["samples"]:
+        assert Image.open(io.BytesIO(base64.b64decode(s))).size == (8, 8)
+
+
+@pytest.mark.parametrize("model", ["markov", "transformer"])
+def test_text_models_continue_the_prompt(client, model):
+    r = client.post(f"/v1/generate/{model}", json={"n": 2, "prompt": "KING", "max_tokens": 30,
+                                                   "temperature": 0.8, "seed": 5})
+    assert r.status_code == 200, r.text
+    samples = r.json()["samples"]
+    assert len(samples) == 2 and all(s.startswith("KING") and len(s) == 34 for s in samples)
+
+
+def test_same_seed_same_samples_over_http_and_cli(client, storage, capsys):
+    body = {"n": 2, "prompt": "ROMEO:", "max_tokens": 40, "seed": 123}
+    a = client.post("/v1/generate/transformer", json=body).json()["samples"]
+    b = client.post("/v1/generate/transformer", json=body).json()["samples"]
+    assert a == b
+    assert client.post("/v1/generate/transformer", json={**body, "seed": 124}).json()["samples"] != a
+    assert cli(["sample", "transformer", "-n", "2", "--prompt", "ROMEO:", "--max-tokens", "40", "--seed", "123",
+                "--storage", storage.uri]) == 0
+    assert capsys.readouterr().out == "\n\n".join(a) + "\n"
+
+
+BAD = [
+    ("malformed json", "vae", b'{"n": 2', 422, None),
+    ("wrong type", "vae", {"n": "two"}, 422, "n"),
+    ("bool for int", "vae", {"n": True}, 422, "n"),
+    ("n too large", "vae", {"n": 65}, 422, "n"),
+    ("n zero", "vae", {"n": 0}, 422, "n"),
+    ("temperature zero", "markov", {"temperature": 0}, 422, "temperature"),
+    ("max_tokens too large", "transformer", {"max_tokens": 5000}, 422, "max_tokens"),
+    ("unknown field", "vae", {"colour": "red"}, 422, "colour"),
+    ("text field on image model", "vae", {"prompt": "hi"}, 422, "prompt"),
+    ("image field on text model", "markov", {"label": 3}, 422, "label"),
+    ("top_k on markov", "markov", {"top_k": 3}, 422, "top_k"),
+    ("label out of range", "vae", {"label": 10}, 422, "label"),
+    ("prompt outside vocabulary", "transformer", {"prompt": "\u2603"}, 422, "prompt"),
+    ("unknown model", "nope", {}, 404, None),
+]
+
+
+@pytest.mark.parametrize("case,model,body,status,field", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_gets_a_clear_4xx(client, case, model, body, status, field):
+    kw = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    r = client.post(f"/v1/generate/{model}", **kw)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    if field:
+        assert any(e["loc"][-1] == field for e in detail), detail
+    elif status == 404:
+        assert "unknown model" in detail
+
+
+def test_metrics_move_with_traffic(client):
+    before = client.get("/metrics").text
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda i: client.post("/v1/generate/vae", json={"n": 2, "seed": i}).status_code, range(16)))
+    assert codes == [200] * 16
+    client.post("/v1/generate/vae", json={"n": 999})
+    after = client.get("/metrics").text
+    assert after.startswith("# HELP")
+
+    def delta(name, **labels):
+        return _metric(after, name, **labels) - _metric(before, name, **labels)
+
+    assert delta("genray_requests_total", model="vae", status="200") == 16
+    assert delta("genray_requests_total", model="vae", status="422") == 1
+    assert delta("genray_samples_generated_total", model="vae") == 32
+    assert delta("genray_request_latency_seconds_count", model="vae") == 17
+    batches = delta("genray_batch_size_count", model="vae")
+    assert 1 <= batches <= 16 and delta("genray_batch_size_sum", model="vae") == 32
+
+
+def test_overload_answers_503_not_a_hang(client, storage):
+    from ray import serve
+
+    from services.app import ServeOptions, build_app
+
+    # A second app on the same HTTP proxy whose model server takes one request and queues one.
+    tight = ServeOptions(max_replicas=1, max_ongoing_requests=1, max_queued_requests=1, max_batch_size=1)
+    serve.run(build_app(storage.uri, ["transformer"], tight), name="tight", route_prefix="/tight")
+    slow = {"max_tokens": 1500, "prompt": "A"}
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: client.post("/tight/v1/generate/transformer", json=slow).status_code,
+                                  range(8)))
+    finally:
+        serve.delete("tight")
+    assert 503 in codes and 200 in codes and set(codes) <= {200, 503}, codes
