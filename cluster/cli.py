@@ -149,8 +149,19 @@ def _serve_forever(args, storage: Storage) -> int:
     while not stop.wait(1.0):
         pass
     print("\nstopping genray ...", flush=True)
-    serve.shutdown()
+    import ray
+
+    if _joined_cluster(args):
+        serve.delete("genray")  # leave a shared cluster's other applications running
+    else:
+        ray.shutdown()  # the embedded cluster goes with its process
     return 0
+
+
+def _joined_cluster(args) -> bool:
+    import os
+
+    return bool(getattr(args, "address", None) or os.environ.get("RAY_ADDRESS"))
 
 
 def cmd_serve(args) -> int:

@@ -8,6 +8,8 @@ LOCAL_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
     # The embedded cluster serves one user: no token for its job API.
     "RAY_AUTH_MODE": "disabled",
+    # Train's print patch echoes each worker print twice on a local cluster.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
 
 

@@ -186,6 +186,12 @@ def test_vae_loss_falls_and_samples_decode(digits):
     assert torch.equal(x, m.sample(4, label=[0, 1, None, 9], generator=seeded(5)))
     png = to_png(x[0])
     assert Image.open(io.BytesIO(png)).size == (8, 8)
+    # Samples follow their label: a nearest-class-mean classifier of real digits recognises them.
+    means = torch.stack([images[labels == c].float().mean(0) for c in range(10)]).flatten(1)  # (10, 64)
+    fake = m.sample(100, label=[c for c in range(10) for _ in range(10)], generator=seeded(0)) * 255
+    predicted = torch.cdist(fake.flatten(1), means).argmin(1)
+    accuracy = (predicted == torch.arange(10).repeat_interleave(10)).float().mean()
+    assert accuracy > 0.6, accuracy
     # The ELBO is a bound: more importance samples can only tighten it (on average).
     lp1 = m.log_prob(val["image"][:50], val["label"][:50], z_samples=1).mean()
     lp8 = m.log_prob(val["image"][:50], val["label"][:50], z_samples=8).mean()

@@ -8,6 +8,7 @@ checkpoint; restarting the run (same name) or a failed worker resumes from the l
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -74,8 +75,17 @@ def _evaluate(model: GenerativeModel, shard, batch_size: int, to_batch, device) 
     return nll / units if units else math.nan
 
 
+def _quiet_console() -> None:
+    """Keep Ray Train's per-report INFO lines in its log files but off the console,
+    where the loop prints its own progress."""
+    for h in logging.getLogger("ray.train").handlers:
+        if type(h) is logging.StreamHandler:
+            h.setLevel(logging.WARNING)
+
+
 def train_loop_per_worker(cfg: dict) -> None:
     """cfg: model (config dict), meta (data set meta), epochs, batch_size, lr, seed, name, log_every."""
+    _quiet_console()
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.manual_seed(cfg.get("seed", 0) + rank)

@@ -58,8 +58,8 @@ class CharTransformer(GenerativeModel):
     sample_options = frozenset({"prompt", "max_tokens", "temperature", "top_k", "seed"})
     nll_unit = "nats/char"
 
-    def __init__(self, vocab: str, block_size: int = 128, n_layer: int = 4, n_head: int = 4,
-                 n_embd: int = 128, dropout: float = 0.0, lr: float = 1e-3):
+    def __init__(self, vocab: str, block_size: int = 128, n_layer: int = 3, n_head: int = 4,
+                 n_embd: int = 96, dropout: float = 0.0, lr: float = 3e-3):
         super().__init__()
         if n_embd % n_head:
             raise ValueError("n_embd must be a multiple of n_head")

@@ -41,7 +41,7 @@ class ConvVAE(GenerativeModel):
     nll_unit = "nats/image"
 
     def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 16,
-                 hidden: int = 32, lr: float = 2e-3):
+                 hidden: int = 32, lr: float = 4e-3):
         super().__init__()
         C, H, W = shape
         if H % 4 or W % 4:
@@ -57,6 +57,9 @@ class ConvVAE(GenerativeModel):
         self.to_latent = nn.Linear(feat + num_classes, 2 * latent_dim)
         self.from_latent = nn.Sequential(nn.Linear(latent_dim + num_classes, feat), nn.SiLU(),
                                          nn.Unflatten(1, (h2, H // 4, W // 4)))
+        # A class-conditional prior p(z|y) = N(mu_y, I): the KL term pulls each class's posteriors
+        # around its own mean, so z ~ p(z|y) decodes to class y even where the decoder leans on z.
+        self.prior_mu = nn.Parameter(torch.randn(max(num_classes, 1), latent_dim)) if num_classes else None
         self.decoder = nn.Sequential(
             nn.ConvTranspose2d(h2, hidden, 4, 2, 1), nn.SiLU(),  # (B, h, H/2, W/2)
             nn.ConvTranspose2d(hidden, hidden, 4, 2, 1), nn.SiLU(),  # (B, h, H, W)
@@ -80,10 +83,16 @@ class ConvVAE(GenerativeModel):
             return torch.zeros(B, 0)
         return F.one_hot(labels.long(), self.num_classes).float()
 
+    def _prior_mean(self, labels: torch.Tensor | None, B: int) -> torch.Tensor:
+        if self.prior_mu is None:
+            return torch.zeros(B, self.latent_dim)
+        return self.prior_mu[labels.long()]  # (B, D)
+
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.decoder(self.from_latent(torch.cat([z, y], 1)))
+        # The mean is left unbounded: a tanh here saturates on MNIST's 0/255 pixels and stalls learning.
         mean, log_scale = out.chunk(2, dim=1)  # (B, C, H, W) each
-        return torch.tanh(mean), log_scale
+        return mean, log_scale
 
     def _neg_elbo(self, batch, z_samples: int = 1) -> torch.Tensor:
         """Per-image negative ELBO in nats (B,), or the importance-weighted bound for z_samples > 1."""
@@ -92,23 +101,23 @@ class ConvVAE(GenerativeModel):
         y = self._onehot(batch.get("label"), B)
         mu, logvar = self.to_latent(torch.cat([self.encoder(x), y], 1)).chunk(2, dim=1)  # (B, D)
         std = torch.exp(0.5 * logvar)
+        prior_mu = self._prior_mean(batch.get("label"), B)
         bounds = []
         for _ in range(z_samples):
             z = mu + std * torch.randn_like(std)
             mean, log_scale = self.decode(z, y)
             log_px = discretized_logistic_log_prob(x, mean, log_scale).flatten(1).sum(1)
             if z_samples == 1:  # analytic KL
-                kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+                kl = 0.5 * ((mu - prior_mu).pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
                 return -(log_px - kl)
-            log_pz = -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(1)
+            log_pz = -0.5 * ((z - prior_mu).pow(2) + math.log(2 * math.pi)).sum(1)
             log_qz = -0.5 * (((z - mu) / std).pow(2) + logvar + math.log(2 * math.pi)).sum(1)
             bounds.append(log_px + log_pz - log_qz)
         return -(torch.logsumexp(torch.stack(bounds), 0) - math.log(z_samples))
 
     def forward(self, batch):
         nelbo = self._neg_elbo(batch)
-        dims = math.prod(self.shape)
-        return {"loss": nelbo.mean() / dims, "nelbo": nelbo.mean().detach()}
+        return {"loss": nelbo.mean() / math.prod(self.shape)}  # nats per pixel: lr-friendly scale
 
     @torch.no_grad()
     def eval_nll(self, batch) -> tuple[float, int]:
@@ -122,7 +131,7 @@ class ConvVAE(GenerativeModel):
     # ---- generation ---------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, *, label: Any = None, generator=None, **_) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1]: the decoder's mean for z ~ N(0, I). A label of
+        """n images (n, C, H, W) in [0, 1]: the decoder's mean for z ~ p(z|label). A label of
         None draws the class uniformly from the row's own generator."""
         gens = generators(generator, n)
         z = draw_normal([self.latent_dim], gens)  # (n, D)
@@ -135,5 +144,6 @@ class ConvVAE(GenerativeModel):
                 elif not 0 <= int(lab) < self.num_classes:
                     raise ValueError(f"label must be in [0, {self.num_classes - 1}], got {lab}")
             y = torch.tensor(labels)
+            z = z + self._prior_mean(y, n)
         mean, _ = self.decode(z, self._onehot(y, n))
-        return (mean + 1.0) / 2.0
+        return ((mean + 1.0) / 2.0).clamp(0.0, 1.0)

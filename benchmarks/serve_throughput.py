@@ -1,0 +1,181 @@
+"""Serving throughput of /v1/generate/{vae}: a loopback load generator at several concurrencies
+against (1) genray on Ray Serve (dynamic batching) and (2) a plain unbatched FastAPI server
+(uvicorn, one process) holding the same model, compared with (3) the raw batched model in-process.
+
+    python benchmarks/serve_throughput.py [--n 8] [--seconds 8] [--concurrency 1 8 32]
+
+Every request asks for `n` samples; throughput is in samples/s. The load generator runs on the
+same machine as the servers and shares its cores, as a client on loopback would.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+PLAIN_SERVER = """
+import sys, torch, uvicorn
+from fastapi import FastAPI
+from cluster.registry import Registry
+from cluster.storage import Storage
+from models.base import seeded
+from services.app import encode_samples
+from services.schemas import GenerateRequest
+torch.set_num_threads(1)
+model, rec = Registry(Storage(sys.argv[1])).load("vae")
+app = FastAPI()
+
+@app.post("/v1/generate/vae")
+def generate(req: GenerateRequest):
+    samples = model.sample(req.n, generator=seeded(req.seed), label=req.label)
+    return {"model": "vae", "version": rec.version, "samples": encode_samples("image", samples)}
+
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def load(url: str, n: int, concurrency: int, seconds: float) -> dict:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async def user(i: int):
+            nonlocal errors
+            k = 0
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                r = await client.post(url, json={"n": n, "seed": i * 100_000 + k})
+                k += 1
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(user(i) for i in range(concurrency)))
+        wall = time.perf_counter() - t0
+    lat = sorted(latencies) or [float("nan")]
+    return {"samples_per_s": len(latencies) * n / wall, "p50_ms": 1000 * lat[len(lat) // 2],
+            "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "errors": errors}
+
+
+def raw_limit(storage_uri: str, n: int, batch: int, seconds: float) -> tuple[float, float]:
+    """Samples/s of the model alone in-process, batched `batch` rows at a time: sampling only,
+    and sampling plus PNG/base64 encoding (the work a server does per sample)."""
+    import torch
+
+    from cluster.registry import Registry
+    from cluster.storage import Storage
+    from models.base import seeded
+    from services.app import encode_samples
+
+    torch.set_num_threads(1)
+    model, _ = Registry(Storage(storage_uri)).load("vae")
+    out = []
+    for encode in (False, True):
+        done, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds / 2:
+            gens = [g for i in range(batch // n) for g in [seeded(i)] * n]
+            s = model.sample(len(gens), generator=gens)
+            if encode:
+                encode_samples("image", s)
+            done += len(gens)
+        out.append(done / (time.perf_counter() - t0))
+    return out[0], out[1]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=8, help="samples per request")
+    p.add_argument("--seconds", type=float, default=8.0, help="load duration per point")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    args = p.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+    import torch
+    from ray import serve
+
+    from cluster.connect import connect
+    from cluster.registry import Registry
+    from cluster.storage import Storage
+    from models import build
+    from services.app import ServeOptions, build_app
+    from trainers.run import TrainSpec, model_config
+
+    with tempfile.TemporaryDirectory() as home:
+        storage = Storage(home)
+        # Throughput does not depend on what the weights learned: serve a freshly initialised VAE.
+        from trainers import datasets
+
+        torch.manual_seed(0)
+        meta = datasets.prepare("mnist", storage)
+        Registry(storage).publish("vae", build(model_config(TrainSpec("vae").resolved(), meta)), {})
+
+        results: dict[str, dict[int, dict]] = {"genray (Ray Serve, batched)": {}, "plain FastAPI (unbatched)": {}}
+        connect()
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        # One replica: the comparison is batching against no batching on the same core budget.
+        serve.run(build_app(storage.uri, ["vae"], ServeOptions(max_replicas=1)), name="bench", route_prefix="/")
+        url = f"http://127.0.0.1:{port}/v1/generate/vae"
+        asyncio.run(load(url, args.n, 4, 2.0))  # warm-up
+        for c in args.concurrency:
+            results["genray (Ray Serve, batched)"][c] = asyncio.run(load(url, args.n, c, args.seconds))
+        serve.shutdown()
+        import ray
+
+        ray.shutdown()
+
+        plain_port = free_port()
+        proc = subprocess.Popen([sys.executable, "-c", PLAIN_SERVER, storage.uri, str(plain_port)], cwd=ROOT)
+        try:
+            url = f"http://127.0.0.1:{plain_port}/v1/generate/vae"
+            for _ in range(200):
+                try:
+                    httpx.post(url, json={"n": 1}, timeout=2)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            asyncio.run(load(url, args.n, 4, 2.0))
+            for c in args.concurrency:
+                results["plain FastAPI (unbatched)"][c] = asyncio.run(load(url, args.n, c, args.seconds))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        raw, raw_encoded = raw_limit(storage.uri, args.n, 32 * args.n, 6.0)
+
+    print(f"\nVAE (MNIST 28x28), {args.n} samples per request, {args.seconds:.0f} s per point, 1 model replica")
+    print(f"raw in-process limit, batches of {32 * args.n}: {raw:,.0f} samples/s sampling only, "
+          f"{raw_encoded:,.0f} samples/s with PNG+base64 encoding")
+    print(f"{'server':<30}{'conc':>5}{'samples/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+          f"{'/raw':>7}{'/raw+enc':>9}")
+    for name, rows in results.items():
+        for c, r in rows.items():
+            print(f"{name:<30}{c:>5}{r['samples_per_s']:>11,.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+                  f"{r['errors']:>8}{r['samples_per_s'] / raw:>7.2f}{r['samples_per_s'] / raw_encoded:>9.2f}")
+    top = max(args.concurrency)
+    g, f = results["genray (Ray Serve, batched)"][top], results["plain FastAPI (unbatched)"][top]
+    print(f"\nat concurrency {top}: genray / raw+encode = {g['samples_per_s'] / raw_encoded:.2f} (target >= 0.8), "
+          f"genray / plain FastAPI = {g['samples_per_s'] / f['samples_per_s']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
