@@ -2,13 +2,15 @@
 and by genray's train_loop_per_worker on a one-worker TorchTrainer. Prints the ratio of steady-state
 epoch times (epochs after the first) and the fixed start-up cost.
 
-    python benchmarks/train_overhead.py [--family vae] [--epochs 4] [--threads 2]
+    python benchmarks/train_overhead.py [--family vae] [--epochs 5] [--threads 2]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +43,30 @@ def bare_loop(family: str, dataset: str, epochs: int, batch_size: int, threads: 
     return times
 
 
+def bare_loop_in_ray_worker(family: str, dataset: str, epochs: int, batch_size: int, threads: int,
+                            storage) -> list[float]:
+    """The bare loop again, inside a one-worker TorchTrainer: separates what the Ray worker process
+    costs from what genray's loop and Ray Data add."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from cluster.connect import connect
+
+    connect()
+    args = (family, dataset, epochs, batch_size, threads, storage.uri)
+
+    def loop(cfg):
+        from cluster.storage import Storage
+
+        store = Storage(cfg["args"][5])
+        store.write_json(store.path("bench", "in_worker.json"), bare_loop(*cfg["args"][:5], store))
+
+    TorchTrainer(loop, train_loop_config={"args": args},
+                 scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": threads}),
+                 run_config=ray.train.RunConfig(storage_path=storage.uri + "/runs")).fit()
+    return storage.read_json(storage.path("bench", "in_worker.json"))
+
+
 def genray_run(family: str, dataset: str, epochs: int, batch_size: int, threads: int, storage) -> tuple[list[float], float]:
     from cluster.connect import connect
     from trainers.run import TrainSpec, train
@@ -50,37 +76,76 @@ def genray_run(family: str, dataset: str, epochs: int, batch_size: int, threads:
     rec = train(TrainSpec(family, name=f"bench-{family}", dataset=dataset, workers=1, epochs=epochs,
                           batch_size=batch_size, cpus_per_worker=threads, fresh=True, max_failures=0), storage)
     wall = time.perf_counter() - t0
-    return [h["epoch_time_s"] for h in rec.metrics["history"]], wall
+    history = rec.metrics["history"]
+    return [h["epoch_time_s"] for h in history], wall, [h["data_wait_s"] for h in history]
+
+
+def run_phase(phase: str, args, home: str) -> dict:
+    """Each measurement in a fresh process: leftover Ray processes of one run skew the next."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--phase", phase, "--home", home, "--family", args.family,
+           "--epochs", str(args.epochs), "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    if args.dataset:
+        cmd += ["--dataset", args.dataset]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+
+
+def phase_main(args) -> int:
+    from cluster.storage import Storage
+    from trainers.run import TrainSpec
+
+    storage = Storage(args.home)
+    dataset = args.dataset or TrainSpec(args.family).resolved().dataset
+    common = (args.family, dataset, args.epochs, args.batch_size, args.threads, storage)
+    if args.phase == "bare":
+        result = {"epochs": bare_loop(*common)}
+    elif args.phase == "in-worker":
+        result = {"epochs": bare_loop_in_ray_worker(*common)}
+    else:
+        epochs, wall, waits = genray_run(*common)
+        result = {"epochs": epochs, "wall": wall, "waits": waits}
+    print(json.dumps(result))
+    return 0
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", default="vae")
     p.add_argument("--dataset", default=None)
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2, help="torch threads in the bare loop = CPUs of the Ray worker")
+    p.add_argument("--phase", choices=["bare", "in-worker", "genray"], help=argparse.SUPPRESS)
+    p.add_argument("--home", help=argparse.SUPPRESS)
     args = p.parse_args()
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from cluster.storage import Storage
-    from trainers.run import TrainSpec
+    if args.phase:
+        return phase_main(args)
 
-    dataset = args.dataset or TrainSpec(args.family).resolved().dataset
     with tempfile.TemporaryDirectory() as home:
-        storage = Storage(home)
-        bare = bare_loop(args.family, dataset, args.epochs, args.batch_size, args.threads, storage)
-        ray_epochs, ray_wall = genray_run(args.family, dataset, args.epochs, args.batch_size, args.threads, storage)
-    steady_bare = statistics.median(bare[1:] or bare)
-    steady_ray = statistics.median(ray_epochs[1:] or ray_epochs)
-    print(f"\n{args.family} on {dataset}: {args.epochs} epochs, batch {args.batch_size}, {args.threads} threads")
-    print(f"{'':<28}{'bare PyTorch':>14}{'genray/Ray Train':>18}")
-    for i, (b, r) in enumerate(zip(bare, ray_epochs), 1):
-        print(f"{'epoch ' + str(i) + ' (s)':<28}{b:>14.2f}{r:>18.2f}")
-    print(f"{'steady epoch, median (s)':<28}{steady_bare:>14.2f}{steady_ray:>18.2f}")
-    print(f"epoch-time ratio genray/bare (after start-up): {steady_ray / steady_bare:.3f}  (target <= 1.05)")
-    print(f"start-up and teardown of the Ray Train run: {ray_wall - sum(ray_epochs):.1f} s "
-          f"(validation passes included) of {ray_wall:.1f} s wall")
+        # This machine's speed drifts over minutes: the baseline runs first and last.
+        before = run_phase("bare", args, home)["epochs"]
+        ray_run = run_phase("genray", args, home)
+        in_worker = run_phase("in-worker", args, home)["epochs"]
+        after = run_phase("bare", args, home)["epochs"]
+    ray_epochs = ray_run["epochs"]
+
+    def steady(times):
+        return statistics.median(times[1:] or times)
+
+    bare = [(a + b) / 2 for a, b in zip(before, after)]
+    print(f"\n{args.family}: {args.epochs} epochs, batch {args.batch_size}, {args.threads} threads; "
+          f"bare PyTorch = mean of a run before ({steady(before):.2f} s/epoch) and after ({steady(after):.2f} s/epoch)")
+    print(f"{'':<28}{'bare PyTorch':>14}{'bare, in Ray worker':>21}{'genray/Ray Train':>18}")
+    for i, (b, w, r) in enumerate(zip(bare, in_worker, ray_epochs), 1):
+        print(f"{'epoch ' + str(i) + ' (s)':<28}{b:>14.2f}{w:>21.2f}{r:>18.2f}")
+    print(f"{'steady epoch, median (s)':<28}{steady(bare):>14.2f}{steady(in_worker):>21.2f}{steady(ray_epochs):>18.2f}")
+    print(f"genray: seconds per epoch waiting for Ray Data batches: {', '.join(f'{w:.2f}' for w in ray_run['waits'])}")
+    print(f"epoch-time ratio genray/bare (after start-up): {steady(ray_epochs) / steady(bare):.3f}  (target <= 1.05)")
+    print(f"  of which the Ray worker process: {steady(in_worker) / steady(bare):.3f}, "
+          f"genray's loop and Ray Data: {steady(ray_epochs) / steady(in_worker):.3f}")
+    print(f"start-up, validation and teardown of the Ray Train run: {ray_run['wall'] - sum(ray_epochs):.1f} s "
+          f"of {ray_run['wall']:.1f} s wall")
     return 0
 
 

@@ -33,7 +33,9 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, metrics_
         # still get scheduled beside them on a two-core machine.
         cpus = num_cpus or max(4, os.cpu_count() or 1)
         extra = {"_metrics_export_port": metrics_port} if metrics_port else {}
-        ray.init(num_cpus=cpus, include_dashboard=False, **extra, **kwargs)
+        # The dashboard serves Ray's state API (Train's placement-group cleaner polls it) and
+        # `ray job submit`; it picks another port when 8265 is taken.
+        ray.init(num_cpus=cpus, include_dashboard=True, **extra, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

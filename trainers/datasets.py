@@ -217,14 +217,27 @@ def prepare(name: str, storage: Storage) -> dict:
     return meta
 
 
+MATERIALIZE_BYTES = 512 * 2**20
+
+
+def fits_in_memory(meta: dict, storage: Storage) -> bool:
+    return all(storage.fs.get_file_info(meta[s]).size <= MATERIALIZE_BYTES for s in ("train", "val"))
+
+
 def ray_datasets(meta: dict, storage: Storage, limit: int | None = None) -> dict:
-    """Ray Data sets {"train", "val"} for a prepared data set; `limit` caps rows per split."""
+    """Ray Data sets {"train", "val"} for a prepared data set; `limit` caps rows per split.
+    Splits small enough are read once into the object store: re-reading Parquet every epoch
+    costs more than the training step on small models; larger ones stream from storage."""
     import ray.data
 
     out = {}
     for split in ("train", "val"):
         ds = ray.data.read_parquet(meta[split], filesystem=storage.fs)
-        out[split] = ds.limit(limit) if limit else ds
+        if limit:
+            ds = ds.limit(limit)
+        if fits_in_memory(meta, storage):
+            ds = ds.materialize()
+        out[split] = ds
     return out
 
 

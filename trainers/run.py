@@ -72,8 +72,9 @@ def train(spec: TrainSpec, storage: Storage) -> ModelRecord:
     run_dir = storage.path("runs", spec.name)
     if spec.fresh:
         storage.delete_dir(run_dir)
+    data = datasets.ray_datasets(meta, storage, spec.limit)
     loop_cfg = {"model": config, "meta": meta, "epochs": spec.epochs, "batch_size": spec.batch_size,
-                "lr": spec.lr, "seed": spec.seed, "name": spec.name,
+                "lr": spec.lr, "seed": spec.seed, "name": spec.name, "in_memory": datasets.fits_in_memory(meta, storage),
                 "log_every": DEFAULTS.get(spec.family, {}).get("log_every", 50)}
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -84,7 +85,7 @@ def train(spec: TrainSpec, storage: Storage) -> ModelRecord:
             name=spec.name, storage_path=storage.uri.rstrip("/") + "/runs",
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
-        datasets=datasets.ray_datasets(meta, storage, spec.limit),
+        datasets=data,
     )
     t0 = time.time()
     result = trainer.fit()
