@@ -14,7 +14,7 @@ import time
 
 from cluster.storage import Storage
 
-QUICK_DEFAULTS = ("markov", "vae", "transformer")  # what `genray up` trains when missing
+QUICK_DEFAULTS = ("markov", "vae", "rnn", "transformer")  # what `genray up` trains when missing
 
 
 class CliError(Exception):
@@ -123,7 +123,7 @@ def _examples(port: int, names: list[str]) -> str:
     if "vae" in names:
         lines.append(f"curl -s -X POST {base}/v1/generate/vae -H 'content-type: application/json' "
                      "-d '{\"n\": 4, \"label\": 7, \"seed\": 1}'")
-    for text_model in ("transformer", "markov"):
+    for text_model in ("transformer", "rnn", "markov"):
         if text_model in names:
             lines.append(f"curl -s -X POST {base}/v1/generate/{text_model} -H 'content-type: application/json' "
                          "-d '{\"prompt\": \"ROMEO:\", \"max_tokens\": 200, \"temperature\": 0.8, \"seed\": 1}'")
@@ -202,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", parents=[common, ray_opts], help="train a model on Ray Train and publish it")
-    t.add_argument("family", help="markov | transformer | vae")
+    t.add_argument("family", help="markov | rnn | transformer | vae")
     t.add_argument("--dataset", help="shakespeare | mnist | digits | a path (text file, image folder, .parquet)")
     t.add_argument("--name", help="registry name and run name (default: the family)")
     t.add_argument("--workers", type=int, default=2)

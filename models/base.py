@@ -161,3 +161,28 @@ def top_k_filter(logits: torch.Tensor, k: Sequence[int | None]) -> torch.Tensor:
         return logits
     kth = logits.sort(dim=-1, descending=True).values.gather(1, (ks - 1).unsqueeze(1))  # (B, 1)
     return logits.masked_fill(logits < kth, -math.inf)
+
+
+def sample_text(model, n: int, *, prompt: Any = None, max_tokens: Any = 256, temperature: Any = 1.0,
+                top_k: Any = None, generator=None, **generate_kwargs) -> list[str]:
+    """Per-row text sampling shared by the autoregressive text families: rows with prompts of
+    equal length run as one batch through model.generate(idx (b, T), steps, temperature (b,),
+    top_k, gens) -> (b, T + steps); each sample is its prompt plus its continuation."""
+    prompts = [p or "" for p in per_row(prompt, n)]
+    steps, temps, ks = per_row(max_tokens, n), per_row(temperature, n), per_row(top_k, n)
+    gens = generators(generator, n)
+    # An empty prompt starts after a line break, as text in the corpus does.
+    start = "\n" if "\n" in model.vocab.chars else model.vocab.chars[0]
+    ids = [model.vocab.encode(p or start) for p in prompts]
+    groups: dict[int, list[int]] = {}
+    for i, t in enumerate(ids):
+        groups.setdefault(len(t), []).append(i)
+    out = [""] * n
+    for rows in groups.values():
+        idx = torch.stack([torch.as_tensor(ids[i]) for i in rows])  # (b, T)
+        res = model.generate(idx, max(int(steps[i]) for i in rows),
+                             torch.tensor([float(temps[i]) for i in rows], dtype=torch.float64),
+                             [ks[i] for i in rows], [gens[i] for i in rows], **generate_kwargs)
+        for j, i in enumerate(rows):
+            out[i] = prompts[i] + model.vocab.decode(res[j, idx.shape[1]: idx.shape[1] + int(steps[i])])
+    return out

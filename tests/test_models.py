@@ -29,7 +29,7 @@ def digits():
 
 
 def test_every_family_is_registered():
-    assert {"markov", "transformer", "vae"} <= set(family_names())
+    assert {"markov", "rnn", "transformer", "vae"} <= set(family_names())
     with pytest.raises(ValueError, match="unknown model family"):
         build({"family": "nope"})
 
@@ -156,6 +156,30 @@ def test_top_k_one_is_greedy(text_rows):
     a = m.sample(1, prompt="To", max_tokens=10, top_k=1, generator=seeded(1))
     b = m.sample(1, prompt="To", max_tokens=10, top_k=1, generator=seeded(2))
     assert a == b
+
+
+# ---- rnn -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_rnn_loss_falls_and_samples_follow_seed(text_rows, cell):
+    vocab, train, val = text_rows
+    torch.manual_seed(0)
+    m = build({"family": "rnn", "vocab": vocab.chars, "cell": cell, "hidden": 64, "n_layer": 1})
+    opt = m.make_optimizers()
+    nll0, n = m.eval_nll({"tokens": val})
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        m.train_step({"tokens": train[torch.randint(len(train), (16,), generator=g)]}, opt)
+    nll1, _ = m.eval_nll({"tokens": val})
+    assert nll1 / n < nll0 / n - 0.8
+    assert float(m.log_prob(val[:2]).sum().detach()) == pytest.approx(-m.eval_nll({"tokens": val[:2]})[0], rel=1e-5)
+    m.eval()
+    alone = m.sample(2, prompt="KING", max_tokens=30, generator=seeded(4))
+    batched = m.sample(3, prompt=["KING", "KING", "Q"], max_tokens=[30, 30, 5],
+                       generator=[seeded(4)] * 2 + [seeded(9)])
+    assert batched[:2] == alone and all(s.startswith("KING") and len(s) == 34 for s in alone)
+    with pytest.raises(ValueError, match="cell"):
+        build({"family": "rnn", "vocab": vocab.chars, "cell": "tanh"})
 
 
 # ---- vae -------------------------------------------------------------------------------------------

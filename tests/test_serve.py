@@ -42,9 +42,9 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def test_health_and_model_list(client):
-    assert client.get("/healthz").json() == {"status": "ok", "models": 3}
+    assert client.get("/healthz").json() == {"status": "ok", "models": 4}
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
-    assert set(models) == {"markov", "transformer", "vae"}
+    assert set(models) == {"markov", "rnn", "transformer", "vae"}
     assert models["vae"]["modality"] == "image" and models["markov"]["family"] == "markov"
     assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
     assert "val_nll" in models["vae"]["metrics"] and "history" not in models["vae"]["metrics"]
@@ -59,7 +59,7 @@ def test_vae_generates_pngs_of_the_requested_label(client):
         assert Image.open(io.BytesIO(base64.b64decode(s))).size == (8, 8)
 
 
-@pytest.mark.parametrize("model", ["markov", "transformer"])
+@pytest.mark.parametrize("model", ["markov", "rnn", "transformer"])
 def test_text_models_continue_the_prompt(client, model):
     r = client.post(f"/v1/generate/{model}", json={"n": 2, "prompt": "KING", "max_tokens": 30,
                                                    "temperature": 0.8, "seed": 5})

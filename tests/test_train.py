@@ -7,7 +7,7 @@ from cluster.registry import Registry
 from trainers.run import TrainSpec, train
 
 
-@pytest.mark.parametrize("family", ["markov", "transformer", "vae"])
+@pytest.mark.parametrize("family", ["markov", "rnn", "transformer", "vae"])
 def test_two_worker_run_publishes_a_version_that_learned(trained, storage, family):
     rec = trained[family]
     assert rec.version >= 1 and Registry(storage).record(family).version == rec.version
@@ -20,7 +20,7 @@ def test_two_worker_run_publishes_a_version_that_learned(trained, storage, famil
     else:
         uniform = math.log(len(rec.config["vocab"]))
         assert m["nll_unit"] == "nats/char" and m["val_nll"] < uniform
-    if family == "transformer":
+    if family in ("rnn", "transformer"):
         assert m["history"][-1]["val_nll"] < m["history"][0]["val_nll"]
 
 
@@ -38,3 +38,33 @@ def test_family_and_data_must_match(ray_cluster, storage):
         train(TrainSpec("vae", name="mismatch", dataset="shakespeare", workers=1), storage)
     with pytest.raises(ValueError, match="unknown model family"):
         train(TrainSpec("nope", workers=1), storage)
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, storage):
+    import os
+    import signal
+    import threading
+    import time
+
+    from ray.util.state import list_actors
+
+    run_dir = storage.path("runs", "survivor")
+    spec = TrainSpec("vae", name="survivor", dataset="mnist", workers=2, epochs=6, limit=1024, max_failures=1)
+    result = {}
+    fit = threading.Thread(target=lambda: result.setdefault("rec", train(spec, storage)))
+    fit.start()
+    killed = None
+    deadline = time.time() + 240
+    while fit.is_alive() and killed is None and time.time() < deadline:
+        if any(n.startswith("checkpoint_") for n in storage.listdir(run_dir)):
+            workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+            if workers:
+                killed = workers[0]["pid"]
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    fit.join(timeout=300)
+    assert killed is not None, "training finished before a worker could be killed"
+    rec = result["rec"]
+    history = rec.metrics["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert history[-1]["val_nll"] < history[0]["val_nll"]

@@ -18,7 +18,8 @@ from trainers.loop import CKPT_WEIGHTS, train_loop_per_worker
 DEFAULTS = {
     "markov": {"dataset": "shakespeare", "epochs": 1, "batch_size": 256},
     "transformer": {"dataset": "shakespeare", "epochs": 1, "batch_size": 8, "log_every": 200},
-    "vae": {"dataset": "mnist", "epochs": 15, "batch_size": 128},
+    "rnn": {"dataset": "shakespeare", "epochs": 3, "batch_size": 16, "log_every": 200},
+    "vae": {"dataset": "mnist", "epochs": 30, "batch_size": 128},
 }
 
 

@@ -1,6 +1,7 @@
 """Every generative family; importing this package registers them all."""
 from models.families.markov import MarkovChain
+from models.families.rnn import RecurrentLM
 from models.families.transformer import CharTransformer
 from models.families.vae import ConvVAE
 
-__all__ = ["CharTransformer", "ConvVAE", "MarkovChain"]
+__all__ = ["CharTransformer", "ConvVAE", "MarkovChain", "RecurrentLM"]

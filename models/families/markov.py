@@ -7,11 +7,9 @@ log_prob is exact.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from models.base import GenerativeModel, draw_categorical, generators, per_row, register
+from models.base import GenerativeModel, draw_categorical, register, sample_text
 from models.codecs.text import CharVocab
 
 MAX_TABLE = 2**26  # dense count cells in the top order (256 MiB of float32)
@@ -146,25 +144,23 @@ class MarkovChain(GenerativeModel):
 
     # ---- generation ---------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, *, prompt: Any = None, max_tokens: Any = 256, temperature: Any = 1.0,
-               generator=None, **_) -> list[str]:
-        prompts = [p or "" for p in per_row(prompt, n)]
-        steps = [int(m) for m in per_row(max_tokens, n)]
-        temps = torch.tensor(per_row(temperature, n), dtype=torch.float64).unsqueeze(1)
-        gens = generators(generator, n)
+    def generate(self, idx: torch.Tensor, steps: int, temperature: torch.Tensor, top_k: list,
+                 gens: list[torch.Generator]) -> torch.Tensor:
+        """Append `steps` sampled symbols to idx (B, T); top_k is not used by this family."""
         width = max(self.order, 1)
-        hist = torch.full((n, width), -1, dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids = torch.as_tensor(self.vocab.encode(p))[-width:]
-            if len(ids):
-                hist[i, -len(ids):] = ids
-        out = torch.zeros((n, max(steps)), dtype=torch.long)
-        for t in range(max(steps)):
-            probs = self.next_probs(hist) ** (1.0 / temps)
+        hist = torch.full((idx.shape[0], width), -1, dtype=torch.long)
+        tail = idx[:, -width:]
+        hist[:, width - tail.shape[1]:] = tail
+        for _ in range(steps):
+            probs = self.next_probs(hist) ** (1.0 / temperature.unsqueeze(1))
             nxt = draw_categorical(probs / probs.sum(1, keepdim=True), gens)
-            out[:, t] = nxt
+            idx = torch.cat([idx, nxt.unsqueeze(1)], 1)
             hist = torch.cat([hist[:, 1:], nxt.unsqueeze(1)], 1)
-        return [prompts[i] + self.vocab.decode(out[i, : steps[i]]) for i in range(n)]
+        return idx
+
+    @torch.no_grad()
+    def sample(self, n: int, **options) -> list[str]:
+        return sample_text(self, n, **options)
 
 
 def _sparsify(module: MarkovChain, state: dict, prefix: str, local_metadata) -> dict:

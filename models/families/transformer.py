@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import math
-from collections import defaultdict
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import GenerativeModel, draw_categorical, generators, per_row, register, top_k_filter
+from models.base import GenerativeModel, draw_categorical, register, sample_text, top_k_filter
 from models.codecs.text import CharVocab
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (k, v), each (B, nh, T, hs)
@@ -155,30 +153,11 @@ class CharTransformer(GenerativeModel):
                 logits, cache = self.logits(idx[:, -1:], cache)
             else:
                 logits, cache = self.logits(idx[:, -self.block_size:])
-            logits = top_k_filter(logits[:, -1, :] / temperature.unsqueeze(1), top_k)  # (B, V)
-            nxt = draw_categorical(torch.softmax(logits.double(), -1), gens)
+            logits = top_k_filter(logits[:, -1, :].double() / temperature.unsqueeze(1), top_k)  # (B, V)
+            nxt = draw_categorical(torch.softmax(logits, -1), gens)
             idx = torch.cat([idx, nxt.unsqueeze(1)], 1)
         return idx
 
     @torch.no_grad()
-    def sample(self, n: int, *, prompt: Any = None, max_tokens: Any = 256, temperature: Any = 1.0,
-               top_k: Any = None, generator=None, use_cache: bool = True, **_) -> list[str]:
-        prompts = [p or "" for p in per_row(prompt, n)]
-        steps, temps, ks = per_row(max_tokens, n), per_row(temperature, n), per_row(top_k, n)
-        gens = generators(generator, n)
-        # An empty prompt starts after a line break, as text in the corpus does.
-        start = "\n" if "\n" in self.vocab.chars else self.vocab.chars[0]
-        ids = [self.vocab.encode(p or start) for p in prompts]
-        groups = defaultdict(list)  # rows of equal prompt length run as one batch
-        for i, t in enumerate(ids):
-            groups[len(t)].append(i)
-        out: list[str] = [""] * n
-        for rows in groups.values():
-            idx = torch.stack([torch.as_tensor(ids[i]) for i in rows])  # (b, T)
-            res = self.generate(idx, max(int(steps[i]) for i in rows),
-                                torch.tensor([float(temps[i]) for i in rows]), [ks[i] for i in rows],
-                                [gens[i] for i in rows], use_cache)
-            for j, i in enumerate(rows):
-                gen = res[j, idx.shape[1]: idx.shape[1] + int(steps[i])]
-                out[i] = prompts[i] + self.vocab.decode(gen)
-        return out
+    def sample(self, n: int, *, use_cache: bool = True, **options) -> list[str]:
+        return sample_text(self, n, use_cache=use_cache, **options)

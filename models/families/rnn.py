@@ -1,0 +1,81 @@
+"""Recurrent (LSTM or GRU) language model over a symbol vocabulary. Its recurrent state is
+the natural cache: sampling feeds one symbol per step and carries the state forward."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import GenerativeModel, draw_categorical, register, sample_text, top_k_filter
+from models.codecs.text import CharVocab
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@register
+class RecurrentLM(GenerativeModel):
+    family = "rnn"
+    modality = "text"
+    sample_options = frozenset({"prompt", "max_tokens", "temperature", "top_k", "seed"})
+    nll_unit = "nats/char"
+
+    def __init__(self, vocab: str, cell: str = "lstm", n_embd: int = 64, hidden: int = 128, n_layer: int = 2,
+                 dropout: float = 0.0, lr: float = 3e-3):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+        self.vocab = CharVocab(vocab)
+        self.hparams = dict(cell=cell, n_embd=n_embd, hidden=hidden, n_layer=n_layer, dropout=dropout, lr=lr)
+        V = len(self.vocab)
+        self.embed = nn.Embedding(V, n_embd)
+        self.rnn = CELLS[cell](n_embd, hidden, n_layer, batch_first=True, dropout=dropout if n_layer > 1 else 0.0)
+        self.head = nn.Linear(hidden, V)
+
+    def config(self) -> dict:
+        return {"family": self.family, "vocab": self.vocab.chars, **self.hparams}
+
+    @classmethod
+    def default_config(cls, meta: dict) -> dict:
+        return {"family": cls.family, "vocab": meta["vocab"]}
+
+    def make_optimizers(self, lr: float | None = None):
+        return [torch.optim.Adam(self.parameters(), lr=lr or self.hparams["lr"])]
+
+    def logits(self, idx: torch.Tensor, state=None):
+        """idx (B, T) -> logits (B, T, V) and the recurrent state after the last symbol."""
+        out, state = self.rnn(self.embed(idx), state)  # (B, T, H)
+        return self.head(out), state
+
+    def forward(self, batch):
+        tokens = batch["tokens"]  # (B, L): every row is one sequence, its first symbol has no target
+        logits, _ = self.logits(tokens[:, :-1])
+        return {"loss": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))}
+
+    @torch.no_grad()
+    def eval_nll(self, batch) -> tuple[float, int]:
+        tokens = batch["tokens"]
+        logits, _ = self.logits(tokens[:, :-1])
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="sum")
+        return float(nll), tokens[:, 1:].numel()
+
+    def log_prob(self, x: str | torch.Tensor) -> torch.Tensor:
+        """Log-probability of each row's symbols after its first (B,)."""
+        tokens = torch.as_tensor(self.vocab.encode(x))[None] if isinstance(x, str) else x
+        logits, _ = self.logits(tokens[:, :-1])
+        return torch.log_softmax(logits, -1).gather(2, tokens[:, 1:].unsqueeze(2)).squeeze(2).sum(1)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, steps: int, temperature: torch.Tensor, top_k: list,
+                 gens: list[torch.Generator]) -> torch.Tensor:
+        """Append `steps` sampled symbols to idx (B, T), carrying the recurrent state."""
+        logits, state = self.logits(idx)
+        for _ in range(steps):
+            last = top_k_filter(logits[:, -1, :].double() / temperature.unsqueeze(1), top_k)  # (B, V)
+            nxt = draw_categorical(torch.softmax(last, -1), gens)
+            idx = torch.cat([idx, nxt.unsqueeze(1)], 1)
+            logits, state = self.logits(nxt.unsqueeze(1), state)
+        return idx
+
+    @torch.no_grad()
+    def sample(self, n: int, **options) -> list[str]:
+        return sample_text(self, n, **options)
