@@ -52,8 +52,9 @@ def cmd_train(args) -> int:
     connect(args.address)
     rec = train(spec, Storage(args.storage))
     m = rec.metrics
-    print(f"published {rec.ref}: val_nll={m.get('val_nll', float('nan')):.4f} {m.get('nll_unit', '')} "
-          f"after {m['epochs']} epoch(s), {m['wall_time_s']:.0f} s on {m['workers']} worker(s)")
+    quality = f"val_nll={m['val_nll']:.4f} {m['nll_unit']}" if "val_nll" in m else "no likelihood"
+    print(f"published {rec.ref}: {quality} after {m['epochs']} epoch(s), "
+          f"{m['wall_time_s']:.0f} s on {m['workers']} worker(s)")
     return 0
 
 
@@ -73,7 +74,7 @@ def cmd_models(args) -> int:
         s = r.summary()
         nll = r.metrics.get("val_nll")
         print(f"{r.name:<20} {r.version:>4} {s['family']:<12} {s['modality']:<9} "
-              f"{nll if nll is None else format(nll, '.4f'):>10} {r.metrics.get('nll_unit', '')}")
+              f"{'-' if nll is None else format(nll, '.4f'):>10} {r.metrics.get('nll_unit', '')}")
     return 0
 
 
@@ -185,8 +186,8 @@ def cmd_up(args) -> int:
         print(f"\n=== [{i}/{len(missing)}] training the default {family} model (first start only) ===", flush=True)
         t0 = time.time()
         rec = train(TrainSpec(family, workers=args.workers), storage)
-        print(f"=== {rec.ref}: val_nll={rec.metrics['val_nll']:.4f} {rec.metrics['nll_unit']} "
-              f"in {time.time() - t0:.0f} s ===", flush=True)
+        print(f"=== {rec.ref}: val_nll={rec.metrics.get('val_nll', float('nan')):.4f} "
+              f"{rec.metrics.get('nll_unit', '')} in {time.time() - t0:.0f} s ===", flush=True)
     args.models = None
     return _serve_forever(args, storage)
 
@@ -202,7 +203,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", parents=[common, ray_opts], help="train a model on Ray Train and publish it")
-    t.add_argument("family", help="markov | rnn | transformer | vae")
+    t.add_argument("family", help="markov | rnn | transformer | vae | gan")
     t.add_argument("--dataset", help="shakespeare | mnist | digits | a path (text file, image folder, .parquet)")
     t.add_argument("--name", help="registry name and run name (default: the family)")
     t.add_argument("--workers", type=int, default=2)

@@ -51,7 +51,10 @@ class GenerativeModel(nn.Module):
     modality: ClassVar[str]  # "image" | "text" | "music" | "series"
     # Request fields that apply to this family's sample(); the rest are rejected by services.
     sample_options: ClassVar[frozenset[str]] = frozenset()
-    nll_unit: ClassVar[str] = "nats"  # the unit eval_nll() counts: per char, per image, ...
+    nll_unit: ClassVar[str | None] = "nats"  # the unit eval_nll() counts; None: no likelihood (GAN)
+    # Keyword arguments for DistributedDataParallel, e.g. find_unused_parameters for a family whose
+    # forward passes use different parameter subsets.
+    ddp_options: ClassVar[dict] = {}
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -97,9 +100,9 @@ class GenerativeModel(nn.Module):
         statistics gathered by train_step across workers here; gradient families do nothing."""
 
     @torch.no_grad()
-    def eval_nll(self, batch: dict[str, torch.Tensor]) -> tuple[float, int]:
+    def eval_nll(self, batch: dict[str, torch.Tensor]) -> tuple[float, int] | None:
         """(total negative log-likelihood in nats, number of units) over a batch, so that
-        workers can sum both and report nats per unit."""
+        workers can sum both and report nats per unit; None for a family without a likelihood."""
         raise NotImplementedError
 
     # ---- generation ---------------------------------------------------------------
@@ -151,6 +154,27 @@ def draw_categorical(probs: torch.Tensor, gens: Sequence[torch.Generator]) -> to
 def draw_normal(shape: Sequence[int], gens: Sequence[torch.Generator]) -> torch.Tensor:
     """Standard normal noise (B, *shape), each row from its own generator."""
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])
+
+
+def one_hot(labels: torch.Tensor | None, num_classes: int, n: int) -> torch.Tensor:
+    """(n, num_classes) float one-hot rows; (n, 0) for an unconditional model."""
+    if not num_classes:
+        return torch.zeros(n, 0)
+    return torch.nn.functional.one_hot(labels.long(), num_classes).float()
+
+
+def sample_labels(label: Any, n: int, num_classes: int, gens: Sequence[torch.Generator]) -> torch.Tensor | None:
+    """Per-row class labels for a class-conditional sampler: a None label is drawn uniformly
+    from that row's generator; None for an unconditional model."""
+    if not num_classes:
+        return None
+    labels = per_row(label, n)
+    for i, lab in enumerate(labels):
+        if lab is None:
+            labels[i] = int(torch.randint(num_classes, (), generator=gens[i]))
+        elif not 0 <= int(lab) < num_classes:
+            raise ValueError(f"label must be in [0, {num_classes - 1}], got {lab}")
+    return torch.tensor(labels)
 
 
 def top_k_filter(logits: torch.Tensor, k: Sequence[int | None]) -> torch.Tensor:

@@ -42,6 +42,7 @@ def trained(ray_cluster, storage):
         "transformer": TrainSpec("transformer", name="transformer", workers=2, limit=256, epochs=2,
                                  model={"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 64}),
         "vae": TrainSpec("vae", name="vae", dataset="digits", workers=2, epochs=3, limit=512),
+        "gan": TrainSpec("gan", name="gan", dataset="digits", workers=2, epochs=3, limit=512),
         "rnn": TrainSpec("rnn", name="rnn", workers=2, limit=256, epochs=2, model={"hidden": 64, "n_layer": 1}),
     }
     return {name: train(spec, storage) for name, spec in specs.items()}

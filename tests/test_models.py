@@ -29,7 +29,7 @@ def digits():
 
 
 def test_every_family_is_registered():
-    assert {"markov", "rnn", "transformer", "vae"} <= set(family_names())
+    assert {"gan", "markov", "rnn", "transformer", "vae"} <= set(family_names())
     with pytest.raises(ValueError, match="unknown model family"):
         build({"family": "nope"})
 
@@ -211,15 +211,40 @@ def test_vae_loss_falls_and_samples_decode(digits):
     png = to_png(x[0])
     assert Image.open(io.BytesIO(png)).size == (8, 8)
     # Samples follow their label: a nearest-class-mean classifier of real digits recognises them.
-    means = torch.stack([images[labels == c].float().mean(0) for c in range(10)]).flatten(1)  # (10, 64)
-    fake = m.sample(100, label=[c for c in range(10) for _ in range(10)], generator=seeded(0)) * 255
-    predicted = torch.cdist(fake.flatten(1), means).argmin(1)
-    accuracy = (predicted == torch.arange(10).repeat_interleave(10)).float().mean()
-    assert accuracy > 0.6, accuracy
+    assert _label_accuracy(m, images, labels) > 0.6
     # The ELBO is a bound: more importance samples can only tighten it (on average).
     lp1 = m.log_prob(val["image"][:50], val["label"][:50], z_samples=1).mean()
     lp8 = m.log_prob(val["image"][:50], val["label"][:50], z_samples=8).mean()
     assert float(lp8) > float(lp1) - 1.0
+
+
+def _label_accuracy(model, images, labels) -> float:
+    """Share of class-conditional samples that a nearest-class-mean classifier of real digits
+    assigns to the class they were asked for."""
+    means = torch.stack([images[labels == c].float().mean(0) for c in range(10)]).flatten(1)  # (10, 64)
+    fake = model.sample(100, label=[c for c in range(10) for _ in range(10)], generator=seeded(0)) * 255
+    predicted = torch.cdist(fake.flatten(1), means).argmin(1)
+    return float((predicted == torch.arange(10).repeat_interleave(10)).float().mean())
+
+
+def test_gan_learns_class_conditional_digits(digits):
+    images, labels = digits
+    torch.manual_seed(0)
+    m = build({"family": "gan", "shape": [1, 8, 8], "num_classes": 10})
+    assert m.eval_nll({"image": images[:4], "label": labels[:4]}) is None
+    opt = m.make_optimizers()
+    assert len(opt) == 2
+    before = _label_accuracy(m, images, labels)
+    for epoch in range(40):
+        perm = torch.randperm(len(images))
+        for i in range(0, len(images), 64):
+            idx = perm[i:i + 64]
+            out = m.train_step({"image": images[idx], "label": labels[idx]}, opt)
+    assert set(out) == {"loss", "d_loss", "d_real"}
+    after = _label_accuracy(m, images, labels)
+    assert after > 0.6 and after > before + 0.3, (before, after)
+    x = m.sample(3, label=[None, 2, 5], generator=seeded(1))
+    assert x.shape == (3, 1, 8, 8) and torch.equal(x, m.sample(3, label=[None, 2, 5], generator=seeded(1)))
 
 
 def test_vae_rejects_out_of_range_label():

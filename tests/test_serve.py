@@ -42,19 +42,20 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def test_health_and_model_list(client):
-    assert client.get("/healthz").json() == {"status": "ok", "models": 4}
+    assert client.get("/healthz").json() == {"status": "ok", "models": 5}
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
-    assert set(models) == {"markov", "rnn", "transformer", "vae"}
+    assert set(models) == {"gan", "markov", "rnn", "transformer", "vae"}
     assert models["vae"]["modality"] == "image" and models["markov"]["family"] == "markov"
     assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
     assert "val_nll" in models["vae"]["metrics"] and "history" not in models["vae"]["metrics"]
 
 
-def test_vae_generates_pngs_of_the_requested_label(client):
-    r = client.post("/v1/generate/vae", json={"n": 3, "label": 4, "seed": 9})
+@pytest.mark.parametrize("model", ["gan", "vae"])
+def test_image_models_generate_pngs(client, model):
+    r = client.post(f"/v1/generate/{model}", json={"n": 3, "label": 4, "seed": 9})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model"] == "vae" and body["version"] >= 1 and len(body["samples"]) == 3
+    assert body["model"] == model and body["version"] >= 1 and len(body["samples"]) == 3
     for s in body["samples"]:
         assert Image.open(io.BytesIO(base64.b64decode(s))).size == (8, 8)
 

@@ -65,7 +65,10 @@ def _save(model: GenerativeModel, optimizers, state: dict, d: str) -> None:
         json.dump(state, f)
 
 
-def _evaluate(model: GenerativeModel, shard, batch_size: int, to_batch, device) -> float:
+def _evaluate(model: GenerativeModel, shard, batch_size: int, to_batch, device) -> float | None:
+    """Validation NLL per unit over every worker's shard; None for a family without a likelihood."""
+    if model.nll_unit is None:
+        return None
     model.eval()
     nll, units = 0.0, 0
     for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=to_batch):
@@ -94,7 +97,9 @@ def train_loop_per_worker(cfg: dict) -> None:
     model = build(cfg["model"]).to(device)
     trainable = any(p.requires_grad for p in model.parameters())
     # DDP wraps the module's forward; train_step calls through it so gradients are all-reduced.
-    forward = ray.train.torch.prepare_model(model) if trainable and ctx.get_world_size() > 1 else model
+    forward = model
+    if trainable and ctx.get_world_size() > 1:
+        forward = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=dict(model.ddp_options) or None)
     optimizers = model.make_optimizers(cfg.get("lr"))
 
     state = {"epoch": -1, "history": []}
@@ -138,8 +143,10 @@ def train_loop_per_worker(cfg: dict) -> None:
         train_time = time.perf_counter() - t0
         rows_all, steps_all, loss_all = _sum(rows, steps, loss_sum)
         metrics = {"epoch": epoch + 1, "samples_per_s": rows_all / train_time, "epoch_time_s": train_time,
-                   "data_wait_s": waited,
-                   "val_nll": _evaluate(model, val_shard, bs, to_batch, device), "nll_unit": model.nll_unit}
+                   "data_wait_s": waited}
+        val_nll = _evaluate(model, val_shard, bs, to_batch, device)
+        if val_nll is not None:
+            metrics.update(val_nll=val_nll, nll_unit=model.nll_unit)
         if optimizers:  # count-based families have no training loss
             metrics["train_loss"] = loss_all / max(steps_all, 1)
         state = {"epoch": epoch, "history": state["history"] + [metrics]}

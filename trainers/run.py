@@ -20,6 +20,7 @@ DEFAULTS = {
     "transformer": {"dataset": "shakespeare", "epochs": 1, "batch_size": 8, "log_every": 200},
     "rnn": {"dataset": "shakespeare", "epochs": 3, "batch_size": 16, "log_every": 200},
     "vae": {"dataset": "mnist", "epochs": 30, "batch_size": 128},
+    "gan": {"dataset": "mnist", "epochs": 30, "batch_size": 64},
 }
 
 

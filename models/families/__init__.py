@@ -1,7 +1,8 @@
 """Every generative family; importing this package registers them all."""
+from models.families.gan import ConditionalGAN
 from models.families.markov import MarkovChain
 from models.families.rnn import RecurrentLM
 from models.families.transformer import CharTransformer
 from models.families.vae import ConvVAE
 
-__all__ = ["CharTransformer", "ConvVAE", "MarkovChain", "RecurrentLM"]
+__all__ = ["CharTransformer", "ConditionalGAN", "ConvVAE", "MarkovChain", "RecurrentLM"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import GenerativeModel, draw_normal, generators, per_row, register
+from models.base import GenerativeModel, draw_normal, generators, one_hot, register, sample_labels
 
 
 def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -78,11 +78,6 @@ class ConvVAE(GenerativeModel):
         return [torch.optim.Adam(self.parameters(), lr=lr or self.hparams["lr"])]
 
     # ---- core ---------------------------------------------------------------------
-    def _onehot(self, labels: torch.Tensor | None, B: int) -> torch.Tensor:
-        if not self.num_classes:
-            return torch.zeros(B, 0)
-        return F.one_hot(labels.long(), self.num_classes).float()
-
     def _prior_mean(self, labels: torch.Tensor | None, B: int) -> torch.Tensor:
         if self.prior_mu is None:
             return torch.zeros(B, self.latent_dim)
@@ -98,7 +93,7 @@ class ConvVAE(GenerativeModel):
         """Per-image negative ELBO in nats (B,), or the importance-weighted bound for z_samples > 1."""
         x = batch["image"].float() / 127.5 - 1.0  # (B, C, H, W) in [-1, 1]
         B = x.shape[0]
-        y = self._onehot(batch.get("label"), B)
+        y = one_hot(batch.get("label"), self.num_classes, B)
         mu, logvar = self.to_latent(torch.cat([self.encoder(x), y], 1)).chunk(2, dim=1)  # (B, D)
         std = torch.exp(0.5 * logvar)
         prior_mu = self._prior_mean(batch.get("label"), B)
@@ -135,15 +130,8 @@ class ConvVAE(GenerativeModel):
         None draws the class uniformly from the row's own generator."""
         gens = generators(generator, n)
         z = draw_normal([self.latent_dim], gens)  # (n, D)
-        y = None
-        if self.num_classes:
-            labels = per_row(label, n)
-            for i, lab in enumerate(labels):
-                if lab is None:
-                    labels[i] = int(torch.randint(self.num_classes, (), generator=gens[i]))
-                elif not 0 <= int(lab) < self.num_classes:
-                    raise ValueError(f"label must be in [0, {self.num_classes - 1}], got {lab}")
-            y = torch.tensor(labels)
+        y = sample_labels(label, n, self.num_classes, gens)
+        if y is not None:
             z = z + self._prior_mean(y, n)
-        mean, _ = self.decode(z, self._onehot(y, n))
+        mean, _ = self.decode(z, one_hot(y, self.num_classes, n))
         return ((mean + 1.0) / 2.0).clamp(0.0, 1.0)

@@ -1,0 +1,112 @@
+"""Class-conditional DCGAN for 8-bit images: two networks, two optimizers, one train_step.
+
+A GAN has no likelihood, so eval_nll returns None; its quality is judged on samples.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.base import GenerativeModel, draw_normal, generators, one_hot, register, sample_labels
+
+
+@register
+class ConditionalGAN(GenerativeModel):
+    family = "gan"
+    modality = "image"
+    sample_options = frozenset({"label", "seed"})
+    nll_unit = None
+    # The discriminator step runs the generator without gradients: DDP must allow unused parameters.
+    ddp_options = {"find_unused_parameters": True}
+
+    def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 64, hidden: int = 64,
+                 lr: float = 5e-4):
+        super().__init__()
+        C, H, W = shape
+        if H % 4 or W % 4:
+            raise ValueError(f"image height and width must be multiples of 4, got {H}x{W}")
+        self.shape, self.num_classes, self.latent_dim = [C, H, W], num_classes, latent_dim
+        self.hparams = dict(hidden=hidden, lr=lr)
+        h2 = 2 * hidden
+        self.generator = nn.Sequential(
+            nn.Linear(latent_dim + num_classes, h2 * (H // 4) * (W // 4)), nn.Unflatten(1, (h2, H // 4, W // 4)),
+            nn.BatchNorm2d(h2), nn.ReLU(),
+            nn.ConvTranspose2d(h2, hidden, 4, 2, 1), nn.BatchNorm2d(hidden), nn.ReLU(),  # (B, h, H/2, W/2)
+            nn.ConvTranspose2d(hidden, C, 4, 2, 1), nn.Tanh(),  # (B, C, H, W) in [-1, 1]
+        )
+        self.discriminator = nn.Sequential(
+            nn.Conv2d(C + num_classes, hidden, 4, 2, 1), nn.LeakyReLU(0.2),  # label as constant planes
+            nn.Conv2d(hidden, h2, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(h2 * (H // 4) * (W // 4), 1),
+        )
+
+    def config(self) -> dict:
+        return {"family": self.family, "shape": self.shape, "num_classes": self.num_classes,
+                "latent_dim": self.latent_dim, **self.hparams}
+
+    @classmethod
+    def default_config(cls, meta: dict) -> dict:
+        return {"family": cls.family, "shape": meta["shape"], "num_classes": meta.get("num_classes", 0)}
+
+    def make_optimizers(self, lr: float | None = None):
+        lr = lr or self.hparams["lr"]
+        return [torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
+                torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))]
+
+    # ---- core ---------------------------------------------------------------------
+    def generate_images(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.generator(torch.cat([z, y], 1))  # (B, C, H, W) in [-1, 1]
+
+    def critic(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        planes = y[:, :, None, None].expand(-1, -1, *x.shape[2:])
+        return self.discriminator(torch.cat([x, planes], 1)).squeeze(1)  # (B,) logits
+
+    def forward(self, batch, phase: str = "d"):
+        """phase "d": the discriminator's loss on real images and detached fakes;
+        phase "g": the generator's non-saturating loss."""
+        x = batch["image"].float() / 127.5 - 1.0
+        B = x.shape[0]
+        labels = batch.get("label")
+        y = one_hot(labels, self.num_classes, B)
+        z = torch.randn(B, self.latent_dim, device=x.device)
+        if phase == "d":
+            with torch.no_grad():
+                fake = self.generate_images(z, y)
+            real_logit, fake_logit = self.critic(x, y), self.critic(fake, y)
+            loss = (F.binary_cross_entropy_with_logits(real_logit, torch.ones_like(real_logit))
+                    + F.binary_cross_entropy_with_logits(fake_logit, torch.zeros_like(fake_logit)))
+            return {"loss": loss, "d_real": torch.sigmoid(real_logit).mean().detach()}
+        fake_logit = self.critic(self.generate_images(z, y), y)
+        return {"loss": F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))}
+
+    def train_step(self, batch, optimizers, forward=None) -> dict[str, float]:
+        forward = forward or self
+        opt_g, opt_d = optimizers
+        d = forward(batch, phase="d")
+        opt_d.zero_grad(set_to_none=True)
+        d["loss"].backward()
+        opt_d.step()
+        g = forward(batch, phase="g")
+        opt_g.zero_grad(set_to_none=True)
+        g["loss"].backward()
+        opt_g.step()
+        return {"loss": float(g["loss"].detach()), "d_loss": float(d["loss"].detach()), "d_real": float(d["d_real"])}
+
+    def eval_nll(self, batch):
+        return None  # no likelihood
+
+    # ---- generation ---------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, *, label: Any = None, generator=None, **_) -> torch.Tensor:
+        """n images (n, C, H, W) in [0, 1]. A label of None draws the class from the row's generator."""
+        gens = generators(generator, n)
+        z = draw_normal([self.latent_dim], gens)  # (n, D)
+        labels = sample_labels(label, n, self.num_classes, gens)
+        was_training = self.training
+        self.eval()
+        images = self.generate_images(z, one_hot(labels, self.num_classes, n))
+        self.train(was_training)
+        return (images + 1.0) / 2.0
