@@ -203,7 +203,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", parents=[common, ray_opts], help="train a model on Ray Train and publish it")
-    t.add_argument("family", help="markov | rnn | transformer | vae | gan")
+    t.add_argument("family", help="markov | rnn | transformer | vae | gan | flow")
     t.add_argument("--dataset", help="shakespeare | mnist | digits | a path (text file, image folder, .parquet)")
     t.add_argument("--name", help="registry name and run name (default: the family)")
     t.add_argument("--workers", type=int, default=2)

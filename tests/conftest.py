@@ -42,6 +42,8 @@ def trained(ray_cluster, storage):
         "transformer": TrainSpec("transformer", name="transformer", workers=2, limit=256, epochs=2,
                                  model={"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 64}),
         "vae": TrainSpec("vae", name="vae", dataset="digits", workers=2, epochs=3, limit=512),
+        "flow": TrainSpec("flow", name="flow", dataset="digits", workers=2, epochs=5, limit=512,
+                          model={"n_coupling": 4, "hidden": 16}, lr=2e-3),
         "gan": TrainSpec("gan", name="gan", dataset="digits", workers=2, epochs=3, limit=512),
         "rnn": TrainSpec("rnn", name="rnn", workers=2, limit=256, epochs=2, model={"hidden": 64, "n_layer": 1}),
     }

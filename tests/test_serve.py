@@ -42,17 +42,17 @@ def _metric(text: str, name: str, **labels) -> float:
 
 
 def test_health_and_model_list(client):
-    assert client.get("/healthz").json() == {"status": "ok", "models": 5}
+    assert client.get("/healthz").json() == {"status": "ok", "models": 6}
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
-    assert set(models) == {"gan", "markov", "rnn", "transformer", "vae"}
+    assert set(models) == {"flow", "gan", "markov", "rnn", "transformer", "vae"}
     assert models["vae"]["modality"] == "image" and models["markov"]["family"] == "markov"
     assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
     assert "val_nll" in models["vae"]["metrics"] and "history" not in models["vae"]["metrics"]
 
 
-@pytest.mark.parametrize("model", ["gan", "vae"])
-def test_image_models_generate_pngs(client, model):
-    r = client.post(f"/v1/generate/{model}", json={"n": 3, "label": 4, "seed": 9})
+@pytest.mark.parametrize("model,body", [("gan", {"label": 4}), ("vae", {"label": 4}), ("flow", {"temperature": 0.7})])
+def test_image_models_generate_pngs(client, model, body):
+    r = client.post(f"/v1/generate/{model}", json={"n": 3, "seed": 9, **body})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == model and body["version"] >= 1 and len(body["samples"]) == 3
@@ -93,6 +93,7 @@ BAD = [
     ("image field on text model", "markov", {"label": 3}, 422, "label"),
     ("top_k on markov", "markov", {"top_k": 3}, 422, "top_k"),
     ("label out of range", "vae", {"label": 10}, 422, "label"),
+    ("label on an unconditional flow", "flow", {"label": 1}, 422, "label"),
     ("prompt outside vocabulary", "transformer", {"prompt": "\u2603"}, 422, "prompt"),
     ("unknown model", "nope", {}, 404, None),
 ]

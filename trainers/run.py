@@ -21,6 +21,7 @@ DEFAULTS = {
     "rnn": {"dataset": "shakespeare", "epochs": 3, "batch_size": 16, "log_every": 200},
     "vae": {"dataset": "mnist", "epochs": 30, "batch_size": 128},
     "gan": {"dataset": "mnist", "epochs": 30, "batch_size": 64},
+    "flow": {"dataset": "mnist", "epochs": 10, "batch_size": 64},
 }
 
 

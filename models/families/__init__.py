@@ -1,8 +1,9 @@
 """Every generative family; importing this package registers them all."""
+from models.families.flow import RealNVP
 from models.families.gan import ConditionalGAN
 from models.families.markov import MarkovChain
 from models.families.rnn import RecurrentLM
 from models.families.transformer import CharTransformer
 from models.families.vae import ConvVAE
 
-__all__ = ["CharTransformer", "ConditionalGAN", "ConvVAE", "MarkovChain", "RecurrentLM"]
+__all__ = ["CharTransformer", "ConditionalGAN", "ConvVAE", "MarkovChain", "RealNVP", "RecurrentLM"]
