@@ -78,7 +78,6 @@ async def load(url: str, n: int, concurrency: int, seconds: float) -> dict:
 def raw_limit(storage_uri: str, n: int, seconds: float) -> tuple[float, float, int]:
     """The model alone in-process, on all cores, at its best batch size: samples/s for sampling
     only, and for sampling plus PNG/base64 encoding (the work a server does per sample)."""
-    import torch
 
     from cluster.registry import Registry
     from cluster.storage import Storage
