@@ -1,4 +1,4 @@
-"""The `genray` command line: train, models, sample, serve, up.
+"""The `genray` command line: train, models, eval, sample, serve, up.
 
 Every command that needs Ray joins --address / RAY_ADDRESS, or starts an embedded local cluster.
 Models, checkpoints and cached data live under --storage / GENRAY_HOME (default ~/.genray).
@@ -75,6 +75,16 @@ def cmd_models(args) -> int:
         nll = r.metrics.get("val_nll")
         print(f"{r.name:<20} {r.version:>4} {s['family']:<12} {s['modality']:<9} "
               f"{'-' if nll is None else format(nll, '.4f'):>10} {r.metrics.get('nll_unit', '')}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from trainers.evaluate import evaluate
+
+    result = evaluate(args.model, Storage(args.storage), batch_size=args.batch_size).metrics["eval"]
+    extra = f" = {result['heldout_bits_per_dim']:.4f} bits/dim" if "heldout_bits_per_dim" in result else ""
+    print(f"{args.model}: held-out NLL {result['heldout_nll']:.4f} {result['nll_unit']}{extra} "
+          f"on {result['rows']} {result['split']} rows of {result['dataset']} (stored in metrics.json)")
     return 0
 
 
@@ -222,6 +232,11 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", parents=[common], help="list registry models")
     m.add_argument("--json", action="store_true")
     m.set_defaults(fn=cmd_models)
+
+    e = sub.add_parser("eval", parents=[common], help="held-out NLL of a registry model, stored in its metrics.json")
+    e.add_argument("model", help="NAME or NAME@VERSION")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("sample", parents=[common], help="generate from a registry model in-process")
     s.add_argument("model", help="NAME or NAME@VERSION")

@@ -48,3 +48,21 @@ def test_sample_rejects_fields_that_do_not_apply(trained, storage, capsys):
     assert "-o FILE.png" in capsys.readouterr().err
     assert cli(["sample", "nope", "--storage", storage.uri]) == 2
     assert "no model named" in capsys.readouterr().err
+
+
+def test_eval_stores_the_heldout_nll(trained, storage, capsys):
+    import math
+
+    from cluster.registry import Registry
+
+    assert cli(["eval", "markov", "--storage", storage.uri]) == 0
+    assert "held-out NLL" in capsys.readouterr().out
+    rec = Registry(storage).record("markov")
+    result = rec.metrics["eval"]
+    assert result["rows"] > 1000 and result["nll_unit"] == "nats/char"
+    assert result["heldout_nll"] < math.log(len(rec.config["vocab"]))
+    assert cli(["eval", "vae", "--storage", storage.uri]) == 0
+    vae = Registry(storage).record("vae").metrics["eval"]
+    assert vae["heldout_bits_per_dim"] == pytest.approx(vae["heldout_nll"] / (64 * math.log(2)))
+    assert cli(["eval", "gan", "--storage", storage.uri]) == 2
+    assert "no likelihood" in capsys.readouterr().err
