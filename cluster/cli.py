@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -170,8 +171,6 @@ def _serve_forever(args, storage: Storage) -> int:
 
 
 def _joined_cluster(args) -> bool:
-    import os
-
     return bool(getattr(args, "address", None) or os.environ.get("RAY_ADDRESS"))
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from cluster.storage import Storage
 from models import weights
-from models.base import GenerativeModel, build
+from models.base import GenerativeModel, build, family_class
 
 MARKER = "COMMITTED"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -34,8 +34,6 @@ class ModelRecord:
         return f"{self.name}@{self.version}"
 
     def summary(self) -> dict:
-        from models.base import family_class
-
         cls = family_class(self.config["family"])
         return {"name": self.name, "version": self.version, "family": cls.family,
                 "modality": cls.modality, "metrics": self.metrics}

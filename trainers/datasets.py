@@ -224,10 +224,13 @@ def fits_in_memory(meta: dict, storage: Storage) -> bool:
     return all(storage.fs.get_file_info(meta[s]).size <= MATERIALIZE_BYTES for s in ("train", "val"))
 
 
-def ray_datasets(meta: dict, storage: Storage, limit: int | None = None) -> dict:
+def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materialize: bool | None = None) -> dict:
     """Ray Data sets {"train", "val"} for a prepared data set; `limit` caps rows per split.
-    Splits small enough are read once into the object store: re-reading Parquet every epoch
-    costs more than the training step on small models; larger ones stream from storage."""
+    Splits small enough (by default: fits_in_memory) are read once into the object store:
+    re-reading Parquet every epoch costs more than the training step on small models; larger
+    ones stream from storage."""
+    if materialize is None:
+        materialize = fits_in_memory(meta, storage)
     import ray.data
 
     out = {}
@@ -235,7 +238,7 @@ def ray_datasets(meta: dict, storage: Storage, limit: int | None = None) -> dict
         ds = ray.data.read_parquet(meta[split], filesystem=storage.fs)
         if limit:
             ds = ds.limit(limit)
-        if fits_in_memory(meta, storage):
+        if materialize:
             ds = ds.materialize()
         out[split] = ds
     return out

@@ -46,13 +46,16 @@ def _sum(*values: float) -> list[float]:
     return t.tolist()
 
 
-def _restore(model: GenerativeModel, optimizers, checkpoint) -> dict:
+def restore(checkpoint, model: GenerativeModel, optimizers=()) -> dict:
+    """Load a checkpoint written by this loop into model (and optimizers); returns its state:
+    the last finished epoch and the metrics history."""
     with checkpoint.as_directory() as d:
         with open(os.path.join(d, CKPT_WEIGHTS), "rb") as f:
             weights.load_bytes(model, f.read())
-        states = torch.load(os.path.join(d, CKPT_OPTIM), weights_only=True)  # written by _save below
-        for opt, st in zip(optimizers, states):
-            opt.load_state_dict(st)
+        if optimizers:
+            states = torch.load(os.path.join(d, CKPT_OPTIM), weights_only=True)  # written by _save below
+            for opt, st in zip(optimizers, states):
+                opt.load_state_dict(st)
         with open(os.path.join(d, CKPT_STATE)) as f:
             return json.load(f)
 
@@ -105,7 +108,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     state = {"epoch": -1, "history": []}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        state = _restore(model, optimizers, checkpoint)
+        state = restore(checkpoint, model, optimizers)
 
     to_batch = Collate(cfg["meta"])
     train_shard = ray.train.get_dataset_shard("train")

@@ -1,17 +1,14 @@
 """Driver side of a training run: data -> TorchTrainer(train_loop_per_worker) -> registry."""
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 
 from cluster.registry import ModelRecord, Registry, parse_ref
 from cluster.storage import Storage
-from models import weights
 from models.base import build, family_class
 from trainers import datasets
-from trainers.loop import CKPT_WEIGHTS, train_loop_per_worker
+from trainers.loop import restore, train_loop_per_worker
 
 # Each family's default data set and loop settings: quick on a laptop, overridable. The batch
 # size is per worker; small text batches make more steps in the same time, which pays on CPUs.
@@ -75,9 +72,10 @@ def train(spec: TrainSpec, storage: Storage) -> ModelRecord:
     run_dir = storage.path("runs", spec.name)
     if spec.fresh:
         storage.delete_dir(run_dir)
-    data = datasets.ray_datasets(meta, storage, spec.limit)
+    in_memory = datasets.fits_in_memory(meta, storage)
+    data = datasets.ray_datasets(meta, storage, spec.limit, materialize=in_memory)
     loop_cfg = {"model": config, "meta": meta, "epochs": spec.epochs, "batch_size": spec.batch_size,
-                "lr": spec.lr, "seed": spec.seed, "name": spec.name, "in_memory": datasets.fits_in_memory(meta, storage),
+                "lr": spec.lr, "seed": spec.seed, "name": spec.name, "in_memory": in_memory,
                 "log_every": DEFAULTS.get(spec.family, {}).get("log_every", 50)}
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -96,11 +94,7 @@ def train(spec: TrainSpec, storage: Storage) -> ModelRecord:
     if result.checkpoint is None:
         raise RuntimeError(f"run {spec.name!r} finished without a checkpoint")
     model = build(config)
-    with result.checkpoint.as_directory() as d:
-        with open(os.path.join(d, CKPT_WEIGHTS), "rb") as f:
-            weights.load_bytes(model, f.read())
-        with open(os.path.join(d, "state.json")) as f:
-            history = json.load(f)["history"]
+    history = restore(result.checkpoint, model)["history"]
     final = history[-1] if history else {}
     metrics = {**{k: v for k, v in final.items() if k != "epoch"}, "epochs": len(history), "history": history,
                "dataset": spec.dataset, "workers": spec.workers, "cpus_per_worker": spec.cpus_per_worker,
