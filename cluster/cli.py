@@ -15,7 +15,18 @@ import time
 
 from cluster.storage import Storage
 
-QUICK_DEFAULTS = ("markov", "vae", "rnn", "transformer")  # what `genray up` trains when missing
+# What `genray up` trains when the registry lacks it: a quick model of every family, and the
+# sequence families on music too (name -> family, data set and loop overrides).
+QUICK_DEFAULTS = {
+    "markov": {"family": "markov"},
+    "ar": {"family": "ar"},
+    "vae": {"family": "vae"},
+    "rnn": {"family": "rnn"},
+    "transformer": {"family": "transformer"},
+    "gan": {"family": "gan", "epochs": 10},
+    "flow": {"family": "flow", "epochs": 3},
+    "chorale-rnn": {"family": "rnn", "dataset": "chorales"},
+}
 
 
 class CliError(Exception):
@@ -82,10 +93,20 @@ def cmd_models(args) -> int:
 def cmd_eval(args) -> int:
     from trainers.evaluate import evaluate
 
-    result = evaluate(args.model, Storage(args.storage), batch_size=args.batch_size).metrics["eval"]
-    extra = f" = {result['heldout_bits_per_dim']:.4f} bits/dim" if "heldout_bits_per_dim" in result else ""
-    print(f"{args.model}: held-out NLL {result['heldout_nll']:.4f} {result['nll_unit']}{extra} "
-          f"on {result['rows']} {result['split']} rows of {result['dataset']} (stored in metrics.json)")
+    r = evaluate(args.model, Storage(args.storage), batch_size=args.batch_size).metrics["eval"]
+    parts = []
+    if "heldout_nll" in r:
+        bpd = f" = {r['heldout_bits_per_dim']:.4f} bits/dim" if "heldout_bits_per_dim" in r else ""
+        parts.append(f"held-out NLL {r['heldout_nll']:.4f} {r['nll_unit']}{bpd}")
+    if "forecast_mse" in r:
+        parts.append(f"one-step forecast MSE {r['forecast_mse']:.4g}")
+    if "fid" in r:
+        parts.append(f"digit-FID {r['fid']:.2f} ({r['fid_samples']} samples; real images score "
+                     f"{r['fid_real_floor']:.2f})")
+    if "label_accuracy" in r:
+        parts.append(f"label accuracy {r['label_accuracy']:.3f}")
+    print(f"{args.model}: {'; '.join(parts)} on {r['rows']} {r['split']} rows of {r['dataset']} "
+          f"(stored in metrics.json)")
     return 0
 
 
@@ -100,7 +121,13 @@ def cmd_sample(args) -> int:
 
     registry = Registry(Storage(args.storage))
     model, rec = registry.load(args.model)
-    fields = {k: v for k, v in {"n": args.n, "seed": args.seed, "prompt": args.prompt, "max_tokens": args.max_tokens,
+    prompt = args.prompt
+    if prompt is not None and model.modality == "series":
+        try:
+            prompt = [float(v) for v in prompt.replace(",", " ").split()]
+        except ValueError:
+            raise CliError("--prompt for a series model is numbers separated by spaces or commas") from None
+    fields = {k: v for k, v in {"n": args.n, "seed": args.seed, "prompt": prompt, "max_tokens": args.max_tokens,
                                 "temperature": args.temperature, "top_k": args.top_k, "label": args.label}.items()
               if v is not None}
     try:
@@ -118,7 +145,14 @@ def cmd_sample(args) -> int:
         with open(args.output, "wb") as f:
             f.write(to_png(grid(torch.as_tensor(samples))))
         print(f"wrote {req.n} samples of {rec.ref} to {args.output}")
+    elif model.modality == "music" and args.output:
+        paths = _write_music(samples, args.output)
+        print(f"wrote {req.n} samples of {rec.ref} to {', '.join(paths)}")
     else:
+        if model.modality == "music":
+            samples = [" ".join(s) for s in samples]
+        elif model.modality == "series":
+            samples = [" ".join(f"{v:.6g}" for v in s) for s in samples]
         text = "\n\n".join(str(s) for s in samples) + "\n"
         if args.output:
             with open(args.output, "w", encoding="utf-8") as f:
@@ -127,6 +161,21 @@ def cmd_sample(args) -> int:
         else:
             sys.stdout.write(text)
     return 0
+
+
+def _write_music(samples: list[list[str]], output: str) -> list[str]:
+    """Each sample as OUTPUT.mid (or OUTPUT-K.mid for several); a .wav output renders audio."""
+    from models.codecs import music
+
+    stem, dot, ext = output.rpartition(".")
+    if not dot or ext.lower() not in ("mid", "midi", "wav"):
+        raise CliError("music samples are written to FILE.mid or FILE.wav")
+    encode = music.to_wav if ext.lower() == "wav" else music.to_midi
+    paths = [output if len(samples) == 1 else f"{stem}-{i}.{ext}" for i in range(len(samples))]
+    for path, s in zip(paths, samples):
+        with open(path, "wb") as f:
+            f.write(encode(s))
+    return paths
 
 
 def _examples(port: int, names: list[str]) -> str:
@@ -139,6 +188,14 @@ def _examples(port: int, names: list[str]) -> str:
         if text_model in names:
             lines.append(f"curl -s -X POST {base}/v1/generate/{text_model} -H 'content-type: application/json' "
                          "-d '{\"prompt\": \"ROMEO:\", \"max_tokens\": 200, \"temperature\": 0.8, \"seed\": 1}'")
+    if "ar" in names:
+        lines.append(f"curl -s -X POST {base}/v1/generate/ar -H 'content-type: application/json' "
+                     "-d '{\"prompt\": [30, 60, 110, 150, 120, 80, 40, 20, 10, 15], \"max_tokens\": 12, \"seed\": 1}'")
+    if "chorale-rnn" in names:
+        lines.append(f"curl -s -X POST {base}/v1/generate/chorale-rnn -H 'content-type: application/json' "
+                     "-d '{\"prompt\": \"G4/1 G4/1 D5/1\", \"max_tokens\": 64, \"seed\": 1}' "
+                     "| python3 -c 'import sys, json, base64; s = json.load(sys.stdin)[\"samples\"][0]; "
+                     "print(s[\"events\"]); open(\"chorale.mid\", \"wb\").write(base64.b64decode(s[\"midi\"]))'")
     return "\n".join(lines)
 
 
@@ -189,14 +246,15 @@ def cmd_up(args) -> int:
 
     storage = Storage(args.storage)
     registry = Registry(storage)
-    missing = [f for f in QUICK_DEFAULTS if f not in registry.names()]
+    missing = [name for name in QUICK_DEFAULTS if name not in registry.names()]
     connect(args.address)
-    for i, family in enumerate(missing, 1):
-        print(f"\n=== [{i}/{len(missing)}] training the default {family} model (first start only) ===", flush=True)
+    for i, name in enumerate(missing, 1):
+        print(f"\n=== [{i}/{len(missing)}] training the default {name} model (first start only) ===", flush=True)
         t0 = time.time()
-        rec = train(TrainSpec(family, workers=args.workers), storage)
-        print(f"=== {rec.ref}: val_nll={rec.metrics.get('val_nll', float('nan')):.4f} "
-              f"{rec.metrics.get('nll_unit', '')} in {time.time() - t0:.0f} s ===", flush=True)
+        rec = train(TrainSpec(name=name, workers=args.workers, **QUICK_DEFAULTS[name]), storage)
+        quality = (f"val_nll={rec.metrics['val_nll']:.4f} {rec.metrics['nll_unit']}" if "val_nll" in rec.metrics
+                   else "no likelihood")
+        print(f"=== {rec.ref}: {quality} in {time.time() - t0:.0f} s ===", flush=True)
     args.models = None
     return _serve_forever(args, storage)
 
@@ -212,8 +270,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", parents=[common, ray_opts], help="train a model on Ray Train and publish it")
-    t.add_argument("family", help="markov | rnn | transformer | vae | gan | flow")
-    t.add_argument("--dataset", help="shakespeare | mnist | digits | a path (text file, image folder, .parquet)")
+    t.add_argument("family", help="markov | ar | rnn | transformer | vae | gan | flow")
+    t.add_argument("--dataset", help="shakespeare | mnist | digits | chorales | sunspots | macro | a path "
+                                     "(text file, image folder, folder of MIDI/scores, .parquet)")
     t.add_argument("--name", help="registry name and run name (default: the family)")
     t.add_argument("--workers", type=int, default=2)
     t.add_argument("--epochs", type=int)
@@ -232,7 +291,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(fn=cmd_models)
 
-    e = sub.add_parser("eval", parents=[common], help="held-out NLL of a registry model, stored in its metrics.json")
+    e = sub.add_parser("eval", parents=[common], help="held-out NLL (and digit-FID, forecast MSE) of a registry "
+                                                      "model, stored in its metrics.json")
     e.add_argument("model", help="NAME or NAME@VERSION")
     e.add_argument("--batch-size", type=int, default=256)
     e.set_defaults(fn=cmd_eval)
@@ -240,9 +300,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", parents=[common], help="generate from a registry model in-process")
     s.add_argument("model", help="NAME or NAME@VERSION")
     s.add_argument("-n", type=int, default=1)
-    s.add_argument("-o", "--output", help="output file: PNG grid for images, text otherwise (default stdout)")
+    s.add_argument("-o", "--output", help="output file: PNG grid for images, FILE.mid or FILE.wav for music, "
+                                          "text otherwise (default stdout)")
     s.add_argument("--seed", type=int)
-    s.add_argument("--prompt")
+    s.add_argument("--prompt", help="text; music events ('G4/1 A4/0.5'); numbers for a series")
     s.add_argument("--max-tokens", type=int)
     s.add_argument("--temperature", type=float)
     s.add_argument("--top-k", type=int)

@@ -36,7 +36,7 @@ class ModelRecord:
     def summary(self) -> dict:
         cls = family_class(self.config["family"])
         return {"name": self.name, "version": self.version, "family": cls.family,
-                "modality": cls.modality, "metrics": self.metrics}
+                "modality": cls.modality_of(self.config), "metrics": self.metrics}
 
 
 def parse_ref(ref: str) -> tuple[str, int | None]:

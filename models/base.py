@@ -48,13 +48,15 @@ def build(config: dict) -> "GenerativeModel":
 
 class GenerativeModel(nn.Module):
     family: ClassVar[str]
-    modality: ClassVar[str]  # "image" | "text" | "music" | "series"
+    modality: ClassVar[str]  # "image" | "text" | "music" | "series"; the default of modality_of()
+    modalities: ClassVar[tuple[str, ...]] = ()  # every modality the family models, if more than one
     # Request fields that apply to this family's sample(); the rest are rejected by services.
     sample_options: ClassVar[frozenset[str]] = frozenset()
     nll_unit: ClassVar[str | None] = "nats"  # the unit eval_nll() counts; None: no likelihood (GAN)
     # Keyword arguments for DistributedDataParallel, e.g. find_unused_parameters for a family whose
     # forward passes use different parameter subsets.
     ddp_options: ClassVar[dict] = {}
+    max_grad_norm: float | None = None  # train_step clips the gradient norm to this, if set
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -69,6 +71,15 @@ class GenerativeModel(nn.Module):
     def default_config(cls, meta: dict) -> dict:
         """Constructor arguments for a data set described by `meta` (vocab, image shape, ...)."""
         raise NotImplementedError
+
+    @classmethod
+    def modality_of(cls, config: dict) -> str:
+        """The modality a saved config models (a family may model several)."""
+        return cls.modality
+
+    @classmethod
+    def supports(cls, modality: str) -> bool:
+        return modality in (cls.modalities or (cls.modality,))
 
     # ---- training -----------------------------------------------------------------
     def make_optimizers(self, lr: float | None = None) -> list[torch.optim.Optimizer]:
@@ -91,6 +102,8 @@ class GenerativeModel(nn.Module):
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         out["loss"].backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.max_grad_norm)
         for opt in optimizers:
             opt.step()
         return {k: float(v.detach()) for k, v in out.items()}
@@ -104,6 +117,11 @@ class GenerativeModel(nn.Module):
         """(total negative log-likelihood in nats, number of units) over a batch, so that
         workers can sum both and report nats per unit; None for a family without a likelihood."""
         raise NotImplementedError
+
+    def heldout_nll(self, batch: dict[str, torch.Tensor]) -> tuple[float, int] | None:
+        """What `genray eval` reports: eval_nll, or a tighter but costlier estimate where the
+        family has one (the VAE's importance-weighted bound)."""
+        return self.eval_nll(batch)
 
     # ---- generation ---------------------------------------------------------------
     def sample(self, n: int, **options: Any) -> list:
@@ -187,26 +205,59 @@ def top_k_filter(logits: torch.Tensor, k: Sequence[int | None]) -> torch.Tensor:
     return logits.masked_fill(logits < kth, -math.inf)
 
 
-def sample_text(model, n: int, *, prompt: Any = None, max_tokens: Any = 256, temperature: Any = 1.0,
-                top_k: Any = None, generator=None, **generate_kwargs) -> list[str]:
-    """Per-row text sampling shared by the autoregressive text families: rows with prompts of
+def sample_sequences(model, n: int, *, prompt: Any = None, max_tokens: Any = 256, temperature: Any = 1.0,
+                     top_k: Any = None, generator=None, **generate_kwargs) -> list:
+    """Per-row sampling shared by the autoregressive symbol families: rows with prompts of
     equal length run as one batch through model.generate(idx (b, T), steps, temperature (b,),
-    top_k, gens) -> (b, T + steps); each sample is its prompt plus its continuation."""
-    prompts = [p or "" for p in per_row(prompt, n)]
+    top_k, gens) -> (b, T + steps). Each sample is its prompt plus its continuation (a string
+    of text, or a list of events cut at the end of the piece)."""
+    vocab = model.vocab
+    prompts = per_row(prompt, n)
     steps, temps, ks = per_row(max_tokens, n), per_row(temperature, n), per_row(top_k, n)
     gens = generators(generator, n)
-    # An empty prompt starts after a line break, as text in the corpus does.
-    start = "\n" if "\n" in model.vocab.chars else model.vocab.chars[0]
-    ids = [model.vocab.encode(p or start) for p in prompts]
+    ids = [vocab.encode(p if p else vocab.start) for p in prompts]
     groups: dict[int, list[int]] = {}
     for i, t in enumerate(ids):
         groups.setdefault(len(t), []).append(i)
-    out = [""] * n
+    out: list = [None] * n
     for rows in groups.values():
         idx = torch.stack([torch.as_tensor(ids[i]) for i in rows])  # (b, T)
+        T = idx.shape[1]
         res = model.generate(idx, max(int(steps[i]) for i in rows),
                              torch.tensor([float(temps[i]) for i in rows], dtype=torch.float64),
                              [ks[i] for i in rows], [gens[i] for i in rows], **generate_kwargs)
         for j, i in enumerate(rows):
-            out[i] = prompts[i] + model.vocab.decode(res[j, idx.shape[1]: idx.shape[1] + int(steps[i])])
+            new = vocab.decode(res[j, T: T + int(steps[i])])
+            if vocab.stop is not None and vocab.stop in new:
+                new = new[: new.index(vocab.stop)]
+            out[i] = vocab.decode(ids[i] if prompts[i] else []) + new
     return out
+
+
+class SequenceModel(GenerativeModel):
+    """A family over a symbol vocabulary: characters (text) or note events (music). The saved
+    vocabulary says which: a string of characters, or a list of event tokens."""
+    modality = "text"
+    modalities = ("text", "music")
+    sample_options = frozenset({"prompt", "max_tokens", "temperature", "top_k", "seed"})
+    UNITS: ClassVar[dict[str, str]] = {"text": "nats/char", "music": "nats/note"}
+    nll_unit = "nats/char"
+
+    def _set_vocab(self, vocab: str | list[str]) -> None:
+        from models.codecs import make_vocab
+
+        self.vocab = make_vocab(vocab)
+        self.modality = self.modality_of({"vocab": vocab})
+        self.nll_unit = self.UNITS[self.modality]
+
+    @classmethod
+    def modality_of(cls, config: dict) -> str:
+        return "text" if isinstance(config.get("vocab", ""), str) else "music"
+
+    def tokens(self, x) -> torch.Tensor:
+        """Rows of ids (B, L) from a tensor, a text or a list of events."""
+        return x if isinstance(x, torch.Tensor) else torch.as_tensor(self.vocab.encode(x))[None]
+
+    @torch.no_grad()
+    def sample(self, n: int, **options: Any) -> list:
+        return sample_sequences(self, n, **options)

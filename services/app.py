@@ -18,10 +18,14 @@ from ray.serve.exceptions import BackPressureError
 
 from cluster.registry import Registry, RegistryError
 from cluster.storage import Storage
-from models.base import family_class, seeded
+from models.base import seeded
+from models.codecs import music
 from models.codecs.images import to_png
 from services.metrics import GatewayMetrics
 from services.schemas import GenerateRequest, GenerateResponse, check_applies, field_error
+
+
+GATEWAY_CPUS = 0.25
 
 
 @dataclass
@@ -33,14 +37,27 @@ class ServeOptions:
     batch_wait_timeout_s: float = 0.005
     max_ongoing_requests: int = 64
     max_queued_requests: int = 256
-    cpus_per_replica: float = 0.5  # torch threads per replica: this, rounded, at least 1
+    # CPUs reserved per replica (torch threads: this, rounded, at least 1). None: 0.5, or less so
+    # that every model's first replica fits in half the cluster, leaving room to scale up.
+    cpus_per_replica: float | None = None
     request_timeout_s: float = 120.0
 
 
-def encode_samples(modality: str, samples) -> list:
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def encode_sample(modality: str, sample, wav: bool = False):
+    """A sample as JSON: a base64 PNG, a string of text, a list of numbers, or for music the
+    events with a base64 MIDI file (and WAV on request)."""
     if modality == "image":
-        return [base64.b64encode(to_png(img)).decode("ascii") for img in samples]
-    return list(samples)
+        return _b64(to_png(sample))
+    if modality == "music":
+        out = {"events": " ".join(sample), "midi": _b64(music.to_midi(sample))}
+        if wav:
+            out["wav"] = _b64(music.to_wav(sample))
+        return out
+    return sample
 
 
 @serve.deployment
@@ -50,7 +67,7 @@ class ModelServer:
     def __init__(self, storage_uri: str, ref: str, max_batch_size: int, batch_wait_timeout_s: float,
                  threads: int = 1):
         self.model, self.record = Registry(Storage(storage_uri)).load(ref)
-        self.modality = family_class(self.record.config["family"]).modality
+        self.modality = self.model.modality
         torch.set_num_threads(threads)
         self.generate.set_max_batch_size(max_batch_size)
         self.generate.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -63,7 +80,9 @@ class ModelServer:
         keys = self.model.sample_options - {"seed"}
         defaults = {k: GenerateRequest.model_fields[k].default for k in keys}
         opts = {k: [r.get(k, defaults[k]) for r in requests for _ in range(r["n"])] for k in keys}
-        samples = encode_samples(self.modality, self.model.sample(len(rows), generator=rows, **opts))
+        wav = [r.get("wav", False) for r in requests for _ in range(r["n"])]
+        samples = [encode_sample(self.modality, s, w)
+                   for s, w in zip(self.model.sample(len(rows), generator=rows, **opts), wav)]
         out, i = [], 0
         for j, r in enumerate(requests):
             out.append({"samples": samples[i: i + r["n"]], "batch_size": len(rows), "first_in_batch": j == 0})
@@ -145,19 +164,24 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
         raise RegistryError(f"no models to serve in {storage_uri}; train one with `genray train`")
     autoscaling = {"min_replicas": 1, "max_replicas": o.max_replicas, "target_ongoing_requests": 16,
                    "upscale_delay_s": 3, "downscale_delay_s": 60}
+    cpus = o.cpus_per_replica
+    if cpus is None:
+        import ray
+
+        total = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
+        cpus = max(0.05, min(0.5, (total - GATEWAY_CPUS) / (2 * len(records))))
     servers, models = {}, {}
     for rec in records:
         servers[rec.name] = ModelServer.options(
             name=f"model-{rec.name}", autoscaling_config=autoscaling,
             max_ongoing_requests=o.max_ongoing_requests, max_queued_requests=o.max_queued_requests,
-            ray_actor_options={"num_cpus": o.cpus_per_replica},
-        ).bind(registry.storage.uri, rec.ref, o.max_batch_size, o.batch_wait_timeout_s,
-               max(1, round(o.cpus_per_replica)))
+            ray_actor_options={"num_cpus": cpus},
+        ).bind(registry.storage.uri, rec.ref, o.max_batch_size, o.batch_wait_timeout_s, max(1, round(cpus)))
         summary = rec.summary()
         summary["metrics"] = {k: v for k, v in rec.metrics.items() if k != "history"}
         models[rec.name] = {"summary": summary, "config": rec.config}
     # One gateway replica keeps /metrics whole; the model servers are what scales.
-    return Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": 0.25},
+    return Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
                            max_ongoing_requests=4 * o.max_ongoing_requests,
                            max_queued_requests=4 * o.max_queued_requests).bind(models, servers, o.request_timeout_s)
 

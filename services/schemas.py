@@ -1,12 +1,14 @@
 """Request and response bodies of the HTTP API, and the per-model checks pydantic cannot do alone."""
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from models.base import family_class
-from models.codecs.text import CharVocab
+from models.codecs import make_vocab
+
+Number = Annotated[Union[StrictFloat, StrictInt], Field(allow_inf_nan=False)]
 
 
 class GenerateRequest(BaseModel):
@@ -15,10 +17,13 @@ class GenerateRequest(BaseModel):
     n: StrictInt = Field(1, ge=1, le=64, description="number of samples")
     seed: Optional[StrictInt] = Field(None, ge=0, lt=2**63, description="same seed, same samples")
     temperature: Union[StrictFloat, StrictInt] = Field(1.0, gt=0, le=100, description="sampling temperature")
-    prompt: Optional[StrictStr] = Field(None, max_length=8192, description="text to continue")
+    prompt: Optional[Union[StrictStr, list[Number]]] = Field(
+        None, max_length=8192, description="what to continue: text; music as events ('G4/1 A4/0.5 R/1'); "
+                                           "a series as a list of numbers")
     max_tokens: StrictInt = Field(256, ge=1, le=2048, description="symbols to generate")
     top_k: Optional[StrictInt] = Field(None, ge=1, description="sample among the k most likely symbols")
     label: Optional[StrictInt] = Field(None, ge=0, description="class to generate (class-conditional models)")
+    wav: StrictBool = Field(False, description="music: also return each sample rendered as a WAV file")
 
 
 class GenerateResponse(BaseModel):
@@ -35,13 +40,21 @@ def field_error(field: str, msg: str) -> dict:
 def check_applies(req: GenerateRequest, config: dict) -> list[dict]:
     """Errors for fields the model cannot use, or values outside what this model accepts."""
     cls = family_class(config["family"])
-    errors = [field_error(f, f"field {f!r} does not apply to {cls.family} models ({cls.modality}); "
-                             f"accepted: {sorted(cls.sample_options | {'n'})}")
-              for f in sorted(req.model_fields_set - cls.sample_options - {"n"})]
-    if req.prompt and "vocab" in config:
-        bad = CharVocab(config["vocab"]).unknown(req.prompt)
-        if bad:
-            errors.append(field_error("prompt", f"characters not in the model's vocabulary: {''.join(bad)!r}"))
+    modality = cls.modality_of(config)
+    accepted = cls.sample_options | {"n"} | ({"wav"} if modality == "music" else set())
+    errors = [field_error(f, f"field {f!r} does not apply to {cls.family} models ({modality}); "
+                             f"accepted: {sorted(accepted)}")
+              for f in sorted(req.model_fields_set - accepted)]
+    if "prompt" in accepted and req.prompt is not None:
+        if (modality == "series") != isinstance(req.prompt, list):
+            want = "a list of numbers" if modality == "series" else "a string"
+            errors.append(field_error("prompt", f"prompt for a {modality} model must be {want}"))
+        elif "vocab" in config and req.prompt:
+            bad = make_vocab(config["vocab"]).unknown(req.prompt)
+            if bad:
+                what = "characters" if modality == "text" else "events"
+                errors.append(field_error("prompt", f"{what} not in the model's vocabulary: "
+                                                    f"{''.join(bad) if modality == 'text' else ' '.join(bad[:10])!r}"))
     if req.label is not None and "label" in cls.sample_options:
         classes = config.get("num_classes", 0)
         if not classes:

@@ -46,5 +46,8 @@ def trained(ray_cluster, storage):
                           model={"n_coupling": 4, "hidden": 16}, lr=2e-3),
         "gan": TrainSpec("gan", name="gan", dataset="digits", workers=2, epochs=3, limit=512),
         "rnn": TrainSpec("rnn", name="rnn", workers=2, limit=256, epochs=2, model={"hidden": 64, "n_layer": 1}),
+        "ar": TrainSpec("ar", name="ar", workers=2),
+        "chorale": TrainSpec("rnn", name="chorale", dataset="chorales", workers=2, limit=256, epochs=3,
+                             model={"hidden": 64, "n_layer": 1}),
     }
     return {name: train(spec, storage) for name, spec in specs.items()}

@@ -64,5 +64,32 @@ def test_eval_stores_the_heldout_nll(trained, storage, capsys):
     assert cli(["eval", "vae", "--storage", storage.uri]) == 0
     vae = Registry(storage).record("vae").metrics["eval"]
     assert vae["heldout_bits_per_dim"] == pytest.approx(vae["heldout_nll"] / (64 * math.log(2)))
-    assert cli(["eval", "gan", "--storage", storage.uri]) == 2
-    assert "no likelihood" in capsys.readouterr().err
+    assert cli(["eval", "ar", "--storage", storage.uri]) == 0
+    ar = Registry(storage).record("ar").metrics["eval"]
+    assert ar["nll_unit"] == "nats/value" and 0 < ar["forecast_mse"] < 1000  # last value: 1056
+
+
+def test_eval_scores_image_samples_with_a_digit_fid(trained, storage, capsys):
+    from cluster.registry import Registry
+
+    assert cli(["eval", "gan", "--storage", storage.uri]) == 0
+    out = capsys.readouterr().out
+    assert "digit-FID" in out and "held-out NLL" not in out  # a GAN has no likelihood
+    gan = Registry(storage).record("gan").metrics["eval"]
+    assert gan["fid"] > gan["fid_real_floor"] >= 0 and 0 <= gan["label_accuracy"] <= 1
+    judge = storage.read_json(storage.path("judges", "digits", "metrics.json"))
+    assert judge["val_accuracy"] > 0.9  # the classifier behind the distance recognises real digits
+
+
+def test_sample_writes_midi_and_series(trained, storage, tmp_path, capsys):
+    from models.codecs import music
+
+    out = tmp_path / "tune.mid"
+    assert cli(["sample", "chorale", "--max-tokens", "20", "--seed", "3", "-o", str(out),
+                "--storage", storage.uri]) == 0
+    assert music.from_midi(out.read_bytes())  # a readable MIDI file with notes
+    capsys.readouterr()
+    assert cli(["sample", "ar", "--prompt", "10, 20, 40, 80, 120, 100, 60, 30, 10, 5", "--max-tokens", "6",
+                "--seed", "1", "--storage", storage.uri]) == 0
+    assert len(capsys.readouterr().out.split()) == 6
+    assert cli(["sample", "ar", "--prompt", "ten", "--storage", storage.uri]) == 2

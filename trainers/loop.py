@@ -2,7 +2,7 @@
 
 Per epoch: each worker runs train_step over its Ray Data shard (gradients synchronised by
 DDP when the family has parameters), then reduce_statistics() sums count-based sufficient
-statistics, then validation NLL is summed over all workers' shards. Rank 0 writes a
+statistics, then each worker scores the validation split, which is not sharded. Rank 0 writes a
 checkpoint; restarting the run (same name) or a failed worker resumes from the last one.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ from models.base import GenerativeModel, build
 from ray.data.collate_fn import NumpyBatchCollateFn
 from trainers.datasets import to_tensors
 
-CKPT_WEIGHTS, CKPT_OPTIM, CKPT_STATE = "model.safetensors", "optimizers.pt", "state.json"
+CKPT_WEIGHTS, CKPT_BEST = "model.safetensors", "best.safetensors"
+CKPT_OPTIM, CKPT_STATE = "optimizers.pt", "state.json"
 
 
 class Collate(NumpyBatchCollateFn):
@@ -46,38 +47,51 @@ def _sum(*values: float) -> list[float]:
     return t.tolist()
 
 
-def restore(checkpoint, model: GenerativeModel, optimizers=()) -> dict:
+def restore(checkpoint, model: GenerativeModel, optimizers=(), best: bool = False) -> dict:
     """Load a checkpoint written by this loop into model (and optimizers); returns its state:
-    the last finished epoch and the metrics history."""
+    the last finished epoch, the metrics history and the best epoch so far. With best, the
+    model gets the weights of the epoch with the lowest validation NLL instead of the last."""
     with checkpoint.as_directory() as d:
-        with open(os.path.join(d, CKPT_WEIGHTS), "rb") as f:
-            weights.load_bytes(model, f.read())
+        def read(name: str) -> bytes | None:
+            path = os.path.join(d, name)
+            if not os.path.exists(path):
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+
+        best_weights = read(CKPT_BEST)
+        weights.load_bytes(model, best_weights if best and best_weights else read(CKPT_WEIGHTS))
         if optimizers:
             states = torch.load(os.path.join(d, CKPT_OPTIM), weights_only=True)  # written by _save below
             for opt, st in zip(optimizers, states):
                 opt.load_state_dict(st)
-        with open(os.path.join(d, CKPT_STATE)) as f:
-            return json.load(f)
+        state = json.loads(read(CKPT_STATE))
+        if best_weights:
+            state["best_weights"] = best_weights
+        return state
 
 
 def _save(model: GenerativeModel, optimizers, state: dict, d: str) -> None:
     with open(os.path.join(d, CKPT_WEIGHTS), "wb") as f:
         f.write(weights.to_bytes(model))
+    if state.get("best_weights"):
+        with open(os.path.join(d, CKPT_BEST), "wb") as f:
+            f.write(state["best_weights"])
     torch.save([opt.state_dict() for opt in optimizers], os.path.join(d, CKPT_OPTIM))
     with open(os.path.join(d, CKPT_STATE), "w") as f:
-        json.dump(state, f)
+        json.dump({k: v for k, v in state.items() if k != "best_weights"}, f)
 
 
-def _evaluate(model: GenerativeModel, shard, batch_size: int, to_batch, device) -> float | None:
-    """Validation NLL per unit over every worker's shard; None for a family without a likelihood."""
+def _evaluate(model: GenerativeModel, val, batch_size: int, to_batch, device) -> float | None:
+    """Validation NLL per unit over the whole validation split (each worker holds all of it);
+    None for a family without a likelihood."""
     if model.nll_unit is None:
         return None
     model.eval()
     nll, units = 0.0, 0
-    for batch in shard.iter_torch_batches(batch_size=batch_size, collate_fn=to_batch):
+    for batch in val.iter_torch_batches(batch_size=batch_size, collate_fn=to_batch):
         s, u = model.eval_nll({k: v.to(device) for k, v in batch.items()})
         nll, units = nll + s, units + u
-    nll, units = _sum(nll, units)
     return nll / units if units else math.nan
 
 
@@ -112,7 +126,7 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     to_batch = Collate(cfg["meta"])
     train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
+    val_split = ray.train.get_dataset_shard("val")
     bs, log_every = cfg["batch_size"], cfg.get("log_every", 50)
     tag = cfg.get("name", model.family)
 
@@ -147,12 +161,17 @@ def train_loop_per_worker(cfg: dict) -> None:
         rows_all, steps_all, loss_all = _sum(rows, steps, loss_sum)
         metrics = {"epoch": epoch + 1, "samples_per_s": rows_all / train_time, "epoch_time_s": train_time,
                    "data_wait_s": waited}
-        val_nll = _evaluate(model, val_shard, bs, to_batch, device)
+        val_nll = _evaluate(model, val_split, bs, to_batch, device)
         if val_nll is not None:
             metrics.update(val_nll=val_nll, nll_unit=model.nll_unit)
         if optimizers:  # count-based families have no training loss
             metrics["train_loss"] = loss_all / max(steps_all, 1)
-        state = {"epoch": epoch, "history": state["history"] + [metrics]}
+        state = {**state, "epoch": epoch, "history": state["history"] + [metrics]}
+        # The epoch with the lowest validation NLL is kept beside the last: the run publishes it
+        # (early stopping without cutting the run short, which resuming relies on).
+        if val_nll is not None and math.isfinite(val_nll) and val_nll < state.get("best_val_nll", math.inf):
+            state.update(best_val_nll=val_nll, best_epoch=epoch + 1,
+                         best_weights=weights.to_bytes(model) if rank == 0 else None)
         if rank == 0:
             print(f"[{tag}] epoch {epoch + 1}/{cfg['epochs']} " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)

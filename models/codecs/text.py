@@ -7,6 +7,8 @@ import numpy as np
 
 
 class CharVocab:
+    stop = None  # text runs on to the requested length
+
     def __init__(self, chars: str):
         if len(set(chars)) != len(chars):
             raise ValueError("vocabulary characters must be unique")
@@ -21,6 +23,15 @@ class CharVocab:
         for t in text:
             seen.update(t)
         return cls("".join(sorted(seen)))
+
+    @property
+    def symbols(self) -> str:
+        return self.chars
+
+    @property
+    def start(self) -> str:
+        """What an empty prompt stands for: a line break, as text in a corpus starts after one."""
+        return "\n" if "\n" in self._index else self.chars[0]
 
     def __len__(self) -> int:
         return len(self.chars)

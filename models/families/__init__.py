@@ -1,4 +1,5 @@
 """Every generative family; importing this package registers them all."""
+from models.families.ar import AutoRegressive
 from models.families.flow import RealNVP
 from models.families.gan import ConditionalGAN
 from models.families.markov import MarkovChain
@@ -6,4 +7,4 @@ from models.families.rnn import RecurrentLM
 from models.families.transformer import CharTransformer
 from models.families.vae import ConvVAE
 
-__all__ = ["CharTransformer", "ConditionalGAN", "ConvVAE", "MarkovChain", "RealNVP", "RecurrentLM"]
+__all__ = ["AutoRegressive", "CharTransformer", "ConditionalGAN", "ConvVAE", "MarkovChain", "RealNVP", "RecurrentLM"]

@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import torch
 
-from models.base import GenerativeModel, draw_categorical, register, sample_text
-from models.codecs.text import CharVocab
+from models.base import SequenceModel, draw_categorical, register
 
 MAX_TABLE = 2**26  # dense count cells in the top order (256 MiB of float32)
 
 
 @register
-class MarkovChain(GenerativeModel):
+class MarkovChain(SequenceModel):
     family = "markov"
-    modality = "text"
     sample_options = frozenset({"prompt", "max_tokens", "temperature", "seed"})
-    nll_unit = "nats/char"
 
-    def __init__(self, vocab: str, order: int = 3, discount: float = 0.75):
+    def __init__(self, vocab: str | list[str], order: int = 3, discount: float = 0.75):
         super().__init__()
-        self.vocab = CharVocab(vocab)
+        self._set_vocab(vocab)
         V = len(self.vocab)
         if order < 0:
             raise ValueError("order must be >= 0")
@@ -44,7 +41,7 @@ class MarkovChain(GenerativeModel):
         self._register_load_state_dict_pre_hook(_densify, with_module=True)
 
     def config(self) -> dict:
-        return {"family": self.family, "vocab": self.vocab.chars, "order": self.order,
+        return {"family": self.family, "vocab": self.vocab.symbols, "order": self.order,
                 "discount": self.discount}
 
     @classmethod
@@ -138,8 +135,8 @@ class MarkovChain(GenerativeModel):
         tokens = batch["tokens"]
         return float(-self.token_log_probs(tokens).sum()), tokens.numel()
 
-    def log_prob(self, x: str | torch.Tensor) -> torch.Tensor:
-        tokens = torch.as_tensor(self.vocab.encode(x))[None] if isinstance(x, str) else x
+    def log_prob(self, x) -> torch.Tensor:
+        tokens = self.tokens(x)
         return self.token_log_probs(tokens).sum(1)
 
     # ---- generation ---------------------------------------------------------------
@@ -157,10 +154,6 @@ class MarkovChain(GenerativeModel):
             idx = torch.cat([idx, nxt.unsqueeze(1)], 1)
             hist = torch.cat([hist[:, 1:], nxt.unsqueeze(1)], 1)
         return idx
-
-    @torch.no_grad()
-    def sample(self, n: int, **options) -> list[str]:
-        return sample_text(self, n, **options)
 
 
 def _sparsify(module: MarkovChain, state: dict, prefix: str, local_metadata) -> dict:
@@ -180,4 +173,3 @@ def _densify(module: MarkovChain, state: dict, prefix: str, *args) -> None:
             dense = torch.zeros_like(module.counts(k))
             dense.view(-1)[state.pop(f"{key}.index")] = state.pop(f"{key}.value").to(dense.dtype)
             state[key] = dense
-

@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import GenerativeModel, draw_categorical, register, sample_text, top_k_filter
-from models.codecs.text import CharVocab
+from models.base import SequenceModel, draw_categorical, register, top_k_filter
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (k, v), each (B, nh, T, hs)
 
@@ -50,18 +49,15 @@ class Block(nn.Module):
 
 
 @register
-class CharTransformer(GenerativeModel):
+class CharTransformer(SequenceModel):
     family = "transformer"
-    modality = "text"
-    sample_options = frozenset({"prompt", "max_tokens", "temperature", "top_k", "seed"})
-    nll_unit = "nats/char"
 
-    def __init__(self, vocab: str, block_size: int = 128, n_layer: int = 3, n_head: int = 4,
+    def __init__(self, vocab: str | list[str], block_size: int = 128, n_layer: int = 3, n_head: int = 4,
                  n_embd: int = 96, dropout: float = 0.0, lr: float = 3e-3):
         super().__init__()
         if n_embd % n_head:
             raise ValueError("n_embd must be a multiple of n_head")
-        self.vocab = CharVocab(vocab)
+        self._set_vocab(vocab)
         self.hparams = dict(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                             dropout=dropout, lr=lr)
         self.block_size = block_size
@@ -86,11 +82,13 @@ class CharTransformer(GenerativeModel):
             nn.init.zeros_(m.bias)
 
     def config(self) -> dict:
-        return {"family": self.family, "vocab": self.vocab.chars, **self.hparams}
+        return {"family": self.family, "vocab": self.vocab.symbols, **self.hparams}
 
     @classmethod
     def default_config(cls, meta: dict) -> dict:
-        return {"family": cls.family, "vocab": meta["vocab"]}
+        # Melodies are short and few: a shorter context, dropout and a gentler step overfit less.
+        extra = {"dropout": 0.1, "lr": 1e-3, "block_size": 32} if meta["modality"] == "music" else {}
+        return {"family": cls.family, "vocab": meta["vocab"], **extra}
 
     def make_optimizers(self, lr: float | None = None):
         decay = [p for p in self.parameters() if p.dim() >= 2]
@@ -132,9 +130,9 @@ class CharTransformer(GenerativeModel):
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
         return float(nll), y.numel()
 
-    def log_prob(self, x: str | torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x) -> torch.Tensor:
         """Log-probability of each row's symbols after its first (B,), in windows of block_size."""
-        tokens = torch.as_tensor(self.vocab.encode(x))[None] if isinstance(x, str) else x
+        tokens = self.tokens(x)
         inp, tgt = self._windows(tokens)
         logits, _ = self.logits(inp)
         lp = torch.log_softmax(logits, -1).gather(2, tgt.unsqueeze(2)).squeeze(2)
@@ -159,5 +157,5 @@ class CharTransformer(GenerativeModel):
         return idx
 
     @torch.no_grad()
-    def sample(self, n: int, *, use_cache: bool = True, **options) -> list[str]:
-        return sample_text(self, n, use_cache=use_cache, **options)
+    def sample(self, n: int, *, use_cache: bool = True, **options) -> list:
+        return super().sample(n, use_cache=use_cache, **options)
