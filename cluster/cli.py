@@ -181,9 +181,11 @@ def _write_music(samples: list[list[str]], output: str) -> list[str]:
 def _examples(port: int, names: list[str]) -> str:
     base = f"http://127.0.0.1:{port}"
     lines = [f"curl -s {base}/v1/models", f"curl -s {base}/healthz", f"curl -s {base}/metrics | grep genray_"]
-    if "vae" in names:
-        lines.append(f"curl -s -X POST {base}/v1/generate/vae -H 'content-type: application/json' "
-                     "-d '{\"n\": 4, \"label\": 7, \"seed\": 1}'")
+    for image_model, body in (("vae", '{"n": 4, "label": 7, "seed": 1}'), ("gan", '{"n": 4, "label": 3, "seed": 1}'),
+                              ("flow", '{"n": 4, "temperature": 0.7, "seed": 1}')):
+        if image_model in names:
+            lines.append(f"curl -s -X POST {base}/v1/generate/{image_model} -H 'content-type: application/json' "
+                         f"-d '{body}'")
     for text_model in ("transformer", "rnn", "markov"):
         if text_model in names:
             lines.append(f"curl -s -X POST {base}/v1/generate/{text_model} -H 'content-type: application/json' "
