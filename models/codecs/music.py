@@ -166,16 +166,20 @@ def trim(events: Sequence[str]) -> list[str]:
     return events
 
 
-def to_wav(events: Sequence[str], bpm: float = 90.0, rate: int = 22050) -> bytes:
+def to_wav(events: Sequence[str], bpm: float = 90.0, rate: int = 22050, max_seconds: float = 120.0) -> bytes:
     """16-bit mono WAV of the melody played by a soft additive synth (three harmonics, with an
-    attack-decay envelope so that repeated notes are heard apart)."""
-    chunks = []
+    attack-decay envelope so that repeated notes are heard apart), cut at max_seconds so that a
+    long sample's audio stays a few MB."""
+    chunks, total = [], 0
     for tok in events:
+        if total >= max_seconds * rate:
+            break
         e = parse_event(tok)
         if e is None:
             break
         midi, ql = e
         n = int(rate * ql * 60.0 / bpm)
+        total += n
         if midi is None:
             chunks.append(np.zeros(n))
             continue
