@@ -132,3 +132,26 @@ def test_frechet_distance_and_judge():
     judge = ImageJudge([1, 8, 8], 10).fit(x[:1500], y[:1500], epochs=6)
     assert judge.accuracy(x[1500:], y[1500:]) > 0.85
     assert judge.frechet_distance(x[:300], x[1500:]) < judge.frechet_distance(torch.rand(300, 1, 8, 8), x[1500:])
+
+
+def test_user_midi_folder_and_series_parquet_become_data_sets(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cluster.storage import Storage
+    from trainers.datasets import local_arrays, prepare
+
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    tunes = [MELODY, music.transpose(MELODY[::-1], 3), ["C4/1", "E4/1", "G4/2", "R/1", "C5/4"]]
+    for i, t in enumerate(tunes):
+        (songs / f"{i}.mid").write_bytes(music.to_midi(t))
+    store = Storage(str(tmp_path / "home"))
+    meta = prepare(str(songs), store)
+    assert meta["modality"] == "music" and meta["pieces"] == 3 and "|" in meta["vocab"]
+    rows = local_arrays(meta, "train", store)["tokens"]
+    assert rows.shape[1] == meta["seq_len"] and int(rows.max()) < len(meta["vocab"])
+
+    pq.write_table(pa.table({"value": _ar2(200)}), tmp_path / "series.parquet")
+    meta = prepare(str(tmp_path / "series.parquet"), store)
+    assert meta["modality"] == "series" and meta["train_len"] == 180
