@@ -196,7 +196,7 @@ def music_tables(pieces: list[list[str]]) -> tuple[pa.Table, pa.Table, dict]:
         seq = min(MUSIC_SEQ_LEN, len(ids) - 1)
         return pa.table({"tokens": _fixed_list(_token_rows(ids, seq))}), seq
 
-    (train_t, train_seq), (val_t, val_seq) = table(train), table(held)
+    (train_t, train_seq), (val_t, _) = table(train), table(held)
     meta = {"modality": "music", "vocab": vocab.symbols, "seq_len": train_seq + 1, "pieces": len(pieces),
             "tunes": len(tunes), "val_pieces": len(held)}
     return train_t, val_t, meta

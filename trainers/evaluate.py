@@ -12,7 +12,6 @@ of the embedded data sets take seconds to a minute on one core.
 """
 from __future__ import annotations
 
-import json
 import math
 
 import torch
@@ -92,4 +91,4 @@ def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0) -
     if meta["modality"] == "image" and meta.get("num_classes"):
         images, labels = sample_images(model, FID_SAMPLES, meta["num_classes"], seed)
         result.update(image_quality(images, labels, meta, storage))
-    return registry.update_metrics(rec.ref, {"eval": json.loads(json.dumps(result))})
+    return registry.update_metrics(rec.ref, {"eval": result})
