@@ -36,7 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/serve_throughput.py
 
-# Trains any missing benchmark models with their default budgets (about 25 minutes on 2 cores).
+# Trains any missing benchmark models with their default budgets (about 35 minutes on 2 cores).
 quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
 

@@ -18,7 +18,7 @@ DEFAULTS = {
     "rnn": {"dataset": "shakespeare", "epochs": 3, "batch_size": 16, "log_every": 200},
     "vae": {"dataset": "mnist", "epochs": 30, "batch_size": 128},
     "gan": {"dataset": "mnist", "epochs": 30, "batch_size": 64},
-    "flow": {"dataset": "mnist", "epochs": 10, "batch_size": 64},
+    "flow": {"dataset": "mnist", "epochs": 24, "batch_size": 64},
     "ar": {"dataset": "sunspots", "epochs": 1, "batch_size": 64},
 }
 # Where a family models another modality than its default data set's, these settings win.
