@@ -134,6 +134,29 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError
 
 
+class LatentImageModel(GenerativeModel):
+    """A class-conditional image family with a latent code (VAE, GAN): the same constructor
+    arguments saved the same way, and two stride-2 stages, so height and width divide by 4."""
+    modality = "image"
+    sample_options = frozenset({"label", "seed"})
+
+    def __init__(self, shape: list[int], num_classes: int, latent_dim: int, hidden: int, lr: float):
+        super().__init__()
+        C, H, W = shape
+        if H % 4 or W % 4:
+            raise ValueError(f"image height and width must be multiples of 4, got {H}x{W}")
+        self.shape, self.num_classes, self.latent_dim = [C, H, W], num_classes, latent_dim
+        self.hparams = dict(hidden=hidden, lr=lr)
+
+    def config(self) -> dict:
+        return {"family": self.family, "shape": self.shape, "num_classes": self.num_classes,
+                "latent_dim": self.latent_dim, **self.hparams}
+
+    @classmethod
+    def default_config(cls, meta: dict) -> dict:
+        return {"family": cls.family, "shape": meta["shape"], "num_classes": meta.get("num_classes", 0)}
+
+
 # ---- helpers for per-row sampling ---------------------------------------------------------
 
 def per_row(value: Any, n: int) -> list:

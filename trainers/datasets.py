@@ -179,15 +179,16 @@ def music_tables(pieces: list[list[str]]) -> tuple[pa.Table, pa.Table, dict]:
     # Many chorales harmonise the same hymn tune, with small changes: pieces whose melodies open
     # with the same intervals are one tune and go to the same split, so that validation holds
     # tunes never heard in training.
-    tunes = sorted({_tune(p) for p in pieces})
+    keys = [_tune(p) for p in pieces]
+    tunes = sorted(set(keys))
     held_tunes = {t for t, v in zip(tunes, _val_mask(len(tunes))) if v}
-    val = np.array([_tune(p) in held_tunes for p in pieces])
+    val = np.array([k in held_tunes for k in keys])
     if val.all() or not val.any():
         val = np.arange(len(pieces)) == len(pieces) - 1
     # Training pieces are stored tune by tune, so that any contiguous run of rows (a tuning tail)
     # holds whole tunes.
-    train = [transpose(p, k) for p in sorted((p for p, v in zip(pieces, val) if not v), key=_tune)
-             for k in TRANSPOSITIONS]
+    by_tune = sorted((k, i) for i, k in enumerate(keys) if not val[i])
+    train = [transpose(pieces[i], t) for _, i in by_tune for t in TRANSPOSITIONS]
     held = [p for p, v in zip(pieces, val) if v]
     vocab = EventVocab.from_pieces(train + held)
 

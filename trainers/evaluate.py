@@ -26,18 +26,17 @@ from trainers import datasets
 FID_SAMPLES = 1000
 
 
-def judge(meta: dict, storage: Storage) -> ImageJudge:
-    """The classifier for a labelled image data set, trained on its training split once and
-    cached under the storage root's judges/ (seconds on MNIST-5k)."""
+def judge(meta: dict, storage: Storage, train: dict, val: dict) -> ImageJudge:
+    """The classifier for a labelled image data set (train and val: its splits as tensors),
+    trained on its training split once and cached under the storage root's judges/ (seconds on
+    MNIST-5k)."""
     base = storage.path("judges", datasets.cache_key(meta["name"]))
     net = ImageJudge(meta["shape"], meta["num_classes"])
     if storage.exists(f"{base}/config.json") and storage.read_json(f"{base}/config.json") == net.config():
         weights.load_bytes(net, storage.read_bytes(f"{base}/weights.safetensors"))
         return net.eval()
-    train = datasets.local_arrays(meta, "train", storage)
     torch.manual_seed(0)
     net.fit(train["image"], train["label"])
-    val = datasets.local_arrays(meta, "val", storage)
     storage.write_bytes(f"{base}/weights.safetensors", weights.to_bytes(net))
     storage.write_json(f"{base}/metrics.json", {"val_accuracy": net.accuracy(val["image"], val["label"])})
     storage.write_json(f"{base}/config.json", net.config())  # last: its presence means complete
@@ -47,11 +46,11 @@ def judge(meta: dict, storage: Storage) -> ImageJudge:
 def image_quality(samples: torch.Tensor, labels: torch.Tensor | None, meta: dict, storage: Storage) -> dict:
     """Digit-FID of samples (N, C, H, W) in [0, 1] against the validation images, and the
     judge's accuracy on the labels they were drawn for (if any)."""
-    net = judge(meta, storage)
-    val = datasets.local_arrays(meta, "val", storage)["image"]
-    train = datasets.local_arrays(meta, "train", storage)["image"]
+    train, val_split = (datasets.local_arrays(meta, split, storage) for split in ("train", "val"))
+    net = judge(meta, storage, train, val_split)
+    val = val_split["image"]
     # Real training images score what a perfect model would (a random subset: some sets are sorted by label).
-    real = train[torch.randperm(len(train), generator=seeded(0))[:len(samples)]]
+    real = train["image"][torch.randperm(len(train["image"]), generator=seeded(0))[:len(samples)]]
     out = {"fid": net.frechet_distance(samples, val), "fid_samples": len(samples), "fid_reference": len(val),
            "fid_real_floor": net.frechet_distance(real, val)}
     if labels is not None:

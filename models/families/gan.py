@@ -10,26 +10,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import GenerativeModel, draw_normal, generators, one_hot, register, sample_labels
+from models.base import LatentImageModel, draw_normal, generators, one_hot, register, sample_labels
 
 
 @register
-class ConditionalGAN(GenerativeModel):
+class ConditionalGAN(LatentImageModel):
     family = "gan"
-    modality = "image"
-    sample_options = frozenset({"label", "seed"})
     nll_unit = None
     # The discriminator step runs the generator without gradients: DDP must allow unused parameters.
     ddp_options = {"find_unused_parameters": True}
 
     def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 64, hidden: int = 64,
                  lr: float = 5e-4):
-        super().__init__()
-        C, H, W = shape
-        if H % 4 or W % 4:
-            raise ValueError(f"image height and width must be multiples of 4, got {H}x{W}")
-        self.shape, self.num_classes, self.latent_dim = [C, H, W], num_classes, latent_dim
-        self.hparams = dict(hidden=hidden, lr=lr)
+        super().__init__(shape, num_classes, latent_dim, hidden, lr)
+        C, H, W = self.shape
         h2 = 2 * hidden
         self.generator = nn.Sequential(
             nn.Linear(latent_dim + num_classes, h2 * (H // 4) * (W // 4)), nn.Unflatten(1, (h2, H // 4, W // 4)),
@@ -42,14 +36,6 @@ class ConditionalGAN(GenerativeModel):
             nn.Conv2d(hidden, h2, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Flatten(), nn.Linear(h2 * (H // 4) * (W // 4), 1),
         )
-
-    def config(self) -> dict:
-        return {"family": self.family, "shape": self.shape, "num_classes": self.num_classes,
-                "latent_dim": self.latent_dim, **self.hparams}
-
-    @classmethod
-    def default_config(cls, meta: dict) -> dict:
-        return {"family": cls.family, "shape": meta["shape"], "num_classes": meta.get("num_classes", 0)}
 
     def make_optimizers(self, lr: float | None = None):
         lr = lr or self.hparams["lr"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import GenerativeModel, draw_normal, generators, one_hot, register, sample_labels
+from models.base import LatentImageModel, draw_normal, generators, one_hot, register, sample_labels
 
 
 def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -34,20 +34,14 @@ def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale
 
 
 @register
-class ConvVAE(GenerativeModel):
+class ConvVAE(LatentImageModel):
     family = "vae"
-    modality = "image"
-    sample_options = frozenset({"label", "seed"})
     nll_unit = "nats/image"
 
     def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 16,
                  hidden: int = 32, lr: float = 4e-3):
-        super().__init__()
-        C, H, W = shape
-        if H % 4 or W % 4:
-            raise ValueError(f"image height and width must be multiples of 4, got {H}x{W}")
-        self.shape, self.num_classes, self.latent_dim = [C, H, W], num_classes, latent_dim
-        self.hparams = dict(hidden=hidden, lr=lr)
+        super().__init__(shape, num_classes, latent_dim, hidden, lr)
+        C, H, W = self.shape
         h2, feat = 2 * hidden, 2 * hidden * (H // 4) * (W // 4)
         self.encoder = nn.Sequential(
             nn.Conv2d(C, hidden, 4, 2, 1), nn.SiLU(),  # (B, h, H/2, W/2)
@@ -65,14 +59,6 @@ class ConvVAE(GenerativeModel):
             nn.ConvTranspose2d(hidden, hidden, 4, 2, 1), nn.SiLU(),  # (B, h, H, W)
             nn.Conv2d(hidden, 2 * C, 3, 1, 1),  # mean and log-scale per pixel
         )
-
-    def config(self) -> dict:
-        return {"family": self.family, "shape": self.shape, "num_classes": self.num_classes,
-                "latent_dim": self.latent_dim, **self.hparams}
-
-    @classmethod
-    def default_config(cls, meta: dict) -> dict:
-        return {"family": cls.family, "shape": meta["shape"], "num_classes": meta.get("num_classes", 0)}
 
     def make_optimizers(self, lr: float | None = None):
         return [torch.optim.Adam(self.parameters(), lr=lr or self.hparams["lr"])]
