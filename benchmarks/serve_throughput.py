@@ -26,18 +26,19 @@ sys.path.insert(0, ROOT)
 PLAIN_SERVER = """
 import sys, torch, uvicorn
 from fastapi import FastAPI
-from cluster.registry import Registry
-from cluster.storage import Storage
-from models.base import seeded
-from services.app import encode_samples
-from services.schemas import GenerateRequest
+from genray.cluster.registry import Registry
+from genray.cluster.storage import Storage
+from genray.models import modalities
+from genray.models.base import seeded
+from genray.services.schemas import GenerateRequest
 model, rec = Registry(Storage(sys.argv[1])).load("vae")
+image = modalities.get("image")
 app = FastAPI()
 
 @app.post("/v1/generate/vae")
 def generate(req: GenerateRequest):
     samples = model.sample(req.n, generator=seeded(req.seed), label=req.label)
-    return {"model": "vae", "version": rec.version, "samples": encode_samples("image", samples)}
+    return {"model": "vae", "version": rec.version, "samples": [image.to_json(s, {}) for s in samples]}
 
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
@@ -79,12 +80,13 @@ def raw_limit(storage_uri: str, n: int, seconds: float) -> tuple[float, float, i
     """The model alone in-process, on all cores, at its best batch size: samples/s for sampling
     only, and for sampling plus PNG/base64 encoding (the work a server does per sample)."""
 
-    from cluster.registry import Registry
-    from cluster.storage import Storage
-    from models.base import seeded
-    from services.app import encode_samples
+    from genray.cluster.registry import Registry
+    from genray.cluster.storage import Storage
+    from genray.models import modalities
+    from genray.models.base import seeded
 
     model, _ = Registry(Storage(storage_uri)).load("vae")
+    image = modalities.get("image")
 
     def rate(batch: int, encode: bool) -> float:
         done, t0 = 0, time.perf_counter()
@@ -92,7 +94,7 @@ def raw_limit(storage_uri: str, n: int, seconds: float) -> tuple[float, float, i
             gens = [g for i in range(max(1, batch // n)) for g in [seeded(i)] * n]
             s = model.sample(len(gens), generator=gens)
             if encode:
-                encode_samples("image", s)
+                [image.to_json(x, {}) for x in s]
             done += len(gens)
         return done / (time.perf_counter() - t0)
 
@@ -105,23 +107,26 @@ def main() -> int:
     p.add_argument("--n", type=int, default=8, help="samples per request")
     p.add_argument("--seconds", type=float, default=8.0, help="load duration per point")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    p.add_argument("--smoke", action="store_true", help="two short load points: checks the script runs")
     args = p.parse_args()
+    if args.smoke:
+        args.n, args.seconds, args.concurrency = 2, 0.5, [1, 4]
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     import torch
     from ray import serve
 
-    from cluster.connect import connect
-    from cluster.registry import Registry
-    from cluster.storage import Storage
-    from models import build
-    from services.app import ServeOptions, build_app
-    from trainers.run import TrainSpec, model_config
+    from genray.cluster.connect import connect
+    from genray.cluster.registry import Registry
+    from genray.cluster.storage import Storage
+    from genray.models import build
+    from genray.services.app import ServeOptions, build_app
+    from genray.trainers.run import TrainSpec, model_config
 
     with tempfile.TemporaryDirectory() as home:
         storage = Storage(home)
         # Throughput does not depend on what the weights learned: serve a freshly initialised VAE.
-        from trainers import datasets
+        from genray.trainers import datasets
 
         torch.manual_seed(0)
         meta = datasets.prepare("mnist", storage)
@@ -135,7 +140,7 @@ def main() -> int:
         serve.run(build_app(storage.uri, ["vae"], ServeOptions(max_replicas=1, cpus_per_replica=2)),
                   name="bench", route_prefix="/")
         url = f"http://127.0.0.1:{port}/v1/generate/vae"
-        asyncio.run(load(url, args.n, 4, 2.0))  # warm-up
+        asyncio.run(load(url, args.n, 4, min(2.0, args.seconds)))  # warm-up
         for c in args.concurrency:
             results["genray (Ray Serve, batched)"][c] = asyncio.run(load(url, args.n, c, args.seconds))
         serve.shutdown()
@@ -153,18 +158,18 @@ def main() -> int:
                     break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            asyncio.run(load(url, args.n, 4, 2.0))
+            asyncio.run(load(url, args.n, 4, min(2.0, args.seconds)))
             for c in args.concurrency:
                 results["plain FastAPI (unbatched)"][c] = asyncio.run(load(url, args.n, c, args.seconds))
         finally:
             proc.terminate()
             proc.wait(10)
-        raw, raw_encoded, best = raw_limit(storage.uri, args.n, 2.0)
+        raw, raw_encoded, best = raw_limit(storage.uri, args.n, min(2.0, args.seconds))
 
     print(f"\nVAE (MNIST 28x28), {args.n} samples per request, {args.seconds:.0f} s per point, "
           f"1 model replica; servers and load generator share {os.cpu_count()} cores")
-    print(f"raw in-process limit ({torch.get_num_threads()} threads, best batch {best}): {raw:,.0f} samples/s sampling only, "
-          f"{raw_encoded:,.0f} samples/s with PNG+base64 encoding")
+    print(f"raw in-process limit ({torch.get_num_threads()} threads, best batch {best}): "
+          f"{raw:,.0f} samples/s sampling only, {raw_encoded:,.0f} samples/s with PNG+base64 encoding")
     print(f"{'server':<30}{'conc':>5}{'samples/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
           f"{'/raw':>7}{'/raw+enc':>9}")
     for name, rows in results.items():

@@ -19,17 +19,19 @@ import torch
 
 
 def bare_loop(family: str, dataset: str, epochs: int, batch_size: int, threads: int, storage) -> list[float]:
-    from models import build
-    from trainers import datasets
-    from trainers.run import TrainSpec, model_config
+    from genray.models import build
+    from genray.trainers import datasets
+    from genray.trainers.run import TrainSpec, model_config
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     meta = datasets.prepare(dataset, storage)
     data = datasets.local_arrays(meta, "train", storage)
     n = len(next(iter(data.values())))
-    model = build(model_config(TrainSpec(family, dataset=dataset).resolved(), meta))
-    opts = model.make_optimizers()
+    spec = TrainSpec(family, dataset=dataset).resolved()
+    model = build(model_config(spec, meta))
+    tc = spec.training_config(meta["modality"])
+    opts = model.make_optimizers(tc.optimizer())
     times = []
     for _ in range(epochs):
         model.train()
@@ -37,7 +39,7 @@ def bare_loop(family: str, dataset: str, epochs: int, batch_size: int, threads: 
         perm = torch.randperm(n)
         for i in range(0, n, batch_size):
             idx = perm[i:i + batch_size]
-            model.train_step({k: v[idx] for k, v in data.items()}, opts)
+            model.train_step({k: v[idx] for k, v in data.items()}, opts, max_grad_norm=tc.max_grad_norm)
         model.reduce_statistics(lambda t: None)
         times.append(time.perf_counter() - t0)
     return times
@@ -50,13 +52,13 @@ def bare_loop_in_ray_worker(family: str, dataset: str, epochs: int, batch_size: 
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from cluster.connect import connect
+    from genray.cluster.connect import connect
 
     connect()
     args = (family, dataset, epochs, batch_size, threads, storage.uri)
 
     def loop(cfg):
-        from cluster.storage import Storage
+        from genray.cluster.storage import Storage
 
         store = Storage(cfg["args"][5])
         store.write_json(store.path("bench", "in_worker.json"), bare_loop(*cfg["args"][:5], store))
@@ -67,9 +69,10 @@ def bare_loop_in_ray_worker(family: str, dataset: str, epochs: int, batch_size: 
     return storage.read_json(storage.path("bench", "in_worker.json"))
 
 
-def genray_run(family: str, dataset: str, epochs: int, batch_size: int, threads: int, storage) -> tuple[list[float], float]:
-    from cluster.connect import connect
-    from trainers.run import TrainSpec, train
+def genray_run(family: str, dataset: str, epochs: int, batch_size: int, threads: int,
+               storage) -> tuple[list[float], float, list[float]]:
+    from genray.cluster.connect import connect
+    from genray.trainers.run import TrainSpec, train
 
     connect()
     t0 = time.perf_counter()
@@ -91,8 +94,8 @@ def run_phase(phase: str, args, home: str) -> dict:
 
 
 def phase_main(args) -> int:
-    from cluster.storage import Storage
-    from trainers.run import TrainSpec
+    from genray.cluster.storage import Storage
+    from genray.trainers.run import TrainSpec
 
     storage = Storage(args.home)
     dataset = args.dataset or TrainSpec(args.family).resolved().dataset
@@ -117,7 +120,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads in the bare loop = CPUs of the Ray worker")
     p.add_argument("--phase", choices=["bare", "in-worker", "genray"], help=argparse.SUPPRESS)
     p.add_argument("--home", help=argparse.SUPPRESS)
+    p.add_argument("--smoke", action="store_true", help="2 epochs of the VAE on the 8x8 digits: checks the script runs")
     args = p.parse_args()
+    if args.smoke:
+        args.family, args.dataset, args.epochs, args.batch_size = "vae", "digits", 2, 64
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if args.phase:
         return phase_main(args)

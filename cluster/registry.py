@@ -1,5 +1,8 @@
 """Model registry: <root>/models/<name>/<version>/{weights.safetensors, config.json, metrics.json}.
 
+It stores any kind of model genray builds from a config (generative families, the classifiers
+that judge them, detectors): config.json names the family, and the family its kind.
+
 A version is visible only once its COMMITTED marker exists, and the marker is written last,
 so a publish that dies half-way leaves no readable version and the previous one intact.
 Weights are safetensors; nothing here unpickles.
@@ -10,9 +13,9 @@ import re
 import time
 from dataclasses import dataclass
 
-from cluster.storage import Storage
-from models import weights
-from models.base import GenerativeModel, build, family_class
+from genray.cluster.storage import Storage
+from genray.models import weights
+from genray.models.registry import Configurable, build, family_class
 
 MARKER = "COMMITTED"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -33,9 +36,13 @@ class ModelRecord:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
+    @property
+    def kind(self) -> str:
+        return family_class(self.config["family"]).kind
+
     def summary(self) -> dict:
         cls = family_class(self.config["family"])
-        return {"name": self.name, "version": self.version, "family": cls.family,
+        return {"name": self.name, "version": self.version, "kind": cls.kind, "family": cls.family,
                 "modality": cls.modality_of(self.config), "metrics": self.metrics}
 
 
@@ -55,8 +62,10 @@ class Registry:
     def _dir(self, name: str, version: int | None = None) -> str:
         return self.storage.path("models", name) if version is None else self.storage.path("models", name, str(version))
 
-    def names(self) -> list[str]:
-        return [n for n in self.storage.listdir(self.storage.path("models")) if self.versions(n)]
+    def names(self, kind: str | None = None) -> list[str]:
+        """Names with a committed version; of one kind ("generative", "classifier", ...) if given."""
+        names = [n for n in self.storage.listdir(self.storage.path("models")) if self.versions(n)]
+        return [n for n in names if self.record(n).kind == kind] if kind else names
 
     def versions(self, name: str) -> list[int]:
         out = []
@@ -85,13 +94,13 @@ class Registry:
     def list(self) -> list[ModelRecord]:
         return [self.record(n) for n in self.names()]
 
-    def load(self, ref: str) -> tuple[GenerativeModel, ModelRecord]:
+    def load(self, ref: str) -> tuple[Configurable, ModelRecord]:
         rec = self.record(ref)
         model = build(rec.config)
         weights.load_bytes(model, self.storage.read_bytes(f"{self._dir(rec.name, rec.version)}/weights.safetensors"))
         return model.eval(), rec
 
-    def publish(self, name: str, model: GenerativeModel, metrics: dict) -> ModelRecord:
+    def publish(self, name: str, model: Configurable, metrics: dict) -> ModelRecord:
         parse_ref(name)
         existing = [int(v) for v in self.storage.listdir(self._dir(name)) if v.isdigit()]
         version = max(existing, default=0) + 1  # past any half-written version too

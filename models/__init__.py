@@ -1,4 +1,5 @@
 """Generative models in pure PyTorch: no Ray below this package."""
-from models.base import GenerativeModel, build, family_class, family_names, seeded
+from genray.models.base import GenerativeModel, seeded
+from genray.models.registry import build, family_class, family_names
 
 __all__ = ["GenerativeModel", "build", "family_class", "family_names", "seeded"]

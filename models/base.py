@@ -1,90 +1,47 @@
-"""The contract every generative family keeps, and the family registry.
+"""The contract every generative family keeps.
 
-One training loop (trainers/loop.py) and one serving path (services/) drive every
-family through this interface, so a family that needs something new changes the
-contract here, never the loop.
+One training loop (trainers/loop.py) and one serving path (services/) drive every family
+through this interface, so a family that needs something new changes the contract here, never
+the loop. Families register by name in models/registry.py.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
-from torch import nn
 
-_FAMILIES: dict[str, type["GenerativeModel"]] = {}
+from genray.models.errors import ConfigError, OptionError
+from genray.models.optim import OptimizerSettings
+from genray.models.registry import Configurable
 
 AllReduce = Callable[[torch.Tensor], None]  # sums a tensor in place across workers
 
 
-def register(cls: type["GenerativeModel"]) -> type["GenerativeModel"]:
-    """Class decorator that makes a family constructible by name."""
-    _FAMILIES[cls.family] = cls
-    return cls
-
-
-def _load_families() -> None:
-    importlib.import_module("models.families")  # importing registers every family
-
-
-def family_class(name: str) -> type["GenerativeModel"]:
-    _load_families()
-    try:
-        return _FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown model family {name!r}; known: {sorted(_FAMILIES)}") from None
-
-
-def family_names() -> list[str]:
-    _load_families()
-    return sorted(_FAMILIES)
-
-
-def build(config: dict) -> "GenerativeModel":
-    """Rebuild a model from the JSON config saved beside its weights."""
-    return family_class(config["family"]).from_config(config)
-
-
-class GenerativeModel(nn.Module):
-    family: ClassVar[str]
-    modality: ClassVar[str]  # "image" | "text" | "music" | "series"; the default of modality_of()
+class GenerativeModel(Configurable):
+    kind = "generative"
     modalities: ClassVar[tuple[str, ...]] = ()  # every modality the family models, if more than one
-    # Request fields that apply to this family's sample(); the rest are rejected by services.
+    # Sampling options this family's sample() takes; with n and seed, the request fields that apply.
     sample_options: ClassVar[frozenset[str]] = frozenset()
     nll_unit: ClassVar[str | None] = "nats"  # the unit eval_nll() counts; None: no likelihood (GAN)
     # Keyword arguments for DistributedDataParallel, e.g. find_unused_parameters for a family whose
     # forward passes use different parameter subsets.
     ddp_options: ClassVar[dict] = {}
-    max_grad_norm: float | None = None  # train_step clips the gradient norm to this, if set
-
-    # ---- construction -------------------------------------------------------------
-    @classmethod
-    def from_config(cls, config: dict) -> "GenerativeModel":
-        return cls(**{k: v for k, v in config.items() if k != "family"})
-
-    def config(self) -> dict:
-        """JSON-serialisable constructor arguments, plus the family name."""
-        raise NotImplementedError
 
     @classmethod
     def default_config(cls, meta: dict) -> dict:
-        """Constructor arguments for a data set described by `meta` (vocab, image shape, ...)."""
+        """Architecture for a data set described by `meta` (vocab, image shape, ...)."""
         raise NotImplementedError
-
-    @classmethod
-    def modality_of(cls, config: dict) -> str:
-        """The modality a saved config models (a family may model several)."""
-        return cls.modality
 
     @classmethod
     def supports(cls, modality: str) -> bool:
         return modality in (cls.modalities or (cls.modality,))
 
     # ---- training -----------------------------------------------------------------
-    def make_optimizers(self, lr: float | None = None) -> list[torch.optim.Optimizer]:
+    def make_optimizers(self, settings: OptimizerSettings) -> list[torch.optim.Optimizer]:
+        """The family's optimizers (none for count-based families), with the training config's numbers."""
         params = [p for p in self.parameters() if p.requires_grad]
-        return [torch.optim.AdamW(params, lr=lr or 1e-3)] if params else []
+        return [settings.adamw(params)] if params else []
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Training objective on a batch: {"loss": scalar to minimise, **metrics}."""
@@ -95,15 +52,17 @@ class GenerativeModel(nn.Module):
         batch: dict[str, torch.Tensor],
         optimizers: Sequence[torch.optim.Optimizer],
         forward: Callable[..., dict] | None = None,
+        max_grad_norm: float | None = None,
     ) -> dict[str, float]:
-        """One optimisation step. `forward` is this module's forward, possibly wrapped
-        for data parallelism (DDP); calling it rather than self keeps gradients in sync."""
+        """One optimisation step. `forward` is this module's forward, possibly wrapped for data
+        parallelism (DDP); calling it rather than self keeps gradients in sync. The gradient norm
+        is clipped to max_grad_norm, if set."""
         out = (forward or self)(batch)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         out["loss"].backward()
-        if self.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.max_grad_norm)
+        if max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), max_grad_norm)
         for opt in optimizers:
             opt.step()
         return {k: float(v.detach()) for k, v in out.items()}
@@ -123,38 +82,70 @@ class GenerativeModel(nn.Module):
         family has one (the VAE's importance-weighted bound)."""
         return self.eval_nll(batch)
 
-    # ---- generation ---------------------------------------------------------------
-    def sample(self, n: int, **options: Any) -> list:
-        """n samples. Options are per-row lists or scalars; `generator` is one torch.Generator
-        or one per row, so a row's randomness does not depend on the rows batched with it."""
+    def log_prob(self, x: Any) -> torch.Tensor:
+        """Exact log-likelihood per example, or a lower bound where that is all there is. Not
+        under no_grad: attacks and attributions differentiate it."""
         raise NotImplementedError
 
-    def log_prob(self, x: Any) -> torch.Tensor:
-        """Exact log-likelihood per example, or a lower bound where that is all there is."""
+    # ---- generation ---------------------------------------------------------------
+    def sample(self, n: int, *, generator: torch.Generator | Sequence[torch.Generator] | None = None,
+               **options: Any) -> list:
+        """A list of n samples, one per row, of the modality's type: a string (text), a list of
+        events (music), a list of floats (series), a (C, H, W) float tensor in [0, 1] (image).
+
+        Options are per-row lists or scalars and must be among sample_options; `generator` is
+        one torch.Generator or one per row, so a row's randomness does not depend on the rows
+        batched with it."""
+        unknown = sorted(set(options) - self.sample_options)
+        if unknown:
+            raise TypeError(f"{self.family} models take no sampling option(s) {unknown}; "
+                            f"accepted: {sorted(self.sample_options)}")
+        self.check_options(**options)
+        with torch.no_grad():
+            return list(self._sample(n, generators(generator, n), **options))
+
+    def check_options(self, **options: Any) -> None:
+        """Raise OptionError for sampling options this trained model cannot use. Called before
+        sampling, and by the server before a request joins a batch, so that one caller's bad
+        input never fails the requests batched with it."""
+
+    def _sample(self, n: int, gens: list[torch.Generator], **options: Any) -> Sequence:
         raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
 
 
 class LatentImageModel(GenerativeModel):
     """A class-conditional image family with a latent code (VAE, GAN): the same constructor
-    arguments saved the same way, and two stride-2 stages, so height and width divide by 4."""
+    arguments, and two stride-2 stages, so height and width divide by 4."""
     modality = "image"
-    sample_options = frozenset({"label", "seed"})
+    sample_options = frozenset({"label"})
 
-    def __init__(self, shape: list[int], num_classes: int, latent_dim: int, hidden: int, lr: float):
+    def __init__(self, shape: list[int], num_classes: int, latent_dim: int, hidden: int):
         super().__init__()
         C, H, W = shape
         if H % 4 or W % 4:
-            raise ValueError(f"image height and width must be multiples of 4, got {H}x{W}")
-        self.shape, self.num_classes, self.latent_dim = [C, H, W], num_classes, latent_dim
-        self.hparams = dict(hidden=hidden, lr=lr)
-
-    def config(self) -> dict:
-        return {"family": self.family, "shape": self.shape, "num_classes": self.num_classes,
-                "latent_dim": self.latent_dim, **self.hparams}
+            raise ConfigError(f"image height and width must be multiples of 4, got {H}x{W}")
+        self.shape, self.num_classes, self.latent_dim, self.hidden = [C, H, W], num_classes, latent_dim, hidden
 
     @classmethod
     def default_config(cls, meta: dict) -> dict:
         return {"family": cls.family, "shape": meta["shape"], "num_classes": meta.get("num_classes", 0)}
+
+    def check_options(self, label: Any = None, **_: Any) -> None:
+        for lab in label if isinstance(label, (list, tuple)) else [label]:
+            if lab is None:
+                continue
+            if not self.num_classes:
+                raise OptionError("this model is not class-conditional", "label")
+            if not 0 <= int(lab) < self.num_classes:
+                raise OptionError(f"label must be in [0, {self.num_classes - 1}], got {lab}", "label")
 
 
 # ---- helpers for per-row sampling ---------------------------------------------------------
@@ -163,7 +154,7 @@ def per_row(value: Any, n: int) -> list:
     """Expand a scalar option to n rows; check a list has exactly n."""
     if isinstance(value, (list, tuple)):
         if len(value) != n:
-            raise ValueError(f"expected {n} per-row values, got {len(value)}")
+            raise OptionError(f"expected {n} per-row values, got {len(value)}")
         return list(value)
     return [value] * n
 
@@ -184,24 +175,25 @@ def seeded(seed: int | None) -> torch.Generator:
 
 
 def draw_categorical(probs: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
-    """One index per row of probs (B, V), by inverse CDF on a uniform from that row's generator."""
-    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in gens])  # (B,)
+    """One index per row of probs (B, V), by inverse CDF on a uniform from that row's generator.
+    Generators live on the CPU; the uniforms move to probs' device."""
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in gens]).to(probs.device)  # (B,)
     cdf = probs.double().cumsum(-1)
     u = u * cdf[:, -1]
     idx = torch.searchsorted(cdf, u.unsqueeze(1)).squeeze(1)
     return idx.clamp_(max=probs.shape[1] - 1)
 
 
-def draw_normal(shape: Sequence[int], gens: Sequence[torch.Generator]) -> torch.Tensor:
-    """Standard normal noise (B, *shape), each row from its own generator."""
-    return torch.stack([torch.randn(tuple(shape), generator=g) for g in gens])
+def draw_normal(shape: Sequence[int], gens: Sequence[torch.Generator], device=None) -> torch.Tensor:
+    """Standard normal noise (B, *shape), each row from its own (CPU) generator, on `device`."""
+    return torch.stack([torch.randn(tuple(shape), generator=g) for g in gens]).to(device)
 
 
-def one_hot(labels: torch.Tensor | None, num_classes: int, n: int) -> torch.Tensor:
+def one_hot(labels: torch.Tensor | None, num_classes: int, n: int, device=None) -> torch.Tensor:
     """(n, num_classes) float one-hot rows; (n, 0) for an unconditional model."""
     if not num_classes:
-        return torch.zeros(n, 0)
-    return torch.nn.functional.one_hot(labels.long(), num_classes).float()
+        return torch.zeros(n, 0, device=device)
+    return torch.nn.functional.one_hot(labels.long(), num_classes).float().to(device)
 
 
 def sample_labels(label: Any, n: int, num_classes: int, gens: Sequence[torch.Generator]) -> torch.Tensor | None:
@@ -209,12 +201,10 @@ def sample_labels(label: Any, n: int, num_classes: int, gens: Sequence[torch.Gen
     from that row's generator; None for an unconditional model."""
     if not num_classes:
         return None
-    labels = per_row(label, n)
+    labels = per_row(label, n)  # checked by check_options
     for i, lab in enumerate(labels):
         if lab is None:
             labels[i] = int(torch.randint(num_classes, (), generator=gens[i]))
-        elif not 0 <= int(lab) < num_classes:
-            raise ValueError(f"label must be in [0, {num_classes - 1}], got {lab}")
     return torch.tensor(labels)
 
 
@@ -228,27 +218,26 @@ def top_k_filter(logits: torch.Tensor, k: Sequence[int | None]) -> torch.Tensor:
     return logits.masked_fill(logits < kth, -math.inf)
 
 
-def sample_sequences(model, n: int, *, prompt: Any = None, max_tokens: Any = 256, temperature: Any = 1.0,
-                     top_k: Any = None, generator=None, **generate_kwargs) -> list:
+def sample_sequences(model, gens: list[torch.Generator], *, prompt: Any = None, max_tokens: Any = 256,
+                     temperature: Any = 1.0, top_k: Any = None) -> list:
     """Per-row sampling shared by the autoregressive symbol families: rows with prompts of
     equal length run as one batch through model.generate(idx (b, T), steps, temperature (b,),
     top_k, gens) -> (b, T + steps). Each sample is its prompt plus its continuation (a string
     of text, or a list of events cut at the end of the piece)."""
-    vocab = model.vocab
+    n, vocab = len(gens), model.vocab
     prompts = per_row(prompt, n)
     steps, temps, ks = per_row(max_tokens, n), per_row(temperature, n), per_row(top_k, n)
-    gens = generators(generator, n)
     ids = [vocab.encode(p if p else vocab.start) for p in prompts]
     groups: dict[int, list[int]] = {}
     for i, t in enumerate(ids):
         groups.setdefault(len(t), []).append(i)
     out: list = [None] * n
     for rows in groups.values():
-        idx = torch.stack([torch.as_tensor(ids[i]) for i in rows])  # (b, T)
+        idx = torch.stack([torch.as_tensor(ids[i]) for i in rows]).to(model.device)  # (b, T)
         T = idx.shape[1]
         res = model.generate(idx, max(int(steps[i]) for i in rows),
-                             torch.tensor([float(temps[i]) for i in rows], dtype=torch.float64),
-                             [ks[i] for i in rows], [gens[i] for i in rows], **generate_kwargs)
+                             torch.tensor([float(temps[i]) for i in rows], dtype=torch.float64, device=idx.device),
+                             [ks[i] for i in rows], [gens[i] for i in rows]).cpu()
         for j, i in enumerate(rows):
             new = vocab.decode(res[j, T: T + int(steps[i])])
             if vocab.stop is not None and vocab.stop in new:
@@ -262,16 +251,16 @@ class SequenceModel(GenerativeModel):
     vocabulary says which: a string of characters, or a list of event tokens."""
     modality = "text"
     modalities = ("text", "music")
-    sample_options = frozenset({"prompt", "max_tokens", "temperature", "top_k", "seed"})
-    UNITS: ClassVar[dict[str, str]] = {"text": "nats/char", "music": "nats/note"}
+    sample_options = frozenset({"prompt", "max_tokens", "temperature", "top_k"})
     nll_unit = "nats/char"
 
     def _set_vocab(self, vocab: str | list[str]) -> None:
-        from models.codecs import make_vocab
+        from genray.models import modalities
+        from genray.models.codecs import make_vocab
 
         self.vocab = make_vocab(vocab)
         self.modality = self.modality_of({"vocab": vocab})
-        self.nll_unit = self.UNITS[self.modality]
+        self.nll_unit = modalities.get(self.modality).nll_unit
 
     @classmethod
     def modality_of(cls, config: dict) -> str:
@@ -279,8 +268,13 @@ class SequenceModel(GenerativeModel):
 
     def tokens(self, x) -> torch.Tensor:
         """Rows of ids (B, L) from a tensor, a text or a list of events."""
-        return x if isinstance(x, torch.Tensor) else torch.as_tensor(self.vocab.encode(x))[None]
+        return x if isinstance(x, torch.Tensor) else torch.as_tensor(self.vocab.encode(x))[None].to(self.device)
 
-    @torch.no_grad()
-    def sample(self, n: int, **options: Any) -> list:
-        return sample_sequences(self, n, **options)
+    def check_options(self, prompt: Any = None, **_: Any) -> None:
+        for p in prompt if isinstance(prompt, (list, tuple)) else [prompt]:  # one prompt, or one per row
+            bad = self.vocab.unknown(p) if p else []
+            if bad:
+                raise OptionError(f"prompt has symbols not in the model's vocabulary: {bad[:10]}", "prompt")
+
+    def _sample(self, n: int, gens: list[torch.Generator], **options: Any) -> list:
+        return sample_sequences(self, gens, **options)

@@ -13,22 +13,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genray.models.registry import Configurable, register
 
-class ImageJudge(nn.Module):
+
+@register
+class ImageJudge(Configurable):
+    """Stored in the model registry like any model (kind "classifier"), one per labelled data set."""
+    family = "image-judge"
+    kind = "classifier"
+    modality = "image"
+
     def __init__(self, shape: list[int], num_classes: int, width: int = 32, features: int = 64):
         super().__init__()
         C, H, W = shape
         self.shape, self.num_classes = list(shape), num_classes
-        self.hparams = dict(width=width, features=features)
         self.body = nn.Sequential(
             nn.Conv2d(C, width, 3, 1, 1), nn.ReLU(), nn.MaxPool2d(2),  # (B, w, H/2, W/2)
             nn.Conv2d(width, 2 * width, 3, 1, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),  # (B, 2w, 4, 4)
             nn.Flatten(), nn.Linear(32 * width, features), nn.ReLU(),
         )
         self.head = nn.Linear(features, num_classes)
-
-    def config(self) -> dict:
-        return {"shape": self.shape, "num_classes": self.num_classes, **self.hparams}
 
     @staticmethod
     def _prep(images: torch.Tensor) -> torch.Tensor:

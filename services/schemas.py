@@ -5,8 +5,8 @@ from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from models.base import family_class
-from models.codecs import make_vocab
+from genray.models import modalities
+from genray.models.registry import family_class
 
 Number = Annotated[Union[StrictFloat, StrictInt], Field(allow_inf_nan=False)]
 
@@ -37,28 +37,24 @@ def field_error(field: str, msg: str) -> dict:
     return {"loc": ["body", field], "msg": msg, "type": "value_error"}
 
 
+COMMON_FIELDS = frozenset({"n", "seed"})  # request fields every model takes
+
+
+def accepted_fields(config: dict) -> frozenset[str]:
+    """The request fields a model takes: n and seed, its family's sampling options, and its
+    modality's own (music: wav)."""
+    cls = family_class(config["family"])
+    return COMMON_FIELDS | cls.sample_options | modalities.get(cls.modality_of(config)).request_fields
+
+
 def check_applies(req: GenerateRequest, config: dict) -> list[dict]:
     """Errors for fields the model cannot use, or values outside what this model accepts."""
     cls = family_class(config["family"])
     modality = cls.modality_of(config)
-    accepted = cls.sample_options | {"n"} | ({"wav"} if modality == "music" else set())
+    accepted = accepted_fields(config)
     errors = [field_error(f, f"field {f!r} does not apply to {cls.family} models ({modality}); "
                              f"accepted: {sorted(accepted)}")
               for f in sorted(req.model_fields_set - accepted)]
-    if "prompt" in accepted and req.prompt is not None:
-        if (modality == "series") != isinstance(req.prompt, list):
-            want = "a list of numbers" if modality == "series" else "a string"
-            errors.append(field_error("prompt", f"prompt for a {modality} model must be {want}"))
-        elif "vocab" in config and req.prompt:
-            bad = make_vocab(config["vocab"]).unknown(req.prompt)
-            if bad:
-                what = "characters" if modality == "text" else "events"
-                errors.append(field_error("prompt", f"{what} not in the model's vocabulary: "
-                                                    f"{''.join(bad) if modality == 'text' else ' '.join(bad[:10])!r}"))
-    if req.label is not None and "label" in cls.sample_options:
-        classes = config.get("num_classes", 0)
-        if not classes:
-            errors.append(field_error("label", "this model is not class-conditional"))
-        elif req.label >= classes:
-            errors.append(field_error("label", f"label must be in [0, {classes - 1}]"))
+    fields = {f: getattr(req, f) for f in req.model_fields_set & accepted}
+    errors += [field_error(f, msg) for f, msg in modalities.get(modality).check(fields, config)]
     return errors

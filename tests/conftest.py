@@ -8,7 +8,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import pytest  # noqa: E402
 
-from cluster.storage import Storage  # noqa: E402
+from genray.cluster.storage import Storage  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def storage(tmp_path_factory) -> Storage:
 def ray_cluster():
     import ray
 
-    from cluster.connect import connect
+    from genray.cluster.connect import connect
 
     connect(num_cpus=4)
     yield
@@ -35,7 +35,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def trained(ray_cluster, storage):
     """A quick 2-worker run of each family, published to the session registry."""
-    from trainers.run import TrainSpec, train
+    from genray.trainers.run import TrainSpec, train
 
     specs = {
         "markov": TrainSpec("markov", name="markov", workers=2, limit=256),
@@ -45,7 +45,8 @@ def trained(ray_cluster, storage):
         "flow": TrainSpec("flow", name="flow", dataset="digits", workers=2, epochs=5, limit=512,
                           model={"n_coupling": 4, "hidden": 16}, lr=2e-3),
         "gan": TrainSpec("gan", name="gan", dataset="digits", workers=2, epochs=3, limit=512),
-        "rnn": TrainSpec("rnn", name="rnn", workers=2, limit=256, epochs=2, model={"hidden": 64, "n_layer": 1}),
+        "rnn": TrainSpec("rnn", name="rnn", workers=2, limit=256, epochs=2, model={"hidden": 64, "n_layer": 1},
+                         train={"schedule": "cosine", "warmup_steps": 4}),
         "ar": TrainSpec("ar", name="ar", workers=2),
         "chorale": TrainSpec("rnn", name="chorale", dataset="chorales", workers=2, limit=256, epochs=3,
                              model={"hidden": 64, "n_layer": 1}),

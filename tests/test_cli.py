@@ -4,7 +4,7 @@ import io
 import pytest
 from PIL import Image
 
-from cluster.cli import main as cli
+from genray.cli import main as cli
 
 
 def test_unknown_family_is_a_clear_error(storage, capsys):
@@ -17,6 +17,10 @@ def test_bad_arguments_are_clear_errors(storage, capsys):
     assert "workers" in capsys.readouterr().err
     assert cli(["train", "vae", "--set", "hidden", "--storage", storage.uri]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+    assert cli(["train", "vae", "--train-set", "schedule=sideways", "--storage", storage.uri]) == 2
+    assert "schedule must be one of" in capsys.readouterr().err
+    assert cli(["train", "vae", "--train-set", "momentum=0.9", "--storage", storage.uri]) == 2
+    assert "unknown training setting" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         cli(["train"])
     assert exit_.value.code == 2
@@ -53,7 +57,7 @@ def test_sample_rejects_fields_that_do_not_apply(trained, storage, capsys):
 def test_eval_stores_the_heldout_nll(trained, storage, capsys):
     import math
 
-    from cluster.registry import Registry
+    from genray.cluster.registry import Registry
 
     assert cli(["eval", "markov", "--storage", storage.uri]) == 0
     assert "held-out NLL" in capsys.readouterr().out
@@ -70,19 +74,21 @@ def test_eval_stores_the_heldout_nll(trained, storage, capsys):
 
 
 def test_eval_scores_image_samples_with_a_digit_fid(trained, storage, capsys):
-    from cluster.registry import Registry
+    from genray.cluster.registry import Registry
 
     assert cli(["eval", "gan", "--storage", storage.uri]) == 0
     out = capsys.readouterr().out
     assert "digit-FID" in out and "held-out NLL" not in out  # a GAN has no likelihood
     gan = Registry(storage).record("gan").metrics["eval"]
     assert gan["fid"] > gan["fid_real_floor"] >= 0 and 0 <= gan["label_accuracy"] <= 1
-    judge = storage.read_json(storage.path("judges", "digits", "metrics.json"))
-    assert judge["val_accuracy"] > 0.9  # the classifier behind the distance recognises real digits
+    # The classifier behind the distance is a registry model too, and recognises real digits.
+    judge = Registry(storage).record("judge-digits")
+    assert judge.kind == "classifier" and judge.metrics["val_accuracy"] > 0.9
+    assert "judge-digits" not in Registry(storage).names(kind="generative")
 
 
 def test_sample_writes_midi_and_series(trained, storage, tmp_path, capsys):
-    from models.codecs import music
+    from genray.models.codecs import music
 
     out = tmp_path / "tune.mid"
     assert cli(["sample", "chorale", "--max-tokens", "20", "--seed", "3", "-o", str(out),
@@ -93,3 +99,17 @@ def test_sample_writes_midi_and_series(trained, storage, tmp_path, capsys):
                 "--seed", "1", "--storage", storage.uri]) == 0
     assert len(capsys.readouterr().out.split()) == 6
     assert cli(["sample", "ar", "--prompt", "ten", "--storage", storage.uri]) == 2
+
+
+def test_only_user_errors_become_one_line(storage, monkeypatch, capsys):
+    """A ValueError from inside genray is a bug: it keeps its traceback instead of exit status 2."""
+    from genray.cluster.registry import Registry
+
+    def broken(self):
+        raise ValueError("an internal defect")
+
+    monkeypatch.setattr(Registry, "list", broken)
+    with pytest.raises(ValueError, match="internal defect"):
+        cli(["models", "--storage", storage.uri])
+    assert cli(["train", "vae", "--set", "hidden=ten", "--dataset", "digits", "--storage", storage.uri]) == 2
+    assert "hidden" in capsys.readouterr().err  # a bad setting is the user's: one line

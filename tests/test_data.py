@@ -7,9 +7,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from cluster.storage import Storage
-from models.codecs import CharVocab
-from trainers.datasets import DataError, local_arrays, prepare
+from genray.cluster.storage import Storage
+from genray.models.codecs import CharVocab
+from genray.trainers.datasets import DataError, cache_key, local_arrays, prepare
 
 
 @pytest.fixture()
@@ -85,3 +85,21 @@ def test_bad_data_gives_clear_errors(store, tmp_path):
     (tmp_path / "tiny.txt").write_text("too short")
     with pytest.raises(DataError, match="shorter than"):
         prepare(str(tmp_path / "tiny.txt"), store)
+
+
+def test_editing_a_file_inside_a_user_folder_rebuilds_its_cache(store, tmp_path):
+    root = tmp_path / "imgs"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 10 * i, dtype=np.uint8)).save(root / cls / f"{i}.png")
+    meta = prepare(str(root), store)
+    key, folder_mtime = cache_key(str(root)), root.stat().st_mtime_ns
+    # Rewrite one image in a class folder: the top folder's own mtime does not move.
+    Image.fromarray(np.full((8, 8), 255, dtype=np.uint8)).save(root / "b" / "0.png")
+    assert root.stat().st_mtime_ns == folder_mtime
+    assert cache_key(str(root)) != key
+    edited = prepare(str(root), store)
+    assert edited["train"] != meta["train"]
+    pixels = lambda m: {int(x.max()) for s in ("train", "val") for x in local_arrays(m, s, store)["image"]}  # noqa: E731
+    assert 255 in pixels(edited) and 255 not in pixels(meta)

@@ -1,4 +1,5 @@
 """The model layer on its own: pure PyTorch, no Ray."""
+import dataclasses
 import io
 import math
 
@@ -7,10 +8,18 @@ import pytest
 import torch
 from PIL import Image
 
-from models import build, family_names, seeded
-from models.codecs import CharVocab, from_png, grid, to_png
-from models.families.vae import discretized_logistic_log_prob
-from trainers.datasets import sklearn_digits, shakespeare_text
+from genray.models import build, family_names, seeded
+from genray.models.codecs import CharVocab, from_png, grid, to_png
+from genray.models.errors import OptionError
+from genray.models.families.vae import discretized_logistic_log_prob
+from genray.trainers.datasets import shakespeare_text, sklearn_digits
+from genray.trainers.presets import training_config
+
+
+def optimizers(m, **overrides):
+    """The family's optimizers with its preset numbers (the ones `genray train` uses)."""
+    preset = training_config(m.family, m.modality).optimizer()
+    return m.make_optimizers(dataclasses.replace(preset, **overrides))
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +38,8 @@ def digits():
 
 
 def test_every_family_is_registered():
-    assert {"flow", "gan", "markov", "rnn", "transformer", "vae"} <= set(family_names())
+    assert family_names() == ["ar", "flow", "gan", "markov", "rnn", "transformer", "vae"]
+    assert family_names("classifier") == ["image-judge"]
     with pytest.raises(ValueError, match="unknown model family"):
         build({"family": "nope"})
 
@@ -113,7 +123,7 @@ def test_markov_samples_decode_and_follow_seed(text_rows):
 
 def _assert_loss_falls(m, train, val, lr=None, steps=60, drop=0.8):
     """steps of 16 random training rows lower the validation NLL by more than drop nats/char."""
-    opt = m.make_optimizers(lr)
+    opt = optimizers(m, **({"lr": lr} if lr else {}))
     nll0, n = m.eval_nll({"tokens": val})
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
@@ -139,8 +149,9 @@ def test_kv_cache_sampling_equals_full_recomputation(text_rows):
     m = _small_gpt(vocab, block_size=16).eval()
     # 40 steps run past the 16-symbol block, exercising the window recomputation too.
     kw = dict(prompt=["ROMEO", "JU"], max_tokens=40, temperature=0.9, top_k=[None, 5])
-    cached = m.sample(2, generator=[seeded(3), seeded(4)], use_cache=True, **kw)
-    full = m.sample(2, generator=[seeded(3), seeded(4)], use_cache=False, **kw)
+    cached = m.sample(2, generator=[seeded(3), seeded(4)], **kw)
+    m.use_kv_cache = False
+    full = m.sample(2, generator=[seeded(3), seeded(4)], **kw)
     assert cached == full
     assert [len(s) for s in cached] == [45, 42]
 
@@ -195,33 +206,36 @@ def test_vae_loss_falls_and_samples_decode(digits):
     images, labels = digits
     torch.manual_seed(0)
     m = build({"family": "vae", "shape": [1, 8, 8], "num_classes": 10, "latent_dim": 8, "hidden": 16})
-    opt = m.make_optimizers()
+    opt = optimizers(m)
     val = {"image": images[-200:], "label": labels[-200:]}
     nll0, n = m.eval_nll(val)
-    for epoch in range(8):
+    for _epoch in range(8):
         for i in range(0, 1500, 64):
             m.train_step({"image": images[i:i + 64], "label": labels[i:i + 64]}, opt)
     nll1, _ = m.eval_nll(val)
     assert nll1 / n < 0.92 * nll0 / n
     m.eval()
-    x = m.sample(4, label=[0, 1, None, 9], generator=seeded(5))
+    x = torch.stack(m.sample(4, label=[0, 1, None, 9], generator=seeded(5)))
     assert x.shape == (4, 1, 8, 8) and float(x.min()) >= 0 and float(x.max()) <= 1
-    assert torch.equal(x, m.sample(4, label=[0, 1, None, 9], generator=seeded(5)))
+    assert torch.equal(x, torch.stack(m.sample(4, label=[0, 1, None, 9], generator=seeded(5))))
     png = to_png(x[0])
     assert Image.open(io.BytesIO(png)).size == (8, 8)
     # Samples follow their label: a nearest-class-mean classifier of real digits recognises them.
     assert _label_accuracy(m, images, labels) > 0.6
-    # The ELBO is a bound: more importance samples can only tighten it (on average).
-    lp1 = m.log_prob(val["image"][:50], val["label"][:50], z_samples=1).mean()
-    lp8 = m.log_prob(val["image"][:50], val["label"][:50], z_samples=8).mean()
-    assert float(lp8) > float(lp1) - 1.0
+    # The importance-weighted bound with 8 draws is tighter than the ELBO: higher on average over
+    # 200 images (by about a nat per image here), never lower.
+    with torch.no_grad():
+        torch.manual_seed(1)
+        lp1 = m.log_prob(val["image"], val["label"], z_samples=1).mean()
+        lp8 = m.log_prob(val["image"], val["label"], z_samples=8).mean()
+    assert float(lp8) > float(lp1) + 0.1, (float(lp1), float(lp8))
 
 
 def _label_accuracy(model, images, labels) -> float:
     """Share of class-conditional samples that a nearest-class-mean classifier of real digits
     assigns to the class they were asked for."""
     means = torch.stack([images[labels == c].float().mean(0) for c in range(10)]).flatten(1)  # (10, 64)
-    fake = model.sample(100, label=[c for c in range(10) for _ in range(10)], generator=seeded(0)) * 255
+    fake = torch.stack(model.sample(100, label=[c for c in range(10) for _ in range(10)], generator=seeded(0))) * 255
     predicted = torch.cdist(fake.flatten(1), means).argmin(1)
     return float((predicted == torch.arange(10).repeat_interleave(10)).float().mean())
 
@@ -231,10 +245,10 @@ def test_gan_learns_class_conditional_digits(digits):
     torch.manual_seed(0)
     m = build({"family": "gan", "shape": [1, 8, 8], "num_classes": 10})
     assert m.eval_nll({"image": images[:4], "label": labels[:4]}) is None
-    opt = m.make_optimizers()
+    opt = optimizers(m)
     assert len(opt) == 2
     before = _label_accuracy(m, images, labels)
-    for epoch in range(40):
+    for _epoch in range(40):
         perm = torch.randperm(len(images))
         for i in range(0, len(images), 64):
             idx = perm[i:i + 64]
@@ -242,8 +256,8 @@ def test_gan_learns_class_conditional_digits(digits):
     assert set(out) == {"loss", "d_loss", "d_real"}
     after = _label_accuracy(m, images, labels)
     assert after > 0.6 and after > before + 0.3, (before, after)
-    x = m.sample(3, label=[None, 2, 5], generator=seeded(1))
-    assert x.shape == (3, 1, 8, 8) and torch.equal(x, m.sample(3, label=[None, 2, 5], generator=seeded(1)))
+    x = torch.stack(m.sample(3, label=[None, 2, 5], generator=seeded(1)))
+    assert x.shape == (3, 1, 8, 8) and torch.equal(x, torch.stack(m.sample(3, label=[None, 2, 5], generator=seeded(1))))
 
 
 @pytest.mark.parametrize("scales", [1, 2])
@@ -263,24 +277,25 @@ def test_flow_inverts_and_log_det_matches_the_jacobian(scales):
 def test_flow_likelihood_improves_and_samples_decode(digits):
     images, _ = digits
     torch.manual_seed(0)
-    m = build({"family": "flow", "shape": [1, 8, 8], "n_coupling": 4, "hidden": 16, "lr": 1e-3})
-    opt = m.make_optimizers()
+    m = build({"family": "flow", "shape": [1, 8, 8], "n_coupling": 4, "hidden": 16})
+    opt = optimizers(m)
     val = {"image": images[-200:]}
     nll0, n = m.eval_nll(val)
-    for epoch in range(3):
+    for _epoch in range(3):
         for i in range(0, 1500, 64):
             m.train_step({"image": images[i:i + 64]}, opt)
     nll1, _ = m.eval_nll(val)
     assert nll1 / n < 0.7 * nll0 / n
-    x = m.sample(4, temperature=[1.0, 0.7, 0.5, 0.0], generator=seeded(2))
+    x = torch.stack(m.sample(4, temperature=[1.0, 0.7, 0.5, 0.0], generator=seeded(2)))
     assert x.shape == (4, 1, 8, 8) and float(x.min()) >= 0 and float(x.max()) <= 1
-    assert torch.equal(x, m.sample(4, temperature=[1.0, 0.7, 0.5, 0.0], generator=seeded(2)))
+    assert torch.equal(x, torch.stack(m.sample(4, temperature=[1.0, 0.7, 0.5, 0.0], generator=seeded(2))))
 
 
 def test_vae_rejects_out_of_range_label():
     m = build({"family": "vae", "shape": [1, 8, 8], "num_classes": 10})
-    with pytest.raises(ValueError, match="label"):
+    with pytest.raises(OptionError, match="label") as e:
         m.sample(1, label=10)
+    assert e.value.field == "label"
 
 
 # ---- codecs ----------------------------------------------------------------------------------------

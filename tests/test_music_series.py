@@ -1,15 +1,16 @@
 """The music codec, the sequence families on note events, AR(p), and the image judge (no Ray)."""
+import io
 import math
 import wave
-import io
 
 import numpy as np
 import pytest
 import torch
 
-from models.base import build
-from models.classifiers import ImageJudge, frechet_distance
-from models.codecs import EventVocab, make_vocab, music
+from genray.models import build, modalities
+from genray.models.classifiers import ImageJudge, frechet_distance
+from genray.models.codecs import EventVocab, make_vocab, music
+from genray.models.optim import OptimizerSettings
 
 MELODY = ["G4/1", "G4/1", "D5/1", "R/0.5", "B4/0.5", "A4/1.5", "F#4/0.25", "G4/2"]
 
@@ -51,7 +52,7 @@ def test_sequence_families_learn_and_compose_melodies(family):
     extra = {"block_size": 32, "n_layer": 1, "n_embd": 32, "n_head": 2} if family == "transformer" else {}
     m = build({"family": family, "vocab": vocab.symbols, **extra})
     assert m.modality == "music" and m.nll_unit == "nats/note"
-    opts = m.make_optimizers(1e-2)
+    opts = m.make_optimizers(OptimizerSettings(lr=1e-2))
     before = m.eval_nll({"tokens": rows})[0]
     for _ in range(40 if opts else 1):
         m.train_step({"tokens": rows}, opts)
@@ -72,9 +73,7 @@ def _ar2(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_ar_fit_from_summed_worker_statistics_recovers_the_process():
-    from trainers.datasets import series_tables
-
-    train, _, meta = series_tables(_ar2(4000))
+    train, _, meta = modalities.get("series").tables(_ar2(4000))
     s = np.stack(train.column("series").to_numpy(zero_copy_only=False)).copy()
     first = train.column("first").to_numpy()
     m = build({"family": "ar", "max_order": 8})
@@ -106,16 +105,16 @@ def test_ar_fit_from_summed_worker_statistics_recovers_the_process():
 
 
 def test_series_windows_score_every_value_once():
-    from trainers.datasets import SERIES_CONTEXT, series_tables
+    from genray.models.modalities.series import CONTEXT
 
     values = np.arange(300, dtype=float)
-    train, val, meta = series_tables(values)
+    train, val, meta = modalities.get("series").tables(values)
     seen = []
     for t in (train, val):
         for row, f in zip(t.column("series").to_pylist(), t.column("first").to_pylist()):
             seen += row[f:]
     assert seen == list(values)  # each value is a target exactly once, in order
-    assert val.column("first").to_pylist()[0] == SERIES_CONTEXT and meta["train_len"] == 270
+    assert val.column("first").to_pylist()[0] == CONTEXT and meta["train_len"] == 270
 
 
 def test_frechet_distance_and_judge():
@@ -138,8 +137,8 @@ def test_user_midi_folder_and_series_parquet_become_data_sets(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cluster.storage import Storage
-    from trainers.datasets import local_arrays, prepare
+    from genray.cluster.storage import Storage
+    from genray.trainers.datasets import local_arrays, prepare
 
     songs = tmp_path / "songs"
     songs.mkdir()

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from cluster.registry import MARKER, Registry, RegistryError
-from cluster.storage import Storage
-from models import build
+from genray.cluster.registry import MARKER, Registry, RegistryError
+from genray.cluster.storage import Storage
+from genray.models import build
 
 
 def _model(seed):

@@ -1,15 +1,15 @@
 """Ray Serve over real HTTP: generation, validation, metrics, determinism, overload."""
 import base64
 import io
-import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 
-from cluster.cli import main as cli
+from genray.cli import main as cli
 
 
 def _free_port() -> int:
@@ -22,7 +22,7 @@ def _free_port() -> int:
 def client(trained, storage):
     from ray import serve
 
-    from services.app import build_app
+    from genray.services.app import build_app
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -32,13 +32,15 @@ def client(trained, storage):
     serve.delete("genray")
 
 
-def _metric(text: str, name: str, **labels) -> float:
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        m = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
-        if m and m.group(1) == name and ",".join(sorted(m.group(2).split(","))) == want:
-            return float(m.group(3))
-    return 0.0
+def _samples(text: str) -> dict:
+    """Prometheus exposition text parsed by prometheus_client: {(sample name, labels): value},
+    and the metric families' types under ("TYPE", family name)."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        out[("TYPE", family.name)] = family.type
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
 
 
 def test_health_and_model_list(client):
@@ -47,6 +49,7 @@ def test_health_and_model_list(client):
     assert set(models) == {"ar", "chorale", "flow", "gan", "markov", "rnn", "transformer", "vae"}
     assert models["chorale"]["modality"] == "music" and models["ar"]["modality"] == "series"
     assert models["vae"]["modality"] == "image" and models["markov"]["family"] == "markov"
+    assert {m["kind"] for m in models.values()} == {"generative"}
     assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
     assert "val_nll" in models["vae"]["metrics"] and "history" not in models["vae"]["metrics"]
 
@@ -71,7 +74,7 @@ def test_text_models_continue_the_prompt(client, model):
 
 
 def test_music_model_returns_midi_and_wav(client):
-    from models.codecs import music
+    from genray.models.codecs import music
 
     r = client.post("/v1/generate/chorale", json={"n": 2, "prompt": "G4/1 A4/1", "max_tokens": 24, "seed": 2,
                                                   "wav": True})
@@ -135,7 +138,8 @@ BAD = [
 
 @pytest.mark.parametrize("case,model,body,status,field", BAD, ids=[b[0] for b in BAD])
 def test_bad_input_gets_a_clear_4xx(client, case, model, body, status, field):
-    kw = {"content": body, "headers": {"content-type": "application/json"}} if isinstance(body, bytes) else {"json": body}
+    raw = isinstance(body, bytes)
+    kw = {"content": body, "headers": {"content-type": "application/json"}} if raw else {"json": body}
     r = client.post(f"/v1/generate/{model}", **kw)
     assert r.status_code == status, r.text
     detail = r.json()["detail"]
@@ -146,29 +150,56 @@ def test_bad_input_gets_a_clear_4xx(client, case, model, body, status, field):
 
 
 def test_metrics_move_with_traffic(client):
-    before = client.get("/metrics").text
+    before = _samples(client.get("/metrics").text)
     with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(lambda i: client.post("/v1/generate/vae", json={"n": 2, "seed": i}).status_code, range(16)))
+        codes = list(pool.map(lambda i: client.post("/v1/generate/vae", json={"n": 2, "seed": i}).status_code,
+                              range(16)))
     assert codes == [200] * 16
     client.post("/v1/generate/vae", json={"n": 999})
-    after = client.get("/metrics").text
-    assert after.startswith("# HELP")
+    r = client.get("/metrics")
+    assert r.headers["content-type"].startswith("text/plain; version=")  # the Prometheus text format
+    after = _samples(r.text)
+    assert after[("TYPE", "genray_requests")] == "counter"
+    assert after[("TYPE", "genray_samples_generated")] == "counter"
+    assert after[("TYPE", "genray_request_latency_seconds")] == "histogram"
+    assert after[("TYPE", "genray_batch_size")] == "histogram"
 
     def delta(name, **labels):
-        return _metric(after, name, **labels) - _metric(before, name, **labels)
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
 
     assert delta("genray_requests_total", model="vae", status="200") == 16
     assert delta("genray_requests_total", model="vae", status="422") == 1
     assert delta("genray_samples_generated_total", model="vae") == 32
     assert delta("genray_request_latency_seconds_count", model="vae") == 17
+    assert delta("genray_request_latency_seconds_bucket", model="vae", le="+Inf") == 17
     batches = delta("genray_batch_size_count", model="vae")
     assert 1 <= batches <= 16 and delta("genray_batch_size_sum", model="vae") == 32
+
+
+def test_one_bad_request_does_not_fail_its_batch(client):
+    """A prompt shorter than the AR model's fitted order, among 23 good concurrent requests:
+    only its caller gets a 422, with the model's own message and no server internals."""
+    history = [5.0, 20.0, 60.0, 110.0, 140.0, 120.0, 80.0, 40.0, 15.0, 8.0]
+    bodies = [{"prompt": history, "max_tokens": 40, "seed": i} for i in range(24)]
+    bodies[7] = {"prompt": [1.0, 2.0], "max_tokens": 40}
+    for _attempt in range(3):  # batching is timing-dependent: try a few times
+        with ThreadPoolExecutor(24) as pool:
+            responses = list(pool.map(lambda b: client.post("/v1/generate/ar", json=b), bodies))
+        codes = [r.status_code for r in responses]
+        assert codes == [200] * 7 + [422] + [200] * 16, codes
+    detail = responses[7].json()["detail"]
+    assert detail[0]["loc"] == ["body", "prompt"] and "at least" in detail[0]["msg"]
+    text = responses[7].text
+    assert "\x1b" not in text and "\\u001b" not in text  # no ANSI colour codes
+    for internal in ("pid=", "ip=", "Ray", "actor", "Traceback", "ray::"):
+        assert internal not in text, text
 
 
 def test_overload_answers_503_not_a_hang(client, storage):
     from ray import serve
 
-    from services.app import ServeOptions, build_app
+    from genray.services.app import ServeOptions, build_app
 
     # A second app on the same HTTP proxy whose model server takes one request and queues one.
     tight = ServeOptions(max_replicas=1, max_ongoing_requests=1, max_queued_requests=1, max_batch_size=1)

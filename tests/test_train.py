@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from cluster.registry import Registry
-from trainers.run import TrainSpec, train
+from genray.cluster.registry import Registry
+from genray.trainers.run import TrainSpec, build_trainer, publish, train
 
 
 @pytest.mark.parametrize("family", ["ar", "chorale", "flow", "gan", "markov", "rnn", "transformer", "vae"])
@@ -37,6 +37,11 @@ def test_two_worker_run_publishes_a_version_that_learned(trained, storage, famil
         assert m["nll_unit"] == "nats/char" and m["val_nll"] < uniform
     if family in ("rnn", "transformer"):
         assert m["history"][-1]["val_nll"] < m["history"][0]["val_nll"]
+    if family == "rnn":  # trained with a cosine schedule: the rate falls towards a tenth of its peak
+        assert m["training"]["schedule"] == "cosine" and m["training"]["lr"] == 3e-3
+        assert m["history"][-1]["lr"] == pytest.approx(3e-4) and m["history"][0]["lr"] > 3e-4
+    elif family == "transformer":  # the family's preset, unless the spec overrides it
+        assert m["training"]["schedule"] == "constant" and m["history"][-1]["lr"] == m["training"]["lr"] == 3e-3
 
 
 def test_rerunning_a_run_name_resumes_from_its_checkpoint(ray_cluster, storage):
@@ -83,3 +88,12 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, storage):
     history = rec.metrics["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert history[-1]["val_nll"] < history[0]["val_nll"]
+
+
+def test_one_fit_can_be_published_under_any_name(ray_cluster, storage):
+    """The steps Tune takes apart: build the trainer, fit it, publish the chosen result."""
+    run = build_trainer(TrainSpec("ar", name="ar-fit", workers=1), storage)
+    result, wall = run.fit()
+    rec = publish(run, result, wall, storage, name="ar-chosen")
+    assert rec.ref == "ar-chosen@1" and rec.metrics["val_nll"] == result.metrics["val_nll"]
+    assert "ar-fit" not in Registry(storage).names()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.codecs.music import from_stream
+from genray.models.codecs.music import from_stream
 
 SCORE_SUFFIXES = {".mid", ".midi", ".mxl", ".musicxml", ".xml", ".krn", ".abc"}
 # statsmodels data set -> (loader module, column): yearly sunspot numbers 1700-2008, and US

@@ -8,11 +8,12 @@ folder of images (sub-folders name the classes), a folder of scores or MIDI file
 Parquet file with a `text` column, an `image` column of encoded images and an optional
 integer `label`, or a `value` column (one time series, in order).
 
-Each set is converted once into train.parquet / val.parquet (fixed, seeded split) plus
-meta.json, with fixed-size-list columns that Ray Data hands to workers as dense tensors:
-text and music as `tokens` (rows of symbol ids, overlapping by one), images as `image`
-(C*H*W uint8) and `label`, series as `series` windows with `first`, the index of each
-window's first value that no other window predicts.
+This module finds a set's source; its modality's tables() (models/modalities/) converts it,
+once, into train.parquet / val.parquet (fixed, seeded split) plus meta.json, with
+fixed-size-list columns that Ray Data hands to workers as dense tensors: text and music as
+`tokens` (rows of symbol ids, overlapping by one), images as `image` (C*H*W uint8) and `label`,
+series as `series` windows with `first`, the index of each window's first value that no other
+window predicts.
 """
 from __future__ import annotations
 
@@ -27,23 +28,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cluster.storage import Storage
-from models.codecs.music import EventVocab, parse_event, transpose
-from models.codecs.text import CharVocab
-from trainers import corpora
+from genray.cluster.storage import Storage
+from genray.models import modalities
+from genray.models.errors import DataError
+from genray.trainers import corpora
 
-SEQ_LEN = 256  # symbols per text row (+1 overlapping)
-MUSIC_SEQ_LEN = 128  # events per music row (+1): a chorale melody is ~50
-SERIES_WIDTH, SERIES_CONTEXT = 64, 32  # values per series row; leading values a row shares with the last
-SPLIT_SEED = 1234
-VAL_FRACTION = 0.1
 FORMAT_VERSION = 4
 BUILTIN = ("shakespeare", "mnist", "digits", "chorales", *corpora.SERIES)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
-
-class DataError(ValueError):
-    """The data set named cannot be used; the message says why."""
+__all__ = ["DataError", "cache_key", "local_arrays", "prepare", "ray_datasets", "to_tensors"]
 
 
 def _package_dir(module: str) -> Path:
@@ -116,7 +110,7 @@ def user_parquet(path: Path):
     table = pq.read_table(path)
     cols = table.column_names
     if "text" in cols:
-        return "text", [t for t in table.column("text").to_pylist() if t]
+        return "text", ([t for t in table.column("text").to_pylist() if t],)
     if "image" in cols:
         from PIL import Image
 
@@ -127,172 +121,57 @@ def user_parquet(path: Path):
         labels = np.asarray(table.column("label").to_pylist(), dtype=np.int64) if "label" in cols else None
         return "image", (np.stack(imgs), labels)
     if "value" in cols:
-        return "series", table.column("value").to_numpy()
+        return "series", (table.column("value").to_numpy(),)
     raise DataError(f"{path} has columns {cols}; expected a 'text', an 'image' or a 'value' column")
 
 
-# ---- conversion ---------------------------------------------------------------------------
-
-def _val_mask(n: int) -> np.ndarray:
-    rng = np.random.default_rng(SPLIT_SEED)
-    return rng.random(n) < VAL_FRACTION
-
-
-def _fixed_list(arr: np.ndarray) -> pa.FixedSizeListArray:
-    flat = arr.reshape(len(arr), -1)
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
-
-
-def _token_rows(ids: np.ndarray, seq_len: int) -> np.ndarray | None:
-    """Rows of seq_len + 1 ids overlapping by one, so that every transition is a target once."""
-    n = (len(ids) - 1) // seq_len
-    return np.lib.stride_tricks.sliding_window_view(ids, seq_len + 1)[::seq_len][:n] if n else None
-
-
-def text_tables(docs: list[str]) -> tuple[pa.Table, pa.Table, dict]:
-    vocab = CharVocab.from_text(docs)
-    rows = [r for doc in docs if (r := _token_rows(vocab.encode(doc).astype(np.int32), SEQ_LEN)) is not None]
-    if not rows:
-        raise DataError(f"text is shorter than {SEQ_LEN + 1} characters")
-    rows = np.concatenate(rows)
-    val = _val_mask(len(rows))
-    meta = {"modality": "text", "vocab": vocab.chars, "seq_len": SEQ_LEN + 1}
-    return (pa.table({"tokens": _fixed_list(rows[~val])}), pa.table({"tokens": _fixed_list(rows[val])}), meta)
-
-
-TRANSPOSITIONS = range(-5, 7)
-TUNE_INTERVALS = 8
-
-
-def _tune(piece: list[str]) -> tuple:
-    """The opening intervals of a melody: the same in any key, and across rhythmic variants."""
-    pitches = [e[0] for e in map(parse_event, piece) if e and e[0] is not None]
-    return tuple(b - a for a, b in zip(pitches, pitches[1:]))[:TUNE_INTERVALS]
-
-
-def music_tables(pieces: list[list[str]]) -> tuple[pa.Table, pa.Table, dict]:
-    """Pieces are split whole into train and validation. Training pieces are also transposed
-    into all twelve keys (validation keeps the original keys), and each split is one stream of
-    pieces, each ended by '|'."""
-    if len(pieces) < 2:
-        raise DataError(f"need at least 2 pieces of music, got {len(pieces)}")
-    # Many chorales harmonise the same hymn tune, with small changes: pieces whose melodies open
-    # with the same intervals are one tune and go to the same split, so that validation holds
-    # tunes never heard in training.
-    keys = [_tune(p) for p in pieces]
-    tunes = sorted(set(keys))
-    held_tunes = {t for t, v in zip(tunes, _val_mask(len(tunes))) if v}
-    val = np.array([k in held_tunes for k in keys])
-    if val.all() or not val.any():
-        val = np.arange(len(pieces)) == len(pieces) - 1
-    # Training pieces are stored tune by tune, so that any contiguous run of rows (a tuning tail)
-    # holds whole tunes.
-    by_tune = sorted((k, i) for i, k in enumerate(keys) if not val[i])
-    train = [transpose(pieces[i], t) for _, i in by_tune for t in TRANSPOSITIONS]
-    held = [p for p, v in zip(pieces, val) if v]
-    vocab = EventVocab.from_pieces(train + held)
-
-    def table(split):
-        ids = vocab.encode([vocab.stop] + [t for p in split for t in [*p, vocab.stop]]).astype(np.int32)
-        seq = min(MUSIC_SEQ_LEN, len(ids) - 1)
-        return pa.table({"tokens": _fixed_list(_token_rows(ids, seq))}), seq
-
-    (train_t, train_seq), (val_t, _) = table(train), table(held)
-    meta = {"modality": "music", "vocab": vocab.symbols, "seq_len": train_seq + 1, "pieces": len(pieces),
-            "tunes": len(tunes), "val_pieces": len(held)}
-    return train_t, val_t, meta
-
-
-def _series_rows(values: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
-    """Windows of up to SERIES_WIDTH values, each sharing SERIES_CONTEXT leading values with the
-    one before, and for each the index of its first value no earlier window covers, so that
-    every value from `first` on is predicted exactly once."""
-    n = len(values)
-    width = min(SERIES_WIDTH, n)
-    starts = list(range(0, n - width + 1, width - SERIES_CONTEXT))
-    if starts[-1] + width < n:
-        starts.append(n - width)
-    rows, firsts, covered = [], [], first
-    for s in starts:
-        rows.append(values[s:s + width])
-        firsts.append(covered - s)
-        covered = s + width
-    return np.stack(rows), np.asarray(firsts, dtype=np.int64)
-
-
-def series_tables(values: np.ndarray) -> tuple[pa.Table, pa.Table, dict]:
-    """A series is split in time: the last tenth is held out, and its rows carry the
-    SERIES_CONTEXT values before it as history that is not scored."""
-    values = np.asarray(values, dtype=np.float64)
-    if not np.isfinite(values).all():
-        raise DataError("the series has missing or infinite values")
-    n_val = max(8, round(VAL_FRACTION * len(values)))
-    n_train = len(values) - n_val
-    if n_train < 2 * SERIES_CONTEXT:
-        raise DataError(f"a series needs at least {2 * SERIES_CONTEXT + 8} values, got {len(values)}")
-
-    def table(vals, first):
-        rows, firsts = _series_rows(vals, first)
-        return pa.table({"series": _fixed_list(rows), "first": pa.array(firsts)})
-
-    meta = {"modality": "series", "length": len(values), "train_len": n_train, "context": SERIES_CONTEXT}
-    return table(values[:n_train], 0), table(values[n_train - SERIES_CONTEXT:], SERIES_CONTEXT), meta
-
-
-def image_tables(images: np.ndarray, labels: np.ndarray | None, num_classes: int | None = None,
-                 val: np.ndarray | None = None) -> tuple[pa.Table, pa.Table, dict]:
-    val = _val_mask(len(images)) if val is None else val
-    meta = {"modality": "image", "shape": list(images.shape[1:])}
-    if labels is not None:
-        meta["num_classes"] = int(num_classes or labels.max() + 1)
-
-    def table(mask):
-        cols = {"image": _fixed_list(images[mask])}
-        if labels is not None:
-            cols["label"] = pa.array(labels[mask].astype(np.int64))
-        return pa.table(cols)
-
-    return table(~val), table(val), meta
-
-
-def _build(name: str):
+def _build(name: str) -> tuple[pa.Table, pa.Table, dict]:
+    """Find the data set's source and convert it with its modality's tables()."""
+    text, music, image, series = (modalities.get(m) for m in ("text", "music", "image", "series"))
     if name == "shakespeare":
-        return text_tables(shakespeare_text())
+        return text.tables(shakespeare_text())
     if name == "mnist":
         images, labels = mnist_5k()
         # The file is sorted by label: hold out every tenth row so each digit is in both splits.
-        return image_tables(images, labels, 10, val=np.arange(len(images)) % 10 == 0)
+        return image.tables(images, labels, 10, val=np.arange(len(images)) % 10 == 0)
     if name == "digits":
         images, labels = sklearn_digits()
-        return image_tables(images, labels, 10)
+        return image.tables(images, labels, 10)
     if name == "chorales":
-        return music_tables(corpora.chorales())
+        return music.tables(corpora.chorales())
     if name in corpora.SERIES:
-        return series_tables(corpora.statsmodels_series(name))
+        return series.tables(corpora.statsmodels_series(name))
     path = Path(name).expanduser()
     if not path.exists():
         raise DataError(f"unknown data set {name!r}: not one of {', '.join(BUILTIN)} and no such path")
     if path.is_dir():
         if corpora.has_scores(path):
-            return music_tables(corpora.score_folder(path))
-        return image_tables(*image_folder(path))
+            return music.tables(corpora.score_folder(path))
+        return image.tables(*image_folder(path))
     if path.suffix == ".parquet":
-        kind, data = user_parquet(path)
-        return {"text": text_tables, "series": series_tables}.get(kind, lambda d: image_tables(*d))(data)
+        kind, args = user_parquet(path)
+        return modalities.get(kind).tables(*args)
     try:
-        return text_tables([path.read_text(encoding="utf-8")])
+        return text.tables([path.read_text(encoding="utf-8")])
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text, an image folder or a .parquet file") from None
 
 
 def cache_key(name: str) -> str:
+    """A built-in set's name, or for a user's path a key that changes whenever any file in it
+    does: the path, and every file's relative path, size and modification time (a folder's own
+    time does not change when a file inside it is edited)."""
     if name in BUILTIN:
         return name
     path = Path(name).expanduser().resolve()
     if not path.exists():
         raise DataError(f"unknown data set {name!r}: not one of {', '.join(BUILTIN)} and no such path")
-    stamp = f"{path}:{path.stat().st_mtime_ns}:{path.stat().st_size}"
-    return f"user-{path.name}-{hashlib.sha1(stamp.encode()).hexdigest()[:10]}"
+    h = hashlib.sha1(str(path).encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        st = f.stat()
+        h.update(f"\0{f.relative_to(path) if path.is_dir() else f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return f"user-{path.name[:32]}-{h.hexdigest()[:10]}"
 
 
 def prepare(name: str, storage: Storage) -> dict:
@@ -342,21 +221,7 @@ def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materia
 
 def to_tensors(meta: dict, batch: dict[str, np.ndarray]) -> dict:
     """A batch of columns (dict of numpy) -> the tensors the model contract expects."""
-    import torch
-
-    def dense(a: np.ndarray) -> np.ndarray:
-        return np.stack(a) if a.dtype == object else a
-
-    if meta["modality"] in ("text", "music"):
-        return {"tokens": torch.as_tensor(dense(batch["tokens"]).astype(np.int64))}
-    if meta["modality"] == "series":
-        return {"series": torch.tensor(dense(batch["series"]), dtype=torch.float64),
-                "first": torch.tensor(batch["first"])}
-    # torch.tensor copies: Ray's batches are read-only views.
-    out = {"image": torch.tensor(dense(batch["image"])).reshape(-1, *meta["shape"])}
-    if "label" in batch:
-        out["label"] = torch.tensor(batch["label"])
-    return out
+    return modalities.get(meta["modality"]).to_tensors(meta, batch)
 
 
 def local_arrays(meta: dict, split: str, storage: Storage, limit: int | None = None) -> dict:

@@ -1,7 +1,8 @@
 """Held-out evaluation of a registry model on its data set's validation split, stored beside it.
 
 Runs in-process: evaluation reads weights, it does not change them, and the validation splits
-of the embedded data sets take seconds to a minute on one core.
+of the embedded data sets take seconds to a minute on one core. Every model gets its NLL per
+unit (where it has a likelihood); its modality adds the rest (models/modalities/):
 
     text, music   NLL per char / per note (exact)
     series        NLL per value and one-step-ahead forecast MSE
@@ -12,82 +13,70 @@ of the embedded data sets take seconds to a minute on one core.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-from cluster.registry import ModelRecord, Registry
-from cluster.storage import Storage
-from models import weights
-from models.base import GenerativeModel, seeded
-from models.classifiers import ImageJudge
-from trainers import datasets
-
-FID_SAMPLES = 1000
+from genray.cluster.registry import ModelRecord, Registry, RegistryError
+from genray.cluster.storage import Storage
+from genray.models import modalities
+from genray.models.classifiers import ImageJudge
+from genray.models.modalities.image import quality
+from genray.trainers import datasets
 
 
-def judge(meta: dict, storage: Storage, train: dict, val: dict) -> ImageJudge:
-    """The classifier for a labelled image data set (train and val: its splits as tensors),
-    trained on its training split once and cached under the storage root's judges/ (seconds on
-    MNIST-5k)."""
-    base = storage.path("judges", datasets.cache_key(meta["name"]))
+def judge_name(meta: dict) -> str:
+    return f"judge-{datasets.cache_key(meta['name'])}"
+
+
+def judge(meta: dict, storage: Storage, splits: dict) -> ImageJudge:
+    """The classifier of a labelled image data set (splits: its train and val tensors), a
+    registry model like any other: trained on the training split once (seconds on MNIST-5k),
+    then loaded."""
+    registry = Registry(storage)
     net = ImageJudge(meta["shape"], meta["num_classes"])
-    if storage.exists(f"{base}/config.json") and storage.read_json(f"{base}/config.json") == net.config():
-        weights.load_bytes(net, storage.read_bytes(f"{base}/weights.safetensors"))
-        return net.eval()
+    name = judge_name(meta)
+    try:
+        rec = registry.record(name)
+        if rec.config == net.config():
+            return registry.load(name)[0]
+    except RegistryError:
+        pass
     torch.manual_seed(0)
-    net.fit(train["image"], train["label"])
-    storage.write_bytes(f"{base}/weights.safetensors", weights.to_bytes(net))
-    storage.write_json(f"{base}/metrics.json", {"val_accuracy": net.accuracy(val["image"], val["label"])})
-    storage.write_json(f"{base}/config.json", net.config())  # last: its presence means complete
+    net.fit(splits["train"]["image"], splits["train"]["label"])
+    val_accuracy = net.accuracy(splits["val"]["image"], splits["val"]["label"])
+    registry.publish(name, net, {"dataset": meta["name"], "val_accuracy": val_accuracy})
     return net
 
 
+def splits_of(meta: dict, storage: Storage) -> dict:
+    return {split: datasets.local_arrays(meta, split, storage) for split in ("train", "val")}
+
+
 def image_quality(samples: torch.Tensor, labels: torch.Tensor | None, meta: dict, storage: Storage) -> dict:
-    """Digit-FID of samples (N, C, H, W) in [0, 1] against the validation images, and the
-    judge's accuracy on the labels they were drawn for (if any)."""
-    train, val_split = (datasets.local_arrays(meta, split, storage) for split in ("train", "val"))
-    net = judge(meta, storage, train, val_split)
-    val = val_split["image"]
-    # Real training images score what a perfect model would (a random subset: some sets are sorted by label).
-    real = train["image"][torch.randperm(len(train["image"]), generator=seeded(0))[:len(samples)]]
-    out = {"fid": net.frechet_distance(samples, val), "fid_samples": len(samples), "fid_reference": len(val),
-           "fid_real_floor": net.frechet_distance(real, val)}
-    if labels is not None:
-        out["label_accuracy"] = net.accuracy(samples, labels)
-    return out
-
-
-def sample_images(model: GenerativeModel, n: int, num_classes: int, seed: int = 0):
-    """n samples, classes in equal shares for a class-conditional model."""
-    labels = torch.arange(n) % num_classes if num_classes and "label" in model.sample_options else None
-    opts = {"label": labels.tolist()} if labels is not None else {}
-    gens = [seeded(seed * 1_000_003 + i) for i in range(n)]
-    images = torch.cat([model.sample(min(250, n - i), generator=gens[i:i + 250],
-                                     **{k: v[i:i + 250] for k, v in opts.items()}) for i in range(0, n, 250)])
-    return images, labels
+    """Digit-FID (and label accuracy) of samples (N, C, H, W) in [0, 1] from any source."""
+    splits = splits_of(meta, storage)
+    return quality(samples, labels, splits, judge(meta, storage, splits))
 
 
 def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0) -> ModelRecord:
     registry = Registry(storage)
     model, rec = registry.load(ref)
+    if rec.kind != "generative":
+        raise RegistryError(f"{rec.ref} is a {rec.kind}, not a generative model")
     meta = datasets.prepare(rec.metrics["dataset"], storage)
-    val = datasets.local_arrays(meta, "val", storage)
+    modality = modalities.get(meta["modality"])
+    splits = splits_of(meta, storage)
+    val = splits["val"]
     rows = len(next(iter(val.values())))
     result = {"dataset": rec.metrics["dataset"], "split": "val", "rows": rows}
     torch.manual_seed(seed)  # the VAE's latent draws and the flow's dequantization noise
+    nll = None
     if model.nll_unit is not None:
-        nll, units = 0.0, 0
+        total, units = 0.0, 0
         for i in range(0, rows, batch_size):
             s, u = model.heldout_nll({k: v[i:i + batch_size] for k, v in val.items()})
-            nll, units = nll + s, units + u
-        result.update(heldout_nll=nll / units, nll_unit=model.nll_unit, units=units)
-        if meta["modality"] == "image":
-            result["heldout_bits_per_dim"] = nll / units / (math.prod(meta["shape"]) * math.log(2))
-    if meta["modality"] == "series":
-        pred, y = model.one_step(val)
-        result["forecast_mse"] = float(((pred - y) ** 2).mean())
-    if meta["modality"] == "image" and meta.get("num_classes"):
-        images, labels = sample_images(model, FID_SAMPLES, meta["num_classes"], seed)
-        result.update(image_quality(images, labels, meta, storage))
+            total, units = total + s, units + u
+        nll = total / units
+        result.update(heldout_nll=nll, nll_unit=model.nll_unit, units=units)
+    judge_net = judge(meta, storage, splits) if modality.wants_judge(meta) else None
+    result.update(modality.metrics(model, splits, meta, nll=nll, judge=judge_net, seed=seed))
     return registry.update_metrics(rec.ref, {"eval": result})

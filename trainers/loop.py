@@ -14,15 +14,17 @@ import os
 import tempfile
 import time
 
-import torch
-import torch.distributed as dist
-
 import ray.train
 import ray.train.torch
-from models import weights
-from models.base import GenerativeModel, build
+import torch
+import torch.distributed as dist
 from ray.data.collate_fn import NumpyBatchCollateFn
-from trainers.datasets import to_tensors
+
+from genray.models import weights
+from genray.models.base import GenerativeModel
+from genray.models.registry import build
+from genray.trainers.config import TrainConfig
+from genray.trainers.datasets import to_tensors
 
 CKPT_WEIGHTS, CKPT_BEST = "model.safetensors", "best.safetensors"
 CKPT_OPTIM, CKPT_STATE = "optimizers.pt", "state.json"
@@ -47,8 +49,8 @@ def _sum(*values: float) -> list[float]:
     return t.tolist()
 
 
-def restore(checkpoint, model: GenerativeModel, optimizers=(), best: bool = False) -> dict:
-    """Load a checkpoint written by this loop into model (and optimizers); returns its state:
+def restore(checkpoint, model: GenerativeModel, optimizers=(), schedulers=(), best: bool = False) -> dict:
+    """Load a checkpoint written by this loop into model (and optimizers, schedulers); returns its state:
     the last finished epoch, the metrics history and the best epoch so far. With best, the
     model gets the weights of the epoch with the lowest validation NLL instead of the last."""
     with checkpoint.as_directory() as d:
@@ -63,21 +65,24 @@ def restore(checkpoint, model: GenerativeModel, optimizers=(), best: bool = Fals
         weights.load_bytes(model, best_weights if best and best_weights else read(CKPT_WEIGHTS))
         if optimizers:
             states = torch.load(os.path.join(d, CKPT_OPTIM), weights_only=True)  # written by _save below
-            for opt, st in zip(optimizers, states):
+            for opt, st in zip(optimizers, states["optimizers"]):
                 opt.load_state_dict(st)
+            for sched, st in zip(schedulers, states["schedulers"]):
+                sched.load_state_dict(st)
         state = json.loads(read(CKPT_STATE))
         if best_weights:
             state["best_weights"] = best_weights
         return state
 
 
-def _save(model: GenerativeModel, optimizers, state: dict, d: str) -> None:
+def _save(model: GenerativeModel, optimizers, schedulers, state: dict, d: str) -> None:
     with open(os.path.join(d, CKPT_WEIGHTS), "wb") as f:
         f.write(weights.to_bytes(model))
     if state.get("best_weights"):
         with open(os.path.join(d, CKPT_BEST), "wb") as f:
             f.write(state["best_weights"])
-    torch.save([opt.state_dict() for opt in optimizers], os.path.join(d, CKPT_OPTIM))
+    torch.save({"optimizers": [opt.state_dict() for opt in optimizers],
+                "schedulers": [s.state_dict() for s in schedulers]}, os.path.join(d, CKPT_OPTIM))
     with open(os.path.join(d, CKPT_STATE), "w") as f:
         json.dump({k: v for k, v in state.items() if k != "best_weights"}, f)
 
@@ -104,11 +109,13 @@ def _quiet_console() -> None:
 
 
 def train_loop_per_worker(cfg: dict) -> None:
-    """cfg: model (config dict), meta (data set meta), epochs, batch_size, lr, seed, name, log_every."""
+    """cfg: model (its config), train (TrainConfig as a dict), meta (the data set's meta),
+    total_steps (optimizer steps per worker over the run, for the schedule), name, in_memory."""
     _quiet_console()
+    tc = TrainConfig.from_dict(cfg["train"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    torch.manual_seed(cfg.get("seed", 0) + rank)
+    torch.manual_seed(tc.seed + rank)
     device = ray.train.torch.get_device()
 
     model = build(cfg["model"]).to(device)
@@ -117,25 +124,26 @@ def train_loop_per_worker(cfg: dict) -> None:
     forward = model
     if trainable and ctx.get_world_size() > 1:
         forward = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=dict(model.ddp_options) or None)
-    optimizers = model.make_optimizers(cfg.get("lr"))
+    optimizers = model.make_optimizers(tc.optimizer())
+    schedulers = tc.schedulers(optimizers, cfg["total_steps"])
 
     state = {"epoch": -1, "history": []}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
-        state = restore(checkpoint, model, optimizers)
+        state = restore(checkpoint, model, optimizers, schedulers)
 
     to_batch = Collate(cfg["meta"])
     train_shard = ray.train.get_dataset_shard("train")
     val_split = ray.train.get_dataset_shard("val")
-    bs, log_every = cfg["batch_size"], cfg.get("log_every", 50)
+    bs, log_every, epochs = tc.batch_size, tc.log_every, tc.epochs
     tag = cfg.get("name", model.family)
 
-    for epoch in range(state["epoch"] + 1, cfg["epochs"]):
+    for epoch in range(state["epoch"] + 1, epochs):
         model.train()
         t0, rows, steps, loss_sum, waited = time.perf_counter(), 0, 0, 0.0, 0.0
         batches = iter(train_shard.iter_torch_batches(batch_size=bs, collate_fn=to_batch,
                                                       local_shuffle_buffer_size=4 * bs,
-                                                      local_shuffle_seed=cfg.get("seed", 0) + epoch))
+                                                      local_shuffle_seed=tc.seed + epoch))
         if cfg.get("in_memory"):
             # A small shard is pulled whole: Ray Data's streaming machinery then sits idle
             # instead of competing with the training step for the CPU (~15% on 2 cores).
@@ -148,12 +156,15 @@ def train_loop_per_worker(cfg: dict) -> None:
             waited += time.perf_counter() - t_wait
             if batch is None:
                 break
-            out = model.train_step({k: v.to(device) for k, v in batch.items()}, optimizers, forward)
+            out = model.train_step({k: v.to(device) for k, v in batch.items()}, optimizers, forward,
+                                   max_grad_norm=tc.max_grad_norm)
+            for sched in schedulers:
+                sched.step()
             rows += next(iter(batch.values())).shape[0]
             steps += 1
             loss_sum += out.get("loss", 0.0)
             if rank == 0 and log_every and steps % log_every == 0:
-                print(f"[{tag}] epoch {epoch + 1}/{cfg['epochs']} step {steps} "
+                print(f"[{tag}] epoch {epoch + 1}/{epochs} step {steps} "
                       f"loss {out.get('loss', float('nan')):.4f} "
                       f"{rows / (time.perf_counter() - t0):.1f} rows/s/worker", flush=True)
         model.reduce_statistics(_all_reduce)
@@ -165,7 +176,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         if val_nll is not None:
             metrics.update(val_nll=val_nll, nll_unit=model.nll_unit)
         if optimizers:  # count-based families have no training loss
-            metrics["train_loss"] = loss_all / max(steps_all, 1)
+            metrics.update(train_loss=loss_all / max(steps_all, 1), lr=schedulers[0].get_last_lr()[0])
         state = {**state, "epoch": epoch, "history": state["history"] + [metrics]}
         # The epoch with the lowest validation NLL is kept beside the last: the run publishes it
         # (early stopping without cutting the run short, which resuming relies on).
@@ -173,9 +184,9 @@ def train_loop_per_worker(cfg: dict) -> None:
             state.update(best_val_nll=val_nll, best_epoch=epoch + 1,
                          best_weights=weights.to_bytes(model) if rank == 0 else None)
         if rank == 0:
-            print(f"[{tag}] epoch {epoch + 1}/{cfg['epochs']} " + " ".join(
+            print(f"[{tag}] epoch {epoch + 1}/{epochs} " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
         with tempfile.TemporaryDirectory() as d:
             if rank == 0:
-                _save(model, optimizers, state, d)
+                _save(model, optimizers, schedulers, state, d)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)

@@ -1,7 +1,7 @@
 """Modality codecs: symbols, pixels and notes to and from what users and files hold."""
-from models.codecs.images import from_png, grid, to_png
-from models.codecs.music import EventVocab
-from models.codecs.text import CharVocab
+from genray.models.codecs.images import from_png, grid, to_png
+from genray.models.codecs.music import EventVocab
+from genray.models.codecs.text import CharVocab
 
 
 def make_vocab(symbols: str | list[str]) -> CharVocab | EventVocab:

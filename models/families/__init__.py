@@ -1,10 +1,6 @@
-"""Every generative family; importing this package registers them all."""
-from models.families.ar import AutoRegressive
-from models.families.flow import RealNVP
-from models.families.gan import ConditionalGAN
-from models.families.markov import MarkovChain
-from models.families.rnn import RecurrentLM
-from models.families.transformer import CharTransformer
-from models.families.vae import ConvVAE
+"""Every generative family; importing this package registers them all (one module per family)."""
+import importlib
+import pkgutil
 
-__all__ = ["AutoRegressive", "CharTransformer", "ConditionalGAN", "ConvVAE", "MarkovChain", "RealNVP", "RecurrentLM"]
+for _mod in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_mod.name}")

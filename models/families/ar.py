@@ -14,20 +14,22 @@ from typing import Any
 
 import torch
 
-from models.base import GenerativeModel, generators, per_row, register
+from genray.models.base import GenerativeModel, per_row
+from genray.models.errors import ConfigError, DataError, OptionError
+from genray.models.registry import register
 
 
 @register
 class AutoRegressive(GenerativeModel):
     family = "ar"
     modality = "series"
-    sample_options = frozenset({"prompt", "max_tokens", "temperature", "seed"})
+    sample_options = frozenset({"prompt", "max_tokens", "temperature"})
     nll_unit = "nats/value"
 
     def __init__(self, max_order: int = 16, order: int | None = None, ridge: float = 1e-8):
         super().__init__()
         if max_order < 1 or (order is not None and not 1 <= order <= max_order):
-            raise ValueError("need 1 <= order <= max_order")
+            raise ConfigError("need 1 <= order <= max_order")
         self.max_order, self.fixed_order, self.ridge = max_order, order, ridge
         P = max_order + 1
         for name, shape in (("xtx", (P, P)), ("xty", (P,)), ("yty", ()), ("count", ())):
@@ -37,14 +39,11 @@ class AutoRegressive(GenerativeModel):
         self.register_buffer("sigma2", torch.ones((), dtype=torch.float64))
         self.register_buffer("order", torch.tensor(order or 0))
 
-    def config(self) -> dict:
-        return {"family": self.family, "max_order": self.max_order, "order": self.fixed_order, "ridge": self.ridge}
-
     @classmethod
     def default_config(cls, meta: dict) -> dict:
         return {"family": cls.family, "max_order": min(16, meta.get("context", 16))}
 
-    def make_optimizers(self, lr: float | None = None) -> list:
+    def make_optimizers(self, settings) -> list:
         return []
 
     # ---- statistics ---------------------------------------------------------------------
@@ -54,15 +53,15 @@ class AutoRegressive(GenerativeModel):
         series, first = batch["series"].double(), batch["first"]  # (B, W), (B,)
         p = self.max_order
         if series.shape[1] <= p:
-            raise ValueError(f"windows of {series.shape[1]} values are too short for max_order {p}")
+            raise DataError(f"windows of {series.shape[1]} values are too short for max_order {p}")
         win = series.unfold(1, p + 1, 1)  # (B, W - p, p + 1): win[b, j] = series[b, j : j + p + 1]
-        t = torch.arange(p, series.shape[1])  # target index of each window
+        t = torch.arange(p, series.shape[1], device=series.device)  # target index of each window
         keep = t.unsqueeze(0) >= first.unsqueeze(1).clamp(min=p)  # (B, W - p)
         win = win[keep]  # (N, p + 1)
-        X = torch.cat([torch.ones(len(win), 1, dtype=win.dtype), win[:, :-1].flip(1)], 1)  # lags 1..p
+        X = torch.cat([torch.ones(len(win), 1, dtype=win.dtype, device=win.device), win[:, :-1].flip(1)], 1)  # lags
         return X, win[:, -1]
 
-    def train_step(self, batch, optimizers, forward=None) -> dict[str, float]:
+    def train_step(self, batch, optimizers, forward=None, max_grad_norm=None) -> dict[str, float]:
         X, y = self._design(batch)
         self.pending_xtx += X.T @ X
         self.pending_xty += X.T @ y
@@ -81,7 +80,7 @@ class AutoRegressive(GenerativeModel):
 
     def _solve(self, p: int) -> tuple[torch.Tensor, float]:
         A = self.xtx[: p + 1, : p + 1].clone()
-        A[1:, 1:] += self.ridge * torch.eye(p, dtype=A.dtype) * A.diagonal()[1:].mean()
+        A[1:, 1:] += self.ridge * torch.eye(p, dtype=A.dtype, device=A.device) * A.diagonal()[1:].mean()
         coef = torch.linalg.solve(A, self.xty[: p + 1])
         sse = self.yty - 2 * coef @ self.xty[: p + 1] + coef @ self.xtx[: p + 1, : p + 1] @ coef
         return coef, float(sse.clamp(min=1e-12))
@@ -89,7 +88,7 @@ class AutoRegressive(GenerativeModel):
     def fit(self) -> None:
         n = float(self.count)
         if n <= self.max_order + 1:
-            raise ValueError(f"{n:.0f} training values are too few for max_order {self.max_order}")
+            raise DataError(f"{n:.0f} training values are too few for max_order {self.max_order}")
         orders = [self.fixed_order] if self.fixed_order else range(1, self.max_order + 1)
         best = min(orders, key=lambda p: n * math.log(self._solve(p)[1] / n) + 2 * (p + 1))  # AIC
         coef, sse = self._solve(best)
@@ -112,9 +111,10 @@ class AutoRegressive(GenerativeModel):
 
     def log_prob(self, x) -> torch.Tensor:
         """Log-density of each series' values after its first max_order, given those (B,)."""
-        series = torch.as_tensor(x, dtype=torch.float64)
+        series = torch.as_tensor(x, dtype=torch.float64, device=self.coef.device)
         series = series.unsqueeze(0) if series.dim() == 1 else series  # (B, L)
-        pred, y = self.one_step({"series": series, "first": torch.zeros(len(series), dtype=torch.long)})
+        first = torch.zeros(len(series), dtype=torch.long, device=series.device)
+        pred, y = self.one_step({"series": series, "first": first})
         lp = -0.5 * math.log(2 * math.pi * float(self.sigma2)) - (y - pred) ** 2 / (2 * self.sigma2)
         return lp.reshape(len(series), -1).sum(1)
 
@@ -124,23 +124,32 @@ class AutoRegressive(GenerativeModel):
         s = float(self.coef[1:].sum())
         return float(self.coef[0]) / (1 - s) if abs(1 - s) > 1e-6 else float(self.coef[0])
 
-    @torch.no_grad()
-    def sample(self, n: int, *, prompt: Any = None, max_tokens: Any = 32, temperature: Any = 1.0,
-               generator=None, **_) -> list[list[float]]:
+    @staticmethod
+    def _histories(prompt: Any, n: int) -> list:
+        """One history per row: a list of numbers is one history for every row."""
+        if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], (int, float)):
+            return [prompt] * n
+        return per_row(prompt, n)
+
+    def check_options(self, prompt: Any = None, **_: Any) -> None:
+        order = int(self.order)
+        one = not isinstance(prompt, (list, tuple)) or (prompt and isinstance(prompt[0], (int, float)))
+        for pr in [prompt] if one else prompt:
+            if pr and len(pr) < order:
+                raise OptionError(f"prompt needs at least {order} values (the model's order), got {len(pr)}",
+                                  "prompt")
+
+    def _sample(self, n: int, gens: list[torch.Generator], *, prompt: Any = None, max_tokens: Any = 32,
+                temperature: Any = 1.0) -> list[list[float]]:
         """Sample paths of max_tokens values continuing each row's prompt (a list of at least
         `order` numbers); without one, a path from the stationary process (after a burn-in).
         temperature scales the noise; 0 < temperature, small values approach the mean forecast."""
-        p, order = self.max_order, int(self.order)
-        if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], (int, float)):
-            prompt = [prompt] * n  # one history for every row
-        prompts, steps, temps = per_row(prompt, n), per_row(max_tokens, n), per_row(temperature, n)
-        gens = generators(generator, n)
+        p, coef = self.max_order, self.coef.cpu()  # a scalar recursion: the CPU is the right place
+        prompts, steps, temps = self._histories(prompt, n), per_row(max_tokens, n), per_row(temperature, n)
         burn = 10 * p + 100
         hist = torch.full((n, p), self.mean, dtype=torch.float64)  # (n, p), newest last
         for i, pr in enumerate(prompts):
             if pr:
-                if len(pr) < order:
-                    raise ValueError(f"prompt needs at least {order} values (the model's order), got {len(pr)}")
                 tail = torch.tensor(pr[-p:], dtype=torch.float64)
                 hist[i, p - len(tail):] = tail
         T = max(int(s) for s in steps)
@@ -148,14 +157,14 @@ class AutoRegressive(GenerativeModel):
         noise = torch.zeros(n, burn + T, dtype=torch.float64)
         for i, g in enumerate(gens):
             noise[i, : burn + int(steps[i])] = torch.randn(burn + int(steps[i]), generator=g, dtype=torch.float64)
-        noise *= self.sigma2.sqrt() * torch.tensor([float(t) for t in temps], dtype=torch.float64).unsqueeze(1)
+        noise *= self.sigma2.cpu().sqrt() * torch.tensor([float(t) for t in temps], dtype=torch.float64).unsqueeze(1)
         cold = torch.tensor([not pr for pr in prompts])
         out = torch.empty(n, T, dtype=torch.float64)
-        a = self.coef[1:].flip(0)  # weights for hist, oldest first
+        a = coef[1:].flip(0)  # weights for hist, oldest first
         for s in range(burn + T):
             if s < burn and not bool(cold.any()):
                 continue
-            nxt = self.coef[0] + hist @ a + noise[:, s]
+            nxt = coef[0] + hist @ a + noise[:, s]
             if s < burn:  # only rows without a prompt burn in
                 nxt = torch.where(cold, nxt, hist[:, -1])
                 hist = torch.where(cold.unsqueeze(1), torch.cat([hist[:, 1:], nxt.unsqueeze(1)], 1), hist)

@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.base import GenerativeModel, draw_normal, generators, per_row, register
+from genray.models.base import GenerativeModel, draw_normal, per_row
+from genray.models.errors import ConfigError
+from genray.models.registry import register
 
 ALPHA = 0.05  # logit(ALPHA + (1 - 2 ALPHA) y) keeps the transform away from 0 and 1
 
@@ -72,37 +74,28 @@ class Coupling(nn.Module):
 class RealNVP(GenerativeModel):
     family = "flow"
     modality = "image"
-    sample_options = frozenset({"temperature", "seed"})
+    sample_options = frozenset({"temperature"})
     nll_unit = "nats/image"
 
-    def __init__(self, shape: list[int], n_coupling: int = 8, hidden: int = 32, lr: float = 3e-4,
-                 scales: int = 1, max_grad_norm: float | None = None):
+    def __init__(self, shape: list[int], n_coupling: int = 8, hidden: int = 32, scales: int = 1):
         super().__init__()
         C, H, W = shape
         if scales not in (1, 2) or (scales == 2 and (H % 2 or W % 2)):
-            raise ValueError("scales must be 1, or 2 for an image of even height and width")
+            raise ConfigError("scales must be 1, or 2 for an image of even height and width")
         self.shape = [C, H, W]
-        self.hparams = dict(n_coupling=n_coupling, hidden=hidden, lr=lr, scales=scales, max_grad_norm=max_grad_norm)
         layers = [Coupling(C, hidden, checkerboard(H, W, i % 2)) for i in range(n_coupling)]
         if scales == 2:  # after the squeeze: channel masks, then checkerboards, each in both parities
             masks = [channel_mask(4 * C, i % 2) if i < n_coupling // 2 else checkerboard(H // 2, W // 2, i % 2)
                      for i in range(n_coupling)]
             layers += [Coupling(4 * C, hidden, m) for m in masks]
         self.couplings = nn.ModuleList(layers)
-        # A coupling's exp(s) can blow a rare batch's gradient up by orders of magnitude and undo
-        # an epoch of progress: the contract's train_step clips the norm.
-        self.max_grad_norm = max_grad_norm
         self.squeeze_at = n_coupling if scales == 2 else None  # index of the first squeezed coupling
-
-    def config(self) -> dict:
-        return {"family": self.family, "shape": self.shape, **self.hparams}
 
     @classmethod
     def default_config(cls, meta: dict) -> dict:
         C, H, W = meta["shape"]
         two = H % 2 == 0 and W % 2 == 0
-        return {"family": cls.family, "shape": meta["shape"], "scales": 2 if two else 1, "hidden": 64,
-                "lr": 1e-3, "max_grad_norm": 100.0}
+        return {"family": cls.family, "shape": meta["shape"], "scales": 2 if two else 1, "hidden": 64}
 
     def flow(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) -> z of the same shape and log|det dz/dx| (B,)."""
@@ -122,9 +115,6 @@ class RealNVP(GenerativeModel):
             if i == self.squeeze_at:
                 z = unsqueeze(z)
         return z
-
-    def make_optimizers(self, lr: float | None = None):
-        return [torch.optim.Adam(self.parameters(), lr=lr or self.hparams["lr"])]
 
     def _nll(self, images: torch.Tensor) -> torch.Tensor:
         """Per-image NLL bound in nats (B,) for uint8 images, one uniform dequantization draw."""
@@ -146,16 +136,13 @@ class RealNVP(GenerativeModel):
     def eval_nll(self, batch) -> tuple[float, int]:
         return float(self._nll(batch["image"]).sum()), batch["image"].shape[0]
 
-    @torch.no_grad()
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Lower bound on log P(x) for uint8 images (B, C, H, W), one dequantization draw."""
         return -self._nll(x)
 
-    @torch.no_grad()
-    def sample(self, n: int, *, temperature: Any = 1.0, generator=None, **_) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1]; temperature scales the latent's standard deviation."""
-        gens = generators(generator, n)
-        temps = torch.tensor([float(t) for t in per_row(temperature, n)]).view(n, 1, 1, 1)
-        z = draw_normal(self.shape, gens) * temps  # (n, C, H, W)
+    def _sample(self, n: int, gens: list[torch.Generator], *, temperature: Any = 1.0) -> list[torch.Tensor]:
+        """n images (C, H, W) in [0, 1]; temperature scales the latent's standard deviation."""
+        temps = torch.tensor([float(t) for t in per_row(temperature, n)], device=self.device).view(n, 1, 1, 1)
+        z = draw_normal(self.shape, gens, self.device) * temps  # (n, C, H, W)
         p = torch.sigmoid(self.inverse(z))
-        return ((p - ALPHA) / (1 - 2 * ALPHA)).clamp(0.0, 1.0)
+        return list(((p - ALPHA) / (1 - 2 * ALPHA)).clamp(0.0, 1.0).cpu())

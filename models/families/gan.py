@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import LatentImageModel, draw_normal, generators, one_hot, register, sample_labels
+from genray.models.base import LatentImageModel, draw_normal, one_hot, sample_labels
+from genray.models.optim import OptimizerSettings
+from genray.models.registry import register
 
 
 @register
@@ -20,9 +22,8 @@ class ConditionalGAN(LatentImageModel):
     # The discriminator step runs the generator without gradients: DDP must allow unused parameters.
     ddp_options = {"find_unused_parameters": True}
 
-    def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 64, hidden: int = 64,
-                 lr: float = 5e-4):
-        super().__init__(shape, num_classes, latent_dim, hidden, lr)
+    def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 64, hidden: int = 64):
+        super().__init__(shape, num_classes, latent_dim, hidden)
         C, H, W = self.shape
         h2 = 2 * hidden
         self.generator = nn.Sequential(
@@ -37,10 +38,8 @@ class ConditionalGAN(LatentImageModel):
             nn.Flatten(), nn.Linear(h2 * (H // 4) * (W // 4), 1),
         )
 
-    def make_optimizers(self, lr: float | None = None):
-        lr = lr or self.hparams["lr"]
-        return [torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999)),
-                torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))]
+    def make_optimizers(self, settings: OptimizerSettings):
+        return [settings.adamw(self.generator.parameters()), settings.adamw(self.discriminator.parameters())]
 
     # ---- core ---------------------------------------------------------------------
     def generate_images(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -56,7 +55,7 @@ class ConditionalGAN(LatentImageModel):
         x = batch["image"].float() / 127.5 - 1.0
         B = x.shape[0]
         labels = batch.get("label")
-        y = one_hot(labels, self.num_classes, B)
+        y = one_hot(labels, self.num_classes, B, x.device)
         z = torch.randn(B, self.latent_dim, device=x.device)
         if phase == "d":
             with torch.no_grad():
@@ -68,31 +67,30 @@ class ConditionalGAN(LatentImageModel):
         fake_logit = self.critic(self.generate_images(z, y), y)
         return {"loss": F.binary_cross_entropy_with_logits(fake_logit, torch.ones_like(fake_logit))}
 
-    def train_step(self, batch, optimizers, forward=None) -> dict[str, float]:
+    def train_step(self, batch, optimizers, forward=None, max_grad_norm=None) -> dict[str, float]:
         forward = forward or self
         opt_g, opt_d = optimizers
-        d = forward(batch, phase="d")
-        opt_d.zero_grad(set_to_none=True)
-        d["loss"].backward()
-        opt_d.step()
-        g = forward(batch, phase="g")
-        opt_g.zero_grad(set_to_none=True)
-        g["loss"].backward()
-        opt_g.step()
+        out = {}
+        for phase, opt, net in (("d", opt_d, self.discriminator), ("g", opt_g, self.generator)):
+            out[phase] = forward(batch, phase=phase)
+            opt.zero_grad(set_to_none=True)
+            out[phase]["loss"].backward()
+            if max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), max_grad_norm)
+            opt.step()
+        d, g = out["d"], out["g"]
         return {"loss": float(g["loss"].detach()), "d_loss": float(d["loss"].detach()), "d_real": float(d["d_real"])}
 
     def eval_nll(self, batch):
         return None  # no likelihood
 
     # ---- generation ---------------------------------------------------------------
-    @torch.no_grad()
-    def sample(self, n: int, *, label: Any = None, generator=None, **_) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1]. A label of None draws the class from the row's generator."""
-        gens = generators(generator, n)
-        z = draw_normal([self.latent_dim], gens)  # (n, D)
+    def _sample(self, n: int, gens: list[torch.Generator], *, label: Any = None) -> torch.Tensor:
+        """n images (C, H, W) in [0, 1]. A label of None draws the class from the row's generator."""
+        z = draw_normal([self.latent_dim], gens, self.device)  # (n, D)
         labels = sample_labels(label, n, self.num_classes, gens)
         was_training = self.training
         self.eval()
-        images = self.generate_images(z, one_hot(labels, self.num_classes, n))
+        images = self.generate_images(z, one_hot(labels, self.num_classes, n, self.device))
         self.train(was_training)
-        return (images + 1.0) / 2.0
+        return ((images + 1.0) / 2.0).cpu()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from models.base import SequenceModel, draw_categorical, register
+from genray.models.base import SequenceModel, draw_categorical
+from genray.models.errors import ConfigError
+from genray.models.registry import register
 
 MAX_TABLE = 2**26  # dense count cells in the top order (256 MiB of float32)
 
@@ -17,19 +19,19 @@ MAX_TABLE = 2**26  # dense count cells in the top order (256 MiB of float32)
 @register
 class MarkovChain(SequenceModel):
     family = "markov"
-    sample_options = frozenset({"prompt", "max_tokens", "temperature", "seed"})
+    sample_options = frozenset({"prompt", "max_tokens", "temperature"})
 
     def __init__(self, vocab: str | list[str], order: int = 3, discount: float = 0.75):
         super().__init__()
         self._set_vocab(vocab)
         V = len(self.vocab)
         if order < 0:
-            raise ValueError("order must be >= 0")
+            raise ConfigError("order must be >= 0")
         if V ** (order + 1) > MAX_TABLE:
-            raise ValueError(f"order {order} over {V} symbols needs {V ** (order + 1):,} cells; "
+            raise ConfigError(f"order {order} over {V} symbols needs {V ** (order + 1):,} cells; "
                              f"lower the order (limit {MAX_TABLE:,})")
         if not 0 < discount < 1:
-            raise ValueError("discount must be in (0, 1)")
+            raise ConfigError("discount must be in (0, 1)")
         self.order, self.discount = order, discount
         for k in range(order + 1):
             # counts{k}[h, c]: times symbol c followed the k-symbol context h (base-V number)
@@ -39,10 +41,6 @@ class MarkovChain(SequenceModel):
         # Dense tables are mostly zeros: weights files hold only the non-zero cells.
         self._register_state_dict_hook(_sparsify)
         self._register_load_state_dict_pre_hook(_densify, with_module=True)
-
-    def config(self) -> dict:
-        return {"family": self.family, "vocab": self.vocab.symbols, "order": self.order,
-                "discount": self.discount}
 
     @classmethod
     def default_config(cls, meta: dict) -> dict:
@@ -58,15 +56,21 @@ class MarkovChain(SequenceModel):
         self._tot = [self.counts(k).sum(1) for k in range(self.order + 1)]
         self._n1 = [(self.counts(k) > 0).sum(1).to(self._tot[0].dtype) for k in range(self.order + 1)]
 
+    def _apply(self, fn, *args, **kwargs):
+        # The derived tables are plain tensors: rebuild them on the counts' new device.
+        out = super()._apply(fn, *args, **kwargs)
+        self._derive()
+        return out
+
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._derive()
 
     # ---- training -----------------------------------------------------------------
-    def make_optimizers(self, lr: float | None = None) -> list:
+    def make_optimizers(self, settings) -> list:
         return []
 
-    def train_step(self, batch, optimizers, forward=None) -> dict[str, float]:
+    def train_step(self, batch, optimizers, forward=None, max_grad_norm=None) -> dict[str, float]:
         tokens = batch["tokens"]  # (B, L)
         V, L = len(self.vocab), tokens.shape[1]
         for k in range(min(self.order, L - 1) + 1):
@@ -104,8 +108,8 @@ class MarkovChain(SequenceModel):
     def token_log_probs(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L) natural log-probability of each symbol given up to `order` symbols before it."""
         V, L = len(self.vocab), tokens.shape[1]
-        pos = torch.arange(L).expand_as(tokens)
-        p = torch.full(tokens.shape, 1.0 / V, dtype=torch.float64)
+        pos = torch.arange(L, device=tokens.device).expand_as(tokens)
+        p = torch.full(tokens.shape, 1.0 / V, dtype=torch.float64, device=tokens.device)
         for k in range(self.order + 1):
             ctx = self._context_index(tokens, k)
             c = self.counts(k)[ctx, tokens].double()
@@ -115,8 +119,9 @@ class MarkovChain(SequenceModel):
     def next_probs(self, history: torch.Tensor) -> torch.Tensor:
         """(B, V) next-symbol distribution after history (B, order), -1 marking missing symbols."""
         V, B = len(self.vocab), history.shape[0]
-        p = torch.full((B, V), 1.0 / V, dtype=torch.float64)
-        ctx = torch.zeros(B, dtype=torch.long)
+        dev = history.device
+        p = torch.full((B, V), 1.0 / V, dtype=torch.float64, device=dev)
+        ctx = torch.zeros(B, dtype=torch.long, device=dev)
         for k in range(self.order + 1):
             if k > 0:
                 prev = history[:, -k]
@@ -125,7 +130,7 @@ class MarkovChain(SequenceModel):
                 if not bool(ok.any()):
                     break
             else:
-                ok = torch.ones(B, dtype=torch.bool)
+                ok = torch.ones(B, dtype=torch.bool, device=dev)
             q = self._interpolate(k, ctx, self.counts(k)[ctx].double(), p)
             p = torch.where(ok.unsqueeze(1), q, p)
         return p
@@ -145,7 +150,7 @@ class MarkovChain(SequenceModel):
                  gens: list[torch.Generator]) -> torch.Tensor:
         """Append `steps` sampled symbols to idx (B, T); top_k is not used by this family."""
         width = max(self.order, 1)
-        hist = torch.full((idx.shape[0], width), -1, dtype=torch.long)
+        hist = torch.full((idx.shape[0], width), -1, dtype=torch.long, device=idx.device)
         tail = idx[:, -width:]
         hist[:, width - tail.shape[1]:] = tail
         for _ in range(steps):

@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import SequenceModel, draw_categorical, register, top_k_filter
+from genray.models.base import SequenceModel, draw_categorical, top_k_filter
+from genray.models.errors import ConfigError
+from genray.models.registry import register
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 
@@ -16,28 +18,21 @@ class RecurrentLM(SequenceModel):
     family = "rnn"
 
     def __init__(self, vocab: str | list[str], cell: str = "lstm", n_embd: int = 64, hidden: int = 128,
-                 n_layer: int = 2, dropout: float = 0.0, lr: float = 3e-3):
+                 n_layer: int = 2, dropout: float = 0.0):
         super().__init__()
         if cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
+            raise ConfigError(f"cell must be one of {sorted(CELLS)}, got {cell!r}")
         self._set_vocab(vocab)
-        self.hparams = dict(cell=cell, n_embd=n_embd, hidden=hidden, n_layer=n_layer, dropout=dropout, lr=lr)
         V = len(self.vocab)
         self.embed = nn.Embedding(V, n_embd)
         self.rnn = CELLS[cell](n_embd, hidden, n_layer, batch_first=True, dropout=dropout if n_layer > 1 else 0.0)
         self.head = nn.Linear(hidden, V)
-
-    def config(self) -> dict:
-        return {"family": self.family, "vocab": self.vocab.symbols, **self.hparams}
 
     @classmethod
     def default_config(cls, meta: dict) -> dict:
         # A few hundred melodies (in twelve keys) are memorised without strong dropout.
         extra = {"hidden": 256, "dropout": 0.4} if meta["modality"] == "music" else {}
         return {"family": cls.family, "vocab": meta["vocab"], **extra}
-
-    def make_optimizers(self, lr: float | None = None):
-        return [torch.optim.Adam(self.parameters(), lr=lr or self.hparams["lr"])]
 
     def logits(self, idx: torch.Tensor, state=None):
         """idx (B, T) -> logits (B, T, V) and the recurrent state after the last symbol."""

@@ -7,9 +7,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import SequenceModel, draw_categorical, register, top_k_filter
+from genray.models.base import SequenceModel, draw_categorical, top_k_filter
+from genray.models.errors import ConfigError
+from genray.models.optim import OptimizerSettings
+from genray.models.registry import register
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (k, v), each (B, nh, T, hs)
+IGNORE = -100  # a target position that is not scored (cross_entropy's ignore_index)
 
 
 class CausalSelfAttention(nn.Module):
@@ -53,14 +57,13 @@ class CharTransformer(SequenceModel):
     family = "transformer"
 
     def __init__(self, vocab: str | list[str], block_size: int = 128, n_layer: int = 3, n_head: int = 4,
-                 n_embd: int = 96, dropout: float = 0.0, lr: float = 3e-3):
+                 n_embd: int = 96, dropout: float = 0.0):
         super().__init__()
         if n_embd % n_head:
-            raise ValueError("n_embd must be a multiple of n_head")
+            raise ConfigError("n_embd must be a multiple of n_head")
         self._set_vocab(vocab)
-        self.hparams = dict(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                            dropout=dropout, lr=lr)
         self.block_size = block_size
+        self.use_kv_cache = True  # sampling reuses past keys and values (tests compare with recomputation)
         V = len(self.vocab)
         self.wte = nn.Embedding(V, n_embd)
         self.wpe = nn.Embedding(block_size, n_embd)
@@ -81,21 +84,17 @@ class CharTransformer(SequenceModel):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def config(self) -> dict:
-        return {"family": self.family, "vocab": self.vocab.symbols, **self.hparams}
-
     @classmethod
     def default_config(cls, meta: dict) -> dict:
-        # Melodies are short and few: a shorter context, dropout and a gentler step overfit less.
-        extra = {"dropout": 0.1, "lr": 1e-3, "block_size": 32} if meta["modality"] == "music" else {}
+        # Melodies are short and few: a shorter context and dropout overfit less.
+        extra = {"dropout": 0.1, "block_size": 32} if meta["modality"] == "music" else {}
         return {"family": cls.family, "vocab": meta["vocab"], **extra}
 
-    def make_optimizers(self, lr: float | None = None):
+    def make_optimizers(self, settings: OptimizerSettings):
+        # Weight decay on matrices and embeddings only, not on biases and layer norms (nanoGPT).
         decay = [p for p in self.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.dim() < 2]
-        return [torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=lr or self.hparams["lr"], betas=(0.9, 0.99))]
+        return [settings.adamw([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])]
 
     # ---- core ---------------------------------------------------------------------
     def logits(self, idx: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
@@ -113,41 +112,53 @@ class CharTransformer(SequenceModel):
         return self.lm_head(self.ln_f(x)), new_cache
 
     def _windows(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cut rows (B, L) into (inputs, targets) windows of at most block_size positions."""
-        T = min(self.block_size, tokens.shape[1] - 1)
-        w = tokens.unfold(1, T + 1, T).reshape(-1, T + 1)  # (B * L // T, T + 1)
-        return w[:, :-1], w[:, 1:]
+        """Cut rows (B, L) into (inputs, targets) windows of T = min(block_size, L - 1) positions
+        that score every target of a row once: windows step by T, and where (L - 1) % T leaves a
+        tail, one more window ends at the row's last symbol, with the targets that the windows
+        before it already scored set to IGNORE."""
+        B, L = tokens.shape
+        T = min(self.block_size, L - 1)
+        w = tokens.unfold(1, T + 1, T)  # (B, n, T + 1)
+        x, y = w[..., :-1], w[..., 1:]
+        tail = (L - 1) - w.shape[1] * T
+        if tail:
+            last = tokens[:, -(T + 1):]  # (B, T + 1)
+            last_y = last[:, 1:].clone()
+            last_y[:, : T - tail] = IGNORE
+            x, y = torch.cat([x, last[:, None, :-1]], 1), torch.cat([y, last_y[:, None]], 1)
+        return x.reshape(-1, T), y.reshape(-1, T)  # (B * windows, T), a row's windows adjacent
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = self._windows(batch["tokens"])
         logits, _ = self.logits(x)
-        return {"loss": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))}
+        return {"loss": F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)}
 
     @torch.no_grad()
     def eval_nll(self, batch) -> tuple[float, int]:
         x, y = self._windows(batch["tokens"])
         logits, _ = self.logits(x)
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
-        return float(nll), y.numel()
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE,
+                              reduction="sum")
+        return float(nll), int((y != IGNORE).sum())
 
     def log_prob(self, x) -> torch.Tensor:
         """Log-probability of each row's symbols after its first (B,), in windows of block_size."""
         tokens = self.tokens(x)
         inp, tgt = self._windows(tokens)
         logits, _ = self.logits(inp)
-        lp = torch.log_softmax(logits, -1).gather(2, tgt.unsqueeze(2)).squeeze(2)
-        return lp.reshape(tokens.shape[0], -1).sum(1)
+        lp = torch.log_softmax(logits, -1).gather(2, tgt.clamp(min=0).unsqueeze(2)).squeeze(2)
+        return lp.masked_fill(tgt == IGNORE, 0.0).reshape(tokens.shape[0], -1).sum(1)
 
     # ---- generation ---------------------------------------------------------------
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, steps: int, temperature: torch.Tensor, top_k: list,
-                 gens: list[torch.Generator], use_cache: bool = True) -> torch.Tensor:
-        """Append `steps` sampled symbols to idx (B, T). With use_cache, keys and values of the
+                 gens: list[torch.Generator]) -> torch.Tensor:
+        """Append `steps` sampled symbols to idx (B, T). With use_kv_cache, keys and values of the
         past are reused while the context fits in the block; past it, the last block_size
         symbols are recomputed each step, exactly as without a cache."""
         cache = None
         for _ in range(steps):
-            if use_cache and cache is not None and idx.shape[1] <= self.block_size:
+            if self.use_kv_cache and cache is not None and idx.shape[1] <= self.block_size:
                 logits, cache = self.logits(idx[:, -1:], cache)
             else:
                 logits, cache = self.logits(idx[:, -self.block_size:])
@@ -155,7 +166,3 @@ class CharTransformer(SequenceModel):
             nxt = draw_categorical(torch.softmax(logits, -1), gens)
             idx = torch.cat([idx, nxt.unsqueeze(1)], 1)
         return idx
-
-    @torch.no_grad()
-    def sample(self, n: int, *, use_cache: bool = True, **options) -> list:
-        return super().sample(n, use_cache=use_cache, **options)

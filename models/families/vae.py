@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import LatentImageModel, draw_normal, generators, one_hot, register, sample_labels
+from genray.models.base import LatentImageModel, draw_normal, one_hot, sample_labels
+from genray.models.errors import OptionError
+from genray.models.registry import register
 
 
 def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -38,9 +40,8 @@ class ConvVAE(LatentImageModel):
     family = "vae"
     nll_unit = "nats/image"
 
-    def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 16,
-                 hidden: int = 32, lr: float = 4e-3):
-        super().__init__(shape, num_classes, latent_dim, hidden, lr)
+    def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 16, hidden: int = 32):
+        super().__init__(shape, num_classes, latent_dim, hidden)
         C, H, W = self.shape
         h2, feat = 2 * hidden, 2 * hidden * (H // 4) * (W // 4)
         self.encoder = nn.Sequential(
@@ -60,14 +61,11 @@ class ConvVAE(LatentImageModel):
             nn.Conv2d(hidden, 2 * C, 3, 1, 1),  # mean and log-scale per pixel
         )
 
-    def make_optimizers(self, lr: float | None = None):
-        return [torch.optim.Adam(self.parameters(), lr=lr or self.hparams["lr"])]
-
     # ---- core ---------------------------------------------------------------------
     def _prior_mean(self, labels: torch.Tensor | None, B: int) -> torch.Tensor:
         if self.prior_mu is None:
-            return torch.zeros(B, self.latent_dim)
-        return self.prior_mu[labels.long()]  # (B, D)
+            return torch.zeros(B, self.latent_dim, device=self.device)
+        return self.prior_mu[labels.long().to(self.device)]  # (B, D)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.decoder(self.from_latent(torch.cat([z, y], 1)))
@@ -79,7 +77,9 @@ class ConvVAE(LatentImageModel):
         """Per-image negative ELBO in nats (B,), or the importance-weighted bound for z_samples > 1."""
         x = batch["image"].float() / 127.5 - 1.0  # (B, C, H, W) in [-1, 1]
         B = x.shape[0]
-        y = one_hot(batch.get("label"), self.num_classes, B)
+        if self.num_classes and batch.get("label") is None:
+            raise OptionError("this VAE is class-conditional: its likelihood needs each image's label", "label")
+        y = one_hot(batch.get("label"), self.num_classes, B, x.device)
         mu, logvar = self.to_latent(torch.cat([self.encoder(x), y], 1)).chunk(2, dim=1)  # (B, D)
         std = torch.exp(0.5 * logvar)
         prior_mu = self._prior_mean(batch.get("label"), B)
@@ -110,20 +110,17 @@ class ConvVAE(LatentImageModel):
         than the ELBO, and like it an upper bound on the discretized 8-bit NLL."""
         return float(self._neg_elbo(batch, z_samples).sum()), batch["image"].shape[0]
 
-    @torch.no_grad()
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None, z_samples: int = 1) -> torch.Tensor:
         """Lower bound on log P(x) for uint8 images (B, C, H, W); tighter as z_samples grows."""
         return -self._neg_elbo({"image": x, "label": labels}, z_samples)
 
     # ---- generation ---------------------------------------------------------------
-    @torch.no_grad()
-    def sample(self, n: int, *, label: Any = None, generator=None, **_) -> torch.Tensor:
-        """n images (n, C, H, W) in [0, 1]: the decoder's mean for z ~ p(z|label). A label of
-        None draws the class uniformly from the row's own generator."""
-        gens = generators(generator, n)
-        z = draw_normal([self.latent_dim], gens)  # (n, D)
+    def _sample(self, n: int, gens: list[torch.Generator], *, label: Any = None) -> torch.Tensor:
+        """n images (C, H, W) in [0, 1]: the decoder's mean for z ~ p(z|label). A label of None
+        draws the class uniformly from the row's own generator."""
+        z = draw_normal([self.latent_dim], gens, self.device)  # (n, D)
         y = sample_labels(label, n, self.num_classes, gens)
         if y is not None:
             z = z + self._prior_mean(y, n)
-        mean, _ = self.decode(z, one_hot(y, self.num_classes, n))
-        return ((mean + 1.0) / 2.0).clamp(0.0, 1.0)
+        mean, _ = self.decode(z, one_hot(y, self.num_classes, n, self.device))
+        return ((mean + 1.0) / 2.0).clamp(0.0, 1.0).cpu()

@@ -1,0 +1,5 @@
+import sys
+
+from genray.cli import main
+
+sys.exit(main())

@@ -1,0 +1,76 @@
+"""genray serve: serve registry models over HTTP with Ray Serve until Ctrl-C or SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+
+def add_parser(sub, storage, ray) -> None:
+    c = sub.add_parser("serve", parents=[storage, ray], help="serve registry models over HTTP with Ray Serve")
+    add_http_options(c)
+    c.add_argument("--models", nargs="*", help="NAME or NAME@VERSION (default: latest of every generative model)")
+    c.set_defaults(fn=run)
+
+
+def add_http_options(c) -> None:
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8000)
+    c.add_argument("--max-replicas", type=int, default=2, help="autoscaling limit per model")
+
+
+def run(args) -> int:
+    from genray.cluster.connect import connect
+    from genray.cluster.storage import Storage
+
+    connect(args.address)
+    return serve_forever(args, Storage(args.storage), args.models)
+
+
+def examples(port: int, names: list[str]) -> str:
+    """curl calls for the models served, as the README shows them."""
+    base = f"http://127.0.0.1:{port}"
+    post = f"curl -s -X POST {base}/v1/generate/{{}} -H 'content-type: application/json' -d '{{}}'"
+    lines = [f"curl -s {base}/v1/models", f"curl -s {base}/healthz", f"curl -s {base}/metrics | grep genray_"]
+    for image_model, body in (("vae", '{"n": 4, "label": 7, "seed": 1}'), ("gan", '{"n": 4, "label": 3, "seed": 1}'),
+                              ("flow", '{"n": 4, "temperature": 0.7, "seed": 1}')):
+        if image_model in names:
+            lines.append(post.format(image_model, body))
+    for text_model in ("transformer", "rnn", "markov"):
+        if text_model in names:
+            body = '{"prompt": "ROMEO:", "max_tokens": 200, "temperature": 0.8, "seed": 1}'
+            lines.append(post.format(text_model, body))
+    if "ar" in names:
+        lines.append(post.format("ar", '{"prompt": [30, 60, 110, 150, 120, 80, 40, 20, 10, 15], "max_tokens": 12, '
+                                       '"seed": 1}'))
+    if "chorale-rnn" in names:
+        lines.append(post.format("chorale-rnn", '{"prompt": "G4/1 G4/1 D5/1", "max_tokens": 64, "seed": 1}')
+                     + " | python3 -c 'import sys, json, base64; s = json.load(sys.stdin)[\"samples\"][0]; "
+                       "print(s[\"events\"]); open(\"chorale.mid\", \"wb\").write(base64.b64decode(s[\"midi\"]))'")
+    return "\n".join(lines)
+
+
+def serve_forever(args, storage, refs: list[str] | None) -> int:
+    import ray
+    from ray import serve
+
+    from genray.cluster.registry import Registry
+    from genray.services.app import ServeOptions, build_app
+
+    application = build_app(storage.uri, refs, ServeOptions(max_replicas=args.max_replicas))
+    serve.start(http_options={"host": args.host, "port": args.port})
+    serve.run(application, name="genray", route_prefix="/")
+    names = refs or Registry(storage).names(kind="generative")
+    print(f"\ngenray is serving {', '.join(names)} on http://{args.host}:{args.port}  (Ctrl-C stops)\n")
+    print(examples(args.port, names), flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+    print("\nstopping genray ...", flush=True)
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        serve.delete("genray")  # leave a shared cluster's other applications running
+    else:
+        ray.shutdown()  # the embedded cluster goes with its process
+    return 0

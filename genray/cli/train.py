@@ -1,0 +1,46 @@
+"""genray train: train a model on Ray Train and publish it to the registry."""
+from __future__ import annotations
+
+from genray.cli.common import key_values
+
+
+def add_parser(sub, storage, ray) -> None:
+    t = sub.add_parser("train", parents=[storage, ray], help="train a model on Ray Train and publish it")
+    t.add_argument("family", help="markov | ar | rnn | transformer | vae | gan | flow")
+    t.add_argument("--dataset", help="shakespeare | mnist | digits | chorales | sunspots | macro | a path "
+                                     "(text file, image folder, folder of MIDI/scores, .parquet)")
+    t.add_argument("--name", help="registry name and run name (default: the family)")
+    t.add_argument("--workers", type=int, default=2)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--limit", type=int, help="use only the first N rows of each split")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture setting, e.g. --set n_layer=6")
+    t.add_argument("--train-set", action="append", metavar="KEY=VALUE",
+                   help="training setting, e.g. --train-set schedule=cosine --train-set weight_decay=0.1")
+    t.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    t.add_argument("--cpus-per-worker", type=float, default=1.0)
+    t.add_argument("--max-failures", type=int, default=1, help="worker failures to recover from")
+    t.add_argument("--fresh", action="store_true", help="start over instead of resuming the run's checkpoint")
+    t.set_defaults(fn=run)
+
+
+def run(args) -> int:
+    from genray.cluster.connect import connect
+    from genray.cluster.storage import Storage
+    from genray.trainers.run import TrainSpec, train
+
+    spec = TrainSpec(args.family, name=args.name, dataset=args.dataset, workers=args.workers, epochs=args.epochs,
+                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit,
+                     model=key_values(args.set, "--set"), train=key_values(args.train_set, "--train-set"),
+                     use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
+                     fresh=args.fresh)
+    spec.resolved()  # bad arguments fail before Ray starts
+    connect(args.address)
+    rec = train(spec, Storage(args.storage))
+    m = rec.metrics
+    quality = f"val_nll={m['val_nll']:.4f} {m['nll_unit']}" if "val_nll" in m else "no likelihood"
+    print(f"published {rec.ref}: {quality} after {m['epochs']} epoch(s), "
+          f"{m['wall_time_s']:.0f} s on {m['workers']} worker(s)")
+    return 0

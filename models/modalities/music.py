@@ -1,0 +1,88 @@
+"""Music: melodies as note events (`G4/1`, `R/0.5`, `|`). Samples are lists of events, returned
+with a MIDI file (and a WAV rendering on request); data are streams of pieces split by tune."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from genray.models.codecs import music
+from genray.models.codecs.music import EventVocab
+from genray.models.errors import DataError, InputError
+from genray.models.modalities.base import b64, fixed_list, register, val_mask
+from genray.models.modalities.symbols import SymbolModality
+
+SEQ_LEN = 128  # events per row (+1): a chorale melody is ~50
+TRANSPOSITIONS = range(-5, 7)
+TUNE_INTERVALS = 8
+
+
+def _tune(piece: list[str]) -> tuple:
+    """The opening intervals of a melody: the same in any key, and across rhythmic variants."""
+    pitches = [e[0] for e in map(music.parse_event, piece) if e and e[0] is not None]
+    return tuple(b - a for a, b in zip(pitches, pitches[1:]))[:TUNE_INTERVALS]
+
+
+@register
+class Music(SymbolModality):
+    name = "music"
+    nll_unit = "nats/note"
+    what = "events"
+    request_fields = frozenset({"wav"})
+    file_hint = "FILE.mid or FILE.wav"
+
+    def show(self, symbols: list[str]) -> str:
+        return " ".join(symbols[:10])
+
+    def to_json(self, sample: list[str], options: dict[str, Any]) -> dict:
+        out = {"events": " ".join(sample), "midi": b64(music.to_midi(sample))}
+        if options.get("wav"):
+            out["wav"] = b64(music.to_wav(sample))
+        return out
+
+    def to_text(self, sample: list[str]) -> str:
+        return " ".join(sample)
+
+    def write(self, samples: list, output: str) -> list[str]:
+        """Each sample as OUTPUT.mid (OUTPUT-K.mid for several); a .wav output renders audio."""
+        stem, dot, ext = output.rpartition(".")
+        if not dot or ext.lower() not in ("mid", "midi", "wav"):
+            raise InputError("music samples are written to FILE.mid or FILE.wav")
+        encode = music.to_wav if ext.lower() == "wav" else music.to_midi
+        paths = [output if len(samples) == 1 else f"{stem}-{i}.{ext}" for i in range(len(samples))]
+        for path, s in zip(paths, samples):
+            with open(path, "wb") as f:
+                f.write(encode(s))
+        return paths
+
+    def tables(self, pieces: list[list[str]]) -> tuple[pa.Table, pa.Table, dict]:
+        """Pieces are split whole into train and validation. Training pieces are also transposed
+        into all twelve keys (validation keeps the original keys), and each split is one stream
+        of pieces, each ended by '|'."""
+        if len(pieces) < 2:
+            raise DataError(f"need at least 2 pieces of music, got {len(pieces)}")
+        # Many chorales harmonise the same hymn tune with small changes: pieces whose melodies
+        # open with the same intervals are one tune and go to the same split, so that validation
+        # holds tunes never heard in training.
+        keys = [_tune(p) for p in pieces]
+        tunes = sorted(set(keys))
+        held_tunes = {t for t, v in zip(tunes, val_mask(len(tunes))) if v}
+        val = np.array([k in held_tunes for k in keys])
+        if val.all() or not val.any():
+            val = np.arange(len(pieces)) == len(pieces) - 1
+        # Training pieces are stored tune by tune, so that any contiguous run of rows holds whole tunes.
+        by_tune = sorted((k, i) for i, k in enumerate(keys) if not val[i])
+        train = [music.transpose(pieces[i], t) for _, i in by_tune for t in TRANSPOSITIONS]
+        held = [p for p, v in zip(pieces, val) if v]
+        vocab = EventVocab.from_pieces(train + held)
+
+        def table(split):
+            ids = vocab.encode([vocab.stop] + [t for p in split for t in [*p, vocab.stop]]).astype(np.int32)
+            seq = min(SEQ_LEN, len(ids) - 1)
+            return pa.table({"tokens": fixed_list(self.token_rows(ids, seq))}), seq
+
+        (train_t, train_seq), (val_t, _) = table(train), table(held)
+        meta = {"modality": self.name, "vocab": vocab.symbols, "seq_len": train_seq + 1, "pieces": len(pieces),
+                "tunes": len(tunes), "val_pieces": len(held)}
+        return train_t, val_t, meta

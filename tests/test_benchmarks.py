@@ -1,0 +1,26 @@
+"""Every benchmark's --smoke mode runs end to end, so that no benchmark breaks silently. Each
+runs in a process of its own (they start their own Ray where they need one); timings are printed
+by the benchmarks, never asserted here."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# script -> a line its report prints once it has run every part
+EXPECT = {
+    "gpu_check.py": "same as cpu",
+    "quality.py": "| series | quality-ar (sunspots) | one-step MSE |",
+    "serve_throughput.py": "plain FastAPI (unbatched)",
+    "train_overhead.py": "epoch-time ratio genray/bare",
+}
+
+
+@pytest.mark.parametrize("script", sorted(EXPECT))
+def test_benchmark_smoke_mode_runs(script):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    r = subprocess.run([sys.executable, os.path.join("benchmarks", script), "--smoke"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert EXPECT[script] in r.stdout, r.stdout[-4000:]

@@ -1,0 +1,65 @@
+"""Per-family presets, in one place: the data set, budget and optimizer settings a family trains
+with by default (the CLI's defaults, and the quality budgets benchmarks/quality.py reports), the
+quick models `genray up` trains, and the models the quality benchmark trains under its own names.
+Architecture defaults stay with each family (`default_config(meta)`)."""
+from __future__ import annotations
+
+from genray.trainers.config import TrainConfig
+
+# The batch size is per worker; small text batches make more steps in the same time, which pays on CPUs.
+TRAINING: dict[str, dict] = {
+    "markov": {"dataset": "shakespeare", "epochs": 1, "batch_size": 256},
+    "ar": {"dataset": "sunspots", "epochs": 1, "batch_size": 64},
+    "transformer": {"dataset": "shakespeare", "epochs": 1, "batch_size": 8, "log_every": 200,
+                    "lr": 3e-3, "betas": (0.9, 0.99), "weight_decay": 0.1},
+    "rnn": {"dataset": "shakespeare", "epochs": 3, "batch_size": 16, "log_every": 200, "lr": 3e-3},
+    "vae": {"dataset": "mnist", "epochs": 30, "batch_size": 128, "lr": 4e-3},
+    "gan": {"dataset": "mnist", "epochs": 30, "batch_size": 64, "lr": 5e-4, "betas": (0.5, 0.999)},
+    # A coupling's exp(s) can blow a rare batch's gradient up by orders of magnitude and undo an
+    # epoch of progress: clip the norm.
+    "flow": {"dataset": "mnist", "epochs": 24, "batch_size": 64, "lr": 1e-3, "max_grad_norm": 100.0},
+}
+# Where a family models another modality than its default data set's, these settings win.
+BY_MODALITY: dict[tuple[str, str], dict] = {
+    ("markov", "music"): {"batch_size": 256},
+    # Melodies are short and few: a gentler step overfits less.
+    ("transformer", "music"): {"epochs": 12, "batch_size": 16, "lr": 1e-3},
+    ("rnn", "music"): {"epochs": 16, "batch_size": 16},
+}
+
+# What `genray up` trains when the registry lacks it: a quick model of every family, and the
+# sequence families on music too (name -> TrainSpec arguments).
+QUICK: dict[str, dict] = {
+    "markov": {"family": "markov"},
+    "ar": {"family": "ar"},
+    "vae": {"family": "vae"},
+    "rnn": {"family": "rnn"},
+    "transformer": {"family": "transformer"},
+    "gan": {"family": "gan", "epochs": 10},
+    "flow": {"family": "flow", "epochs": 3},
+    "chorale-rnn": {"family": "rnn", "dataset": "chorales"},
+}
+
+# The quality benchmark's models, by task, at the families' default budgets. Their names are
+# their own, so the table never scores a model that another command trained differently.
+QUALITY: dict[str, dict[str, dict]] = {
+    "text": {"quality-markov": {"family": "markov"}, "quality-rnn": {"family": "rnn"},
+             "quality-transformer": {"family": "transformer"}},
+    "music": {"quality-chorale-markov": {"family": "markov", "dataset": "chorales"},
+              "quality-chorale-rnn": {"family": "rnn", "dataset": "chorales"},
+              "quality-chorale-transformer": {"family": "transformer", "dataset": "chorales"}},
+    "image": {"quality-vae": {"family": "vae"}, "quality-flow": {"family": "flow"}, "quality-gan": {"family": "gan"}},
+    "series": {"quality-ar": {"family": "ar"}, "quality-ar-macro": {"family": "ar", "dataset": "macro"}},
+}
+
+
+def default_dataset(family: str) -> str | None:
+    return TRAINING.get(family, {}).get("dataset")
+
+
+def training_config(family: str, modality: str, overrides: dict | None = None) -> TrainConfig:
+    """The family's training settings for data of `modality`, with `overrides` (None values ignored) on top."""
+    settings = {**TRAINING.get(family, {}), **BY_MODALITY.get((family, modality), {})}
+    settings.pop("dataset", None)
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return TrainConfig.from_dict(settings)
