@@ -32,7 +32,7 @@ run: $(STAMP)
 # Lint and the layer contracts (pyproject.toml) first: a broken rule fails the test run.
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/lint-imports --no-cache
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: lint
 	$(BIN)/python -m pytest -q

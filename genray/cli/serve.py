@@ -57,15 +57,16 @@ def serve_forever(args, storage, refs: list[str] | None) -> int:
     from genray.cluster.registry import Registry
     from genray.services.app import ServeOptions, build_app
 
+    # Handlers first: a SIGTERM while the app deploys still ends in a clean shutdown.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     application = build_app(storage.uri, refs, ServeOptions(max_replicas=args.max_replicas))
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(application, name="genray", route_prefix="/")
     names = refs or Registry(storage).names(kind="generative")
     print(f"\ngenray is serving {', '.join(names)} on http://{args.host}:{args.port}  (Ctrl-C stops)\n")
     print(examples(args.port, names), flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
         pass
     print("\nstopping genray ...", flush=True)
