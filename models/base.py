@@ -18,11 +18,10 @@ from genray.models.registry import Configurable
 AllReduce = Callable[[torch.Tensor], None]  # sums a tensor in place across workers
 
 
-class GenerativeModel(Configurable):
-    kind = "generative"
+class TrainableModel(Configurable):
+    """What the one training loop needs of any model it trains: a generative family, or a
+    classifier (kind "classifier")."""
     modalities: ClassVar[tuple[str, ...]] = ()  # every modality the family models, if more than one
-    # Sampling options this family's sample() takes; with n and seed, the request fields that apply.
-    sample_options: ClassVar[frozenset[str]] = frozenset()
     nll_unit: ClassVar[str | None] = "nats"  # the unit eval_nll() counts; None: no likelihood (GAN)
     # Keyword arguments for DistributedDataParallel, e.g. find_unused_parameters for a family whose
     # forward passes use different parameter subsets.
@@ -74,13 +73,28 @@ class GenerativeModel(Configurable):
     @torch.no_grad()
     def eval_nll(self, batch: dict[str, torch.Tensor]) -> tuple[float, int] | None:
         """(total negative log-likelihood in nats, number of units) over a batch, so that
-        workers can sum both and report nats per unit; None for a family without a likelihood."""
+        workers can sum both and report nats per unit; None for a family without a likelihood.
+        For a classifier, the cross-entropy of the labels."""
         raise NotImplementedError
 
     def heldout_nll(self, batch: dict[str, torch.Tensor]) -> tuple[float, int] | None:
         """What `genray eval` reports: eval_nll, or a tighter but costlier estimate where the
         family has one (the VAE's importance-weighted bound)."""
         return self.eval_nll(batch)
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+
+class GenerativeModel(TrainableModel):
+    kind = "generative"
+    # Sampling options this family's sample() takes; with n and seed, the request fields that apply.
+    sample_options: ClassVar[frozenset[str]] = frozenset()
 
     def log_prob(self, x: Any) -> torch.Tensor:
         """Exact log-likelihood per example, or a lower bound where that is all there is. Not
@@ -111,14 +125,6 @@ class GenerativeModel(Configurable):
 
     def _sample(self, n: int, gens: list[torch.Generator], **options: Any) -> Sequence:
         raise NotImplementedError
-
-    @property
-    def device(self) -> torch.device:
-        for t in self.parameters():
-            return t.device
-        for t in self.buffers():
-            return t.device
-        return torch.device("cpu")
 
 
 class LatentImageModel(GenerativeModel):

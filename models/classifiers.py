@@ -1,9 +1,11 @@
-"""Discriminative nets that judge generative ones.
+"""Image classifiers: the victims of attacks and defenses, and the judges of generative models.
 
-ImageJudge is a small CNN classifier trained on a labelled image data set; its penultimate
-features define a Fréchet distance between two sets of images (the FID recipe of Heusel et
-al., 2017, with this classifier in place of Inception, which is neither available offline nor
-meaningful on 28x28 digits). Its accuracy on generated images also tells whether a
+ImageClassifier is a small CNN trained on a labelled image data set, either through the one
+Ray Train loop (`genray train classifier`: its NLL is the cross-entropy of the labels) or
+in-process with `fit()` (the judge that `genray eval` trains once per data set). Its
+penultimate features define a Fréchet distance between two sets of images (the FID recipe of
+Heusel et al., 2017, with this classifier in place of Inception, which is neither available
+offline nor meaningful on 28x28 digits); its accuracy on generated images tells whether a
 class-conditional model draws the class it was asked for.
 """
 from __future__ import annotations
@@ -13,15 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genray.models.registry import Configurable, register
+from genray.models.base import TrainableModel
+from genray.models.errors import DataError
+from genray.models.registry import register
 
 
 @register
-class ImageJudge(Configurable):
-    """Stored in the model registry like any model (kind "classifier"), one per labelled data set."""
-    family = "image-judge"
+class ImageClassifier(TrainableModel):
+    """Stored in the model registry like any model, with kind "classifier". Takes images as
+    uint8 in [0, 255] or float in [0, 1], (B, C, H, W); returns logits (B, classes)."""
+    family = "classifier"
     kind = "classifier"
     modality = "image"
+    nll_unit = "nats/label"
 
     def __init__(self, shape: list[int], num_classes: int, width: int = 32, features: int = 64):
         super().__init__()
@@ -34,6 +40,12 @@ class ImageJudge(Configurable):
         )
         self.head = nn.Linear(features, num_classes)
 
+    @classmethod
+    def default_config(cls, meta: dict) -> dict:
+        if not meta.get("num_classes"):
+            raise DataError(f"a classifier needs labelled images; data set {meta.get('name')!r} has no labels")
+        return {"family": cls.family, "shape": meta["shape"], "num_classes": meta["num_classes"]}
+
     @staticmethod
     def _prep(images: torch.Tensor) -> torch.Tensor:
         """uint8 in [0, 255] or float in [0, 1] -> float in [-1, 1]."""
@@ -43,11 +55,22 @@ class ImageJudge(Configurable):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(self._prep(images))  # (B, features)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images))  # (B, classes) logits
+    def forward(self, images: torch.Tensor | dict) -> torch.Tensor | dict:
+        """Images -> logits (B, classes); a training batch {"image", "label"} -> {"loss", "accuracy"}."""
+        if isinstance(images, dict):
+            logits = self.head(self.features(images["image"]))
+            labels = images["label"].long()
+            return {"loss": F.cross_entropy(logits, labels),
+                    "accuracy": (logits.argmax(1) == labels).float().mean().detach()}
+        return self.head(self.features(images))
+
+    @torch.no_grad()
+    def eval_nll(self, batch: dict) -> tuple[float, int]:
+        logits = self(batch["image"])
+        return float(F.cross_entropy(logits, batch["label"].long(), reduction="sum")), len(logits)
 
     def fit(self, images: torch.Tensor, labels: torch.Tensor, epochs: int = 8, batch_size: int = 64,
-            seed: int = 0) -> "ImageJudge":
+            seed: int = 0) -> "ImageClassifier":
         g = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=2e-3)
         self.train()

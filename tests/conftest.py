@@ -34,7 +34,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def trained(ray_cluster, storage):
-    """A quick 2-worker run of each family, published to the session registry."""
+    """A quick 2-worker run of each family (and of the classifier), published to the session registry."""
     from genray.trainers.run import TrainSpec, train
 
     specs = {
@@ -48,6 +48,7 @@ def trained(ray_cluster, storage):
         "rnn": TrainSpec("rnn", name="rnn", workers=2, limit=256, epochs=2, model={"hidden": 64, "n_layer": 1},
                          train={"schedule": "cosine", "warmup_steps": 4}),
         "ar": TrainSpec("ar", name="ar", workers=2),
+        "classifier": TrainSpec("classifier", name="classifier", dataset="digits", workers=2, epochs=6),
         "chorale": TrainSpec("rnn", name="chorale", dataset="chorales", workers=2, limit=256, epochs=3,
                              model={"hidden": 64, "n_layer": 1}),
     }

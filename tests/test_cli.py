@@ -113,3 +113,24 @@ def test_only_user_errors_become_one_line(storage, monkeypatch, capsys):
         cli(["models", "--storage", storage.uri])
     assert cli(["train", "vae", "--set", "hidden=ten", "--dataset", "digits", "--storage", storage.uri]) == 2
     assert "hidden" in capsys.readouterr().err  # a bad setting is the user's: one line
+
+
+def test_eval_and_attack_a_classifier(trained, storage, tmp_path, capsys):
+    from genray.cluster.registry import Registry
+
+    assert cli(["eval", "classifier", "--storage", storage.uri]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    ev = Registry(storage).record("classifier").metrics["eval"]
+    assert ev["accuracy"] > 0.9 and ev["nll_unit"] == "nats/label"
+    png = tmp_path / "attack.png"
+    assert cli(["attack", "classifier", "--method", "pgd", "--eps", "0.2", "--steps", "20", "-n", "128",
+                "-o", str(png), "--storage", storage.uri]) == 0
+    out = capsys.readouterr().out
+    clean = float(out.split("clean accuracy ")[1].split()[0])
+    robust = float(out.split("robust accuracy ")[1].split()[0])
+    assert clean > 0.9 and robust < clean - 0.3, out
+    assert Image.open(png).size == (16 * 10 + 2, 3 * 10 + 2)  # 16 columns, 3 rows of 8x8 tiles
+    assert cli(["attack", "classifier", "--method", "pgd", "--eps", "2", "--storage", storage.uri]) == 2
+    assert "eps must be in" in capsys.readouterr().err
+    assert cli(["attack", "vae", "--eps", "0.1", "--storage", storage.uri]) == 2
+    assert "takes a classifier" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genray.models import build, modalities
-from genray.models.classifiers import ImageJudge, frechet_distance
+from genray.models.classifiers import ImageClassifier, frechet_distance
 from genray.models.codecs import EventVocab, make_vocab, music
 from genray.models.optim import OptimizerSettings
 
@@ -128,7 +128,7 @@ def test_frechet_distance_and_judge():
     x = torch.as_tensor(np.round(d.images * 255 / 16), dtype=torch.uint8).unsqueeze(1)
     y = torch.as_tensor(d.target)
     torch.manual_seed(0)
-    judge = ImageJudge([1, 8, 8], 10).fit(x[:1500], y[:1500], epochs=6)
+    judge = ImageClassifier([1, 8, 8], 10).fit(x[:1500], y[:1500], epochs=6)
     assert judge.accuracy(x[1500:], y[1500:]) > 0.85
     assert judge.frechet_distance(x[:300], x[1500:]) < judge.frechet_distance(torch.rand(300, 1, 8, 8), x[1500:])
 

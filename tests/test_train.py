@@ -6,8 +6,10 @@ import pytest
 from genray.cluster.registry import Registry
 from genray.trainers.run import TrainSpec, build_trainer, publish, train
 
+FAMILIES = ["ar", "chorale", "classifier", "flow", "gan", "markov", "rnn", "transformer", "vae"]
 
-@pytest.mark.parametrize("family", ["ar", "chorale", "flow", "gan", "markov", "rnn", "transformer", "vae"])
+
+@pytest.mark.parametrize("family", FAMILIES)
 def test_two_worker_run_publishes_a_version_that_learned(trained, storage, family):
     rec = trained[family]
     assert rec.version >= 1 and Registry(storage).record(family).version == rec.version
@@ -26,6 +28,9 @@ def test_two_worker_run_publishes_a_version_that_learned(trained, storage, famil
         assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
     elif family == "flow":  # a few steps from the identity: the bound must be falling
         assert m["nll_unit"] == "nats/image"
+        assert m["history"][-1]["val_nll"] < m["history"][0]["val_nll"]
+    elif family == "classifier":  # cross-entropy of the labels, far below a uniform guess
+        assert m["nll_unit"] == "nats/label" and m["val_nll"] < 0.5 < math.log(10)
         assert m["history"][-1]["val_nll"] < m["history"][0]["val_nll"]
     elif family == "ar":  # sunspots: the fitted noise is far below the series' own spread
         assert m["nll_unit"] == "nats/value" and m["val_nll"] < 5.0

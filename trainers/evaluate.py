@@ -4,6 +4,7 @@ Runs in-process: evaluation reads weights, it does not change them, and the vali
 of the embedded data sets take seconds to a minute on one core. Every model gets its NLL per
 unit (where it has a likelihood); its modality adds the rest (models/modalities/):
 
+    classifiers   cross-entropy (nats/label) and accuracy
     text, music   NLL per char / per note (exact)
     series        NLL per value and one-step-ahead forecast MSE
     images        NLL bound in bits/dim on the 8-bit pixels (flow: dequantized; VAE:
@@ -18,7 +19,7 @@ import torch
 from genray.cluster.registry import ModelRecord, Registry, RegistryError
 from genray.cluster.storage import Storage
 from genray.models import modalities
-from genray.models.classifiers import ImageJudge
+from genray.models.classifiers import ImageClassifier
 from genray.models.modalities.image import quality
 from genray.trainers import datasets
 
@@ -27,12 +28,12 @@ def judge_name(meta: dict) -> str:
     return f"judge-{datasets.cache_key(meta['name'])}"
 
 
-def judge(meta: dict, storage: Storage, splits: dict) -> ImageJudge:
+def judge(meta: dict, storage: Storage, splits: dict) -> ImageClassifier:
     """The classifier of a labelled image data set (splits: its train and val tensors), a
     registry model like any other: trained on the training split once (seconds on MNIST-5k),
     then loaded."""
     registry = Registry(storage)
-    net = ImageJudge(meta["shape"], meta["num_classes"])
+    net = ImageClassifier(meta["shape"], meta["num_classes"])
     name = judge_name(meta)
     try:
         rec = registry.record(name)
@@ -60,8 +61,8 @@ def image_quality(samples: torch.Tensor, labels: torch.Tensor | None, meta: dict
 def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0) -> ModelRecord:
     registry = Registry(storage)
     model, rec = registry.load(ref)
-    if rec.kind != "generative":
-        raise RegistryError(f"{rec.ref} is a {rec.kind}, not a generative model")
+    if rec.kind not in ("generative", "classifier"):
+        raise RegistryError(f"{rec.ref} is a {rec.kind}: genray eval scores generative models and classifiers")
     meta = datasets.prepare(rec.metrics["dataset"], storage)
     modality = modalities.get(meta["modality"])
     splits = splits_of(meta, storage)
@@ -77,6 +78,9 @@ def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0) -
             total, units = total + s, units + u
         nll = total / units
         result.update(heldout_nll=nll, nll_unit=model.nll_unit, units=units)
-    judge_net = judge(meta, storage, splits) if modality.wants_judge(meta) else None
-    result.update(modality.metrics(model, splits, meta, nll=nll, judge=judge_net, seed=seed))
+    if rec.kind == "classifier":
+        result["accuracy"] = model.accuracy(val["image"], val["label"])
+    else:
+        judge_net = judge(meta, storage, splits) if modality.wants_judge(meta) else None
+        result.update(modality.metrics(model, splits, meta, nll=nll, judge=judge_net, seed=seed))
     return registry.update_metrics(rec.ref, {"eval": result})

@@ -18,6 +18,7 @@ TRAINING: dict[str, dict] = {
     # A coupling's exp(s) can blow a rare batch's gradient up by orders of magnitude and undo an
     # epoch of progress: clip the norm.
     "flow": {"dataset": "mnist", "epochs": 24, "batch_size": 64, "lr": 1e-3, "max_grad_norm": 100.0},
+    "classifier": {"dataset": "mnist", "epochs": 10, "batch_size": 64, "lr": 2e-3},
 }
 # Where a family models another modality than its default data set's, these settings win.
 BY_MODALITY: dict[tuple[str, str], dict] = {
@@ -27,8 +28,8 @@ BY_MODALITY: dict[tuple[str, str], dict] = {
     ("rnn", "music"): {"epochs": 16, "batch_size": 16},
 }
 
-# What `genray up` trains when the registry lacks it: a quick model of every family, and the
-# sequence families on music too (name -> TrainSpec arguments).
+# What `genray up` trains when the registry lacks it: a quick model of every family, the sequence
+# families on music too, and an image classifier (name -> TrainSpec arguments).
 QUICK: dict[str, dict] = {
     "markov": {"family": "markov"},
     "ar": {"family": "ar"},
@@ -38,6 +39,7 @@ QUICK: dict[str, dict] = {
     "gan": {"family": "gan", "epochs": 10},
     "flow": {"family": "flow", "epochs": 3},
     "chorale-rnn": {"family": "rnn", "dataset": "chorales"},
+    "classifier": {"family": "classifier"},  # not served; `genray attack classifier` attacks it
 }
 
 # The quality benchmark's models, by task, at the families' default budgets. Their names are

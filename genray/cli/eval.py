@@ -24,6 +24,8 @@ def run(args) -> int:
     if "fid" in r:
         parts.append(f"digit-FID {r['fid']:.2f} ({r['fid_samples']} samples; real images score "
                      f"{r['fid_real_floor']:.2f})")
+    if "accuracy" in r:
+        parts.append(f"accuracy {r['accuracy']:.4f}")
     if "label_accuracy" in r:
         parts.append(f"label accuracy {r['label_accuracy']:.3f}")
     print(f"{args.model}: {'; '.join(parts)} on {r['rows']} {r['split']} rows of {r['dataset']} "

@@ -6,7 +6,7 @@ from genray.cli.common import key_values
 
 def add_parser(sub, storage, ray) -> None:
     t = sub.add_parser("train", parents=[storage, ray], help="train a model on Ray Train and publish it")
-    t.add_argument("family", help="markov | ar | rnn | transformer | vae | gan | flow")
+    t.add_argument("family", help="markov | ar | rnn | transformer | vae | gan | flow | classifier")
     t.add_argument("--dataset", help="shakespeare | mnist | digits | chorales | sunspots | macro | a path "
                                      "(text file, image folder, folder of MIDI/scores, .parquet)")
     t.add_argument("--name", help="registry name and run name (default: the family)")
