@@ -102,3 +102,31 @@ def test_one_fit_can_be_published_under_any_name(ray_cluster, storage):
     rec = publish(run, result, wall, storage, name="ar-chosen")
     assert rec.ref == "ar-chosen@1" and rec.metrics["val_nll"] == result.metrics["val_nll"]
     assert "ar-fit" not in Registry(storage).names()
+
+
+def test_adversarial_training_on_two_workers_buys_robustness(trained, storage):
+    """PGD adversarial training through the one loop (the attack runs in each training step on
+    both workers, DDP syncs the gradients): the published classifier resists PGD far better than
+    the standard one trained on the same data, at a small cost in clean accuracy."""
+    from genray.models.robustness import attack
+    from genray.trainers import datasets
+
+    spec = TrainSpec("classifier", name="classifier-adv", dataset="digits", workers=2, epochs=6,
+                     train={"defense": "adversarial", "defense_eps": 0.2, "defense_steps": 5})
+    rec = train(spec, storage)
+    assert rec.metrics["training"]["defense"] == "adversarial" and rec.metrics["workers"] == 2
+    registry = Registry(storage)
+    meta = datasets.prepare("digits", storage)
+    val = datasets.local_arrays(meta, "val", storage)
+    x, y = val["image"].float() / 255.0, val["label"]
+    robust = {}
+    for name in ("classifier", "classifier-adv"):
+        model, _ = registry.load(name)
+        r = attack(model, x, y, method="pgd", eps=0.2, steps=20, restarts=2)
+        robust[name] = (r.clean_accuracy, r.robust_accuracy)
+    (clean_std, robust_std), (clean_adv, robust_adv) = robust["classifier"], robust["classifier-adv"]
+    assert robust_adv > robust_std + 0.25, robust  # in-process: 0.41 against 0.01
+    assert clean_adv > 0.8 and clean_adv > clean_std - 0.1, robust
+    with pytest.raises(ValueError, match="trains image classifiers"):
+        train(TrainSpec("vae", name="vae-adv", dataset="digits", workers=1, train={"defense": "adversarial"}),
+              storage)

@@ -12,6 +12,7 @@ from genray.models.errors import ConfigError
 from genray.models.optim import OptimizerSettings
 
 SCHEDULES = ("constant", "cosine")
+DEFENSES = ("none", "augment", "adversarial")  # trainers/defenses.py; for image classifiers
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     seed: int = 0
     log_every: int = 50  # steps between progress lines (0: none)
+    defense: str = "none"  # "augment" | "adversarial" (PGD training with the settings below)
+    defense_eps: float = 0.3
+    defense_steps: int = 7
+    defense_norm: str = "linf"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -37,6 +42,10 @@ class TrainConfig:
             raise ConfigError("warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise ConfigError("max_grad_norm must be > 0")
+        if self.defense not in DEFENSES:
+            raise ConfigError(f"defense must be one of {list(DEFENSES)}, got {self.defense!r}")
+        if self.defense_norm not in ("linf", "l2") or not self.defense_eps > 0 or not 1 <= self.defense_steps <= 100:
+            raise ConfigError("defense_norm must be linf or l2, defense_eps > 0 and defense_steps in [1, 100]")
         self.optimizer()  # checks lr, betas, weight decay
 
     @classmethod

@@ -25,6 +25,7 @@ from genray.models.base import GenerativeModel
 from genray.models.registry import build
 from genray.trainers.config import TrainConfig
 from genray.trainers.datasets import to_tensors
+from genray.trainers.defenses import batch_transform
 
 CKPT_WEIGHTS, CKPT_BEST = "model.safetensors", "best.safetensors"
 CKPT_OPTIM, CKPT_STATE = "optimizers.pt", "state.json"
@@ -125,6 +126,8 @@ def train_loop_per_worker(cfg: dict) -> None:
     if trainable and ctx.get_world_size() > 1:
         forward = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=dict(model.ddp_options) or None)
     optimizers = model.make_optimizers(tc.optimizer())
+    # A training-time defense (augmentation, adversarial examples) transforms each batch first.
+    defend = batch_transform(tc, model, torch.Generator().manual_seed(tc.seed * 1_000_003 + rank))
     schedulers = tc.schedulers(optimizers, cfg["total_steps"])
 
     state = {"epoch": -1, "history": []}
@@ -156,7 +159,8 @@ def train_loop_per_worker(cfg: dict) -> None:
             waited += time.perf_counter() - t_wait
             if batch is None:
                 break
-            out = model.train_step({k: v.to(device) for k, v in batch.items()}, optimizers, forward,
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model.train_step(defend(batch) if defend else batch, optimizers, forward,
                                    max_grad_norm=tc.max_grad_norm)
             for sched in schedulers:
                 sched.step()

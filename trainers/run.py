@@ -88,6 +88,8 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
     meta = datasets.prepare(spec.dataset, storage)
     config = model_config(spec, meta)
     tc = spec.training_config(meta["modality"])
+    if tc.defense != "none" and family_class(spec.family).kind != "classifier":
+        raise ConfigError(f"defense {tc.defense!r} trains image classifiers, not {spec.family} models")
     run_dir = storage.path("runs", spec.name)
     if spec.fresh:
         storage.delete_dir(run_dir)

@@ -19,6 +19,11 @@ def add_parser(sub, storage, ray) -> None:
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture setting, e.g. --set n_layer=6")
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE",
                    help="training setting, e.g. --train-set schedule=cosine --train-set weight_decay=0.1")
+    t.add_argument("--defense", choices=["none", "augment", "adversarial"],
+                   help="classifiers: train on augmented images (noise, shifts) or on PGD examples (Madry et al.)")
+    t.add_argument("--eps", type=float, help="adversarial training: the PGD budget (L-inf unless "
+                                             "--train-set defense_norm=l2; default 0.3)")
+    t.add_argument("--defense-steps", type=int, help="adversarial training: PGD steps per batch (default 7)")
     t.add_argument("--gpu", action="store_true", help="one GPU per worker")
     t.add_argument("--cpus-per-worker", type=float, default=1.0)
     t.add_argument("--max-failures", type=int, default=1, help="worker failures to recover from")
@@ -33,7 +38,7 @@ def run(args) -> int:
 
     spec = TrainSpec(args.family, name=args.name, dataset=args.dataset, workers=args.workers, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit,
-                     model=key_values(args.set, "--set"), train=key_values(args.train_set, "--train-set"),
+                     model=key_values(args.set, "--set"), train=_training(args),
                      use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
                      fresh=args.fresh)
     spec.resolved()  # bad arguments fail before Ray starts
@@ -44,3 +49,8 @@ def run(args) -> int:
     print(f"published {rec.ref}: {quality} after {m['epochs']} epoch(s), "
           f"{m['wall_time_s']:.0f} s on {m['workers']} worker(s)")
     return 0
+
+
+def _training(args) -> dict:
+    flags = {"defense": args.defense, "defense_eps": args.eps, "defense_steps": args.defense_steps}
+    return {**key_values(args.train_set, "--train-set"), **{k: v for k, v in flags.items() if v is not None}}
