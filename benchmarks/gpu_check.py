@@ -1,5 +1,6 @@
-"""The model contract on an accelerator: every family trains a few hundred steps and samples on
-the given device, without Ray (GPU machines here have PyTorch but no Ray). Prints, per family,
+"""The model contract on an accelerator: every family trains a few hundred steps, with its default
+architecture and its presets' training settings, and samples on the given device, without Ray
+(GPU machines here have PyTorch but no Ray). Prints, per family,
 steps/s, the loss before and after, sampling time, and whether samples come back as the
 modality's CPU types and match the same seeds' samples on the CPU.
 
@@ -20,14 +21,21 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from genray.models import build, modalities, seeded  # noqa: E402
+from genray.models import build, family_class, modalities, seeded  # noqa: E402
 from genray.models.base import GenerativeModel  # noqa: E402
+from genray.models.modalities.series import CONTEXT  # noqa: E402
+from genray.trainers.config import TrainConfig  # noqa: E402
+from genray.trainers.presets import training_config  # noqa: E402  (presets import no Ray)
 
-# Architectures and optimizer numbers as trainers/presets.py and the families' defaults give them
-# (presets are not imported: they live in the Ray layer).
-TEXT = {"transformer": ({"n_layer": 3, "n_embd": 96, "n_head": 4, "block_size": 128}, 3e-3, 32),
-        "rnn": ({"hidden": 128, "n_layer": 2}, 3e-3, 32), "markov": ({"order": 3}, None, 256)}
-IMAGE = {"vae": ({}, 4e-3, 128), "gan": ({}, 5e-4, 64), "flow": ({"scales": 2, "hidden": 64}, 1e-3, 64)}
+TEXT, IMAGE = ("transformer", "rnn", "markov"), ("vae", "gan", "flow")
+# Text batches of 32 rows, 4x the CPU preset's 8: a GPU step on 8 x 256 symbols leaves it idle.
+TEXT_BATCH = 32
+
+
+def preset(family: str, meta: dict, batch_size: int | None = None) -> tuple[GenerativeModel, TrainConfig]:
+    """The family's default architecture for the data set, and its preset training settings."""
+    model = build({**family_class(family).default_config(meta), "family": family})
+    return model, training_config(family, meta["modality"], {"batch_size": batch_size})
 
 
 def export(out: str) -> None:
@@ -62,12 +70,10 @@ def load(data: str | None) -> dict:
             "labels": (arr("mnist_train_labels").long(), arr("mnist_val_labels").long())}
 
 
-def check(model: GenerativeModel, train: dict, val: dict, lr: float | None, bs: int, steps: int,
-          device: str, sample_opts: dict) -> dict:
-    from genray.models.optim import OptimizerSettings
-
+def check(model: GenerativeModel, tc: TrainConfig, train: dict, val: dict, steps: int, device: str,
+          sample_opts: dict) -> dict:
     model = model.to(device)
-    opts = model.make_optimizers(OptimizerSettings(lr=lr)) if lr else []
+    opts, bs = model.make_optimizers(tc.optimizer()), tc.batch_size
     to = lambda b: {k: v.to(device) for k, v in b.items()}  # noqa: E731
     n = len(next(iter(train.values())))
     g = torch.Generator().manual_seed(0)
@@ -81,7 +87,7 @@ def check(model: GenerativeModel, train: dict, val: dict, lr: float | None, bs: 
     for _ in range(steps if opts else 1):
         idx = torch.randint(0, n, (bs,), generator=g) if opts else torch.arange(n)
         with amp:
-            out = model.train_step(to({k: v[idx] for k, v in train.items()}), opts)
+            out = model.train_step(to({k: v[idx] for k, v in train.items()}), opts, max_grad_norm=tc.max_grad_norm)
     model.reduce_statistics(lambda t: None)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -124,22 +130,23 @@ def main() -> int:
     rows = []
     print(f"torch {torch.__version__}, device {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""), flush=True)
-    for family, (arch, lr, bs) in TEXT.items():
+    for family in TEXT:
         train, val = ({"tokens": t} for t in data["text"])
-        m = build({"family": family, "vocab": data["vocab"], **arch})
-        rows.append(check(m, train, val, lr, bs, args.steps, args.device, {"prompt": data["prompt"], "max_tokens": 64}))
+        m, tc = preset(family, {"modality": "text", "vocab": data["vocab"]}, TEXT_BATCH)
+        rows.append(check(m, tc, train, val, args.steps, args.device, {"prompt": data["prompt"], "max_tokens": 64}))
         print(rows[-1], flush=True)
     shape = list(data["images"][0].shape[1:])
-    for family, (arch, lr, bs) in IMAGE.items():
+    for family in IMAGE:
         train, val = ({"image": x, "label": y} for x, y in zip(data["images"], data["labels"]))
-        conditional = {"num_classes": 10} if family != "flow" else {}
-        m = build({"family": family, "shape": shape, **conditional, **arch})
-        rows.append(check(m, train, val, lr, bs, args.steps, args.device, {"label": 3} if conditional else {}))
+        m, tc = preset(family, {"modality": "image", "shape": shape, "num_classes": 10})
+        rows.append(check(m, tc, train, val, args.steps, args.device,
+                          {"label": 3} if "label" in m.sample_options else {}))
         print(rows[-1], flush=True)
     t = torch.arange(400, dtype=torch.float64)
     series = torch.sin(t / 5)[None] + 0.1 * torch.randn(1, 400, dtype=torch.float64)
     batch = {"series": series, "first": torch.zeros(1, dtype=torch.long)}
-    rows.append(check(build({"family": "ar", "max_order": 8}), batch, batch, None, 1, args.steps, args.device,
+    m, tc = preset("ar", {"modality": "series", "context": CONTEXT})
+    rows.append(check(m, tc, batch, batch, args.steps, args.device,
                       {"prompt": series[0, -16:].tolist(), "max_tokens": 16}))
     print(rows[-1], flush=True)
     print(f"\n{'family':<12}{'steps/s':>9}{'val NLL before':>16}{'after':>10}  unit        {'sample 8 (s)':>13}"

@@ -17,6 +17,7 @@ from torch import nn
 
 from genray.models.base import TrainableModel
 from genray.models.errors import DataError
+from genray.models.optim import OptimizerSettings
 from genray.models.registry import register
 
 
@@ -72,7 +73,7 @@ class ImageClassifier(TrainableModel):
     def fit(self, images: torch.Tensor, labels: torch.Tensor, epochs: int = 8, batch_size: int = 64,
             seed: int = 0) -> "ImageClassifier":
         g = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(self.parameters(), lr=2e-3)
+        opts = self.make_optimizers(OptimizerSettings(lr=2e-3))
         self.train()
         for _ in range(epochs):
             perm = torch.randperm(len(images), generator=g)
@@ -81,11 +82,7 @@ class ImageClassifier(TrainableModel):
                 x = images[idx]
                 # One-pixel random shifts: features that do not hinge on exact placement.
                 dx, dy = torch.randint(-1, 2, (2,), generator=g).tolist()
-                x = torch.roll(x, (dy, dx), dims=(2, 3))
-                loss = F.cross_entropy(self(x), labels[idx].long())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                self.train_step({"image": torch.roll(x, (dy, dx), dims=(2, 3)), "label": labels[idx]}, opts)
         return self.eval()
 
     @torch.no_grad()

@@ -32,7 +32,7 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
     generative model)."""
     o = options or ServeOptions()
     registry = Registry(Storage(storage_uri))
-    records = [registry.record(r) for r in (refs or registry.names(kind="generative"))]
+    records = [registry.record(r) for r in refs] if refs else [r for r in registry.list() if r.kind == "generative"]
     if not records:
         raise RegistryError(f"no models to serve in {storage_uri}; train one with `genray train`")
     for rec in records:

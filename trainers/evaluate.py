@@ -36,9 +36,9 @@ def judge(meta: dict, storage: Storage, splits: dict) -> ImageClassifier:
     net = ImageClassifier(meta["shape"], meta["num_classes"])
     name = judge_name(meta)
     try:
-        rec = registry.record(name)
+        stored, rec = registry.load(name)
         if rec.config == net.config():
-            return registry.load(name)[0]
+            return stored
     except RegistryError:
         pass
     torch.manual_seed(0)
@@ -48,8 +48,8 @@ def judge(meta: dict, storage: Storage, splits: dict) -> ImageClassifier:
     return net
 
 
-def splits_of(meta: dict, storage: Storage) -> dict:
-    return {split: datasets.local_arrays(meta, split, storage) for split in ("train", "val")}
+def splits_of(meta: dict, storage: Storage, names=("train", "val")) -> dict:
+    return {split: datasets.local_arrays(meta, split, storage) for split in names}
 
 
 def image_quality(samples: torch.Tensor, labels: torch.Tensor | None, meta: dict, storage: Storage) -> dict:
@@ -65,7 +65,9 @@ def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0) -
         raise RegistryError(f"{rec.ref} is a {rec.kind}: genray eval scores generative models and classifiers")
     meta = datasets.prepare(rec.metrics["dataset"], storage)
     modality = modalities.get(meta["modality"])
-    splits = splits_of(meta, storage)
+    # The training split is read only for the judge of a labelled image set.
+    wants_judge = rec.kind == "generative" and modality.wants_judge(meta)
+    splits = splits_of(meta, storage, ("train", "val") if wants_judge else ("val",))
     val = splits["val"]
     rows = len(next(iter(val.values())))
     result = {"dataset": rec.metrics["dataset"], "split": "val", "rows": rows}
@@ -81,6 +83,6 @@ def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0) -
     if rec.kind == "classifier":
         result["accuracy"] = model.accuracy(val["image"], val["label"])
     else:
-        judge_net = judge(meta, storage, splits) if modality.wants_judge(meta) else None
+        judge_net = judge(meta, storage, splits) if wants_judge else None
         result.update(modality.metrics(model, splits, meta, nll=nll, judge=judge_net, seed=seed))
     return registry.update_metrics(rec.ref, {"eval": result})

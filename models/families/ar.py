@@ -43,9 +43,6 @@ class AutoRegressive(GenerativeModel):
     def default_config(cls, meta: dict) -> dict:
         return {"family": cls.family, "max_order": min(16, meta.get("context", 16))}
 
-    def make_optimizers(self, settings) -> list:
-        return []
-
     # ---- statistics ---------------------------------------------------------------------
     def _design(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows X (N, P) and targets y (N,) of every value with max_order values of history in
@@ -125,16 +122,16 @@ class AutoRegressive(GenerativeModel):
         return float(self.coef[0]) / (1 - s) if abs(1 - s) > 1e-6 else float(self.coef[0])
 
     @staticmethod
-    def _histories(prompt: Any, n: int) -> list:
-        """One history per row: a list of numbers is one history for every row."""
-        if isinstance(prompt, (list, tuple)) and prompt and isinstance(prompt[0], (int, float)):
-            return [prompt] * n
-        return per_row(prompt, n)
+    def _one_history(prompt: Any) -> bool:
+        """A prompt is one history for every row (None, or a list of numbers), or one per row."""
+        return not isinstance(prompt, (list, tuple)) or bool(prompt) and isinstance(prompt[0], (int, float))
+
+    def _histories(self, prompt: Any, n: int) -> list:
+        return [prompt] * n if self._one_history(prompt) else per_row(prompt, n)
 
     def check_options(self, prompt: Any = None, **_: Any) -> None:
         order = int(self.order)
-        one = not isinstance(prompt, (list, tuple)) or (prompt and isinstance(prompt[0], (int, float)))
-        for pr in [prompt] if one else prompt:
+        for pr in [prompt] if self._one_history(prompt) else prompt:
             if pr and len(pr) < order:
                 raise OptionError(f"prompt needs at least {order} values (the model's order), got {len(pr)}",
                                   "prompt")

@@ -67,9 +67,6 @@ class MarkovChain(SequenceModel):
         self._derive()
 
     # ---- training -----------------------------------------------------------------
-    def make_optimizers(self, settings) -> list:
-        return []
-
     def train_step(self, batch, optimizers, forward=None, max_grad_norm=None) -> dict[str, float]:
         tokens = batch["tokens"]  # (B, L)
         V, L = len(self.vocab), tokens.shape[1]

@@ -93,7 +93,8 @@ def _art_classifier(model: nn.Module, x: torch.Tensor, n_classes: int):
 
 
 def _art_attack(method: str, clf, *, eps: float, norm: str, steps: int, step_size: float, targeted: bool,
-                restarts: int, batch_size: int):
+                restarts: int, batch_size: int) -> list:
+    """The ART attacks that run in turn, each on the inputs the ones before it left unbroken."""
     from art.attacks.evasion import (
         AutoProjectedGradientDescent,
         CarliniL2Method,
@@ -103,17 +104,17 @@ def _art_attack(method: str, clf, *, eps: float, norm: str, steps: int, step_siz
 
     p = NORMS[norm]
     if method == "fgsm":
-        return FastGradientMethod(clf, norm=p, eps=eps, targeted=targeted, batch_size=batch_size)
+        return [FastGradientMethod(clf, norm=p, eps=eps, targeted=targeted, batch_size=batch_size)]
     if method == "pgd":
-        return ProjectedGradientDescent(clf, norm=p, eps=eps, eps_step=step_size, max_iter=steps, targeted=targeted,
-                                        num_random_init=restarts, batch_size=batch_size, verbose=False)
+        return [ProjectedGradientDescent(clf, norm=p, eps=eps, eps_step=step_size, max_iter=steps, targeted=targeted,
+                                        num_random_init=restarts, batch_size=batch_size, verbose=False)]
     if method == "cw":
         # ART's default 10 binary-search steps over the trade-off constant: with fewer, the constant
         # stays too small to fool about half of the digits at any L2 norm.
-        return CarliniL2Method(clf, targeted=targeted, learning_rate=step_size, max_iter=steps,
-                               binary_search_steps=10, batch_size=batch_size, verbose=False)
+        return [CarliniL2Method(clf, targeted=targeted, learning_rate=step_size, max_iter=steps,
+                                binary_search_steps=10, batch_size=batch_size, verbose=False)]
     # AutoAttack's parameter-free core (Croce & Hein 2020): APGD on the cross-entropy, then on the
-    # difference-of-logits ratio, each with restarts; attack() keeps each input's first success.
+    # difference-of-logits ratio, each with restarts.
     return [AutoProjectedGradientDescent(clf, norm=p, eps=eps, eps_step=step_size, max_iter=steps, targeted=targeted,
                                          nb_random_init=restarts, batch_size=batch_size, loss_type=loss, verbose=False)
             for loss in ("cross_entropy", "difference_logits_ratio")]
@@ -147,7 +148,7 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, 
     goal = tgt if targeted else labels
     x_adv = x.clone()
     todo = torch.ones(len(x), dtype=torch.bool)
-    for art in arts if isinstance(arts, list) else [arts]:  # an ensemble runs on what the last one left
+    for art in arts:
         idx = todo.nonzero().squeeze(1)
         if not len(idx):
             break
