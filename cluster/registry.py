@@ -94,6 +94,13 @@ class Registry:
     def list(self) -> list[ModelRecord]:
         return [self.record(n) for n in self.names()]
 
+    def classifier_for(self, dataset: str | None) -> ModelRecord | None:
+        """The classifier that judges or guards models of `dataset` by default: the one named
+        "classifier" if it was trained on that data, else the first by name; None if none was."""
+        found = sorted((r for r in self.list() if r.kind == "classifier" and r.metrics.get("dataset") == dataset),
+                       key=lambda r: (r.name != "classifier", r.name))
+        return found[0] if found else None
+
     def load(self, ref: str) -> tuple[Configurable, ModelRecord]:
         rec = self.record(ref)
         model = build(rec.config)

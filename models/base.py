@@ -284,3 +284,14 @@ class SequenceModel(GenerativeModel):
 
     def _sample(self, n: int, gens: list[torch.Generator], **options: Any) -> list:
         return sample_sequences(self, gens, **options)
+
+    # ---- embedding-level access (gradient attacks such as GCG in models/robustness/gcg.py) ----------
+    def token_embedding(self) -> torch.nn.Embedding:
+        """The input embedding table (V, C): an attack multiplies one-hot rows by it to take
+        gradients with respect to discrete symbols. Families with embeddings opt in."""
+        raise NotImplementedError(f"{self.family} models expose no token embedding")
+
+    def logits_from_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
+        """emb (B, T, C), rows of token_embedding() or mixtures of them -> logits (B, T, V),
+        exactly as logits() computes them from the symbols' embeddings."""
+        raise NotImplementedError(f"{self.family} models expose no token embedding")

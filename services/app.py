@@ -1,13 +1,16 @@
 """The Ray Serve application: one autoscaled, batching ModelServer deployment per generative
-registry model, behind one Gateway that validates, routes and keeps the metrics."""
+registry model, one autoscaled RobustnessServer for the attacks and defenses of every model that
+takes them (classifiers included), behind one Gateway that validates, routes and keeps the metrics."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
+from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.gateway import Gateway
 from genray.services.generate import ModelServer
+from genray.services.robustness import RobustnessServer
 
 GATEWAY_CPUS = 0.25
 
@@ -25,19 +28,33 @@ class ServeOptions:
     # that every model's first replica fits in half the cluster, leaving room to scale up.
     cpus_per_replica: float | None = None
     request_timeout_s: float = 120.0
+    # Attacks cost tens to hundreds of passes each: few run at once per replica, and a short queue
+    # turns a burst into 503s instead of a backlog.
+    robustness_max_ongoing: int = 2
+    robustness_max_queued: int = 8
+
+
+def endpoints(rec) -> list[str]:
+    """The endpoints a registry model is served at."""
+    out = ["generate"] if rec.kind == "generative" else []
+    if attack_methods(rec.config):
+        out.append("attack")
+    if defense_methods(rec.config):
+        out.append("defend")
+    return out
 
 
 def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOptions | None = None):
     """The Serve application for registry models `refs` (default: the latest version of every
-    generative model)."""
+    model that has an endpoint: generative models and classifiers)."""
     o = options or ServeOptions()
     registry = Registry(Storage(storage_uri))
-    records = [registry.record(r) for r in refs] if refs else [r for r in registry.list() if r.kind == "generative"]
+    records = [registry.record(r) for r in refs] if refs else [r for r in registry.list() if endpoints(r)]
     if not records:
         raise RegistryError(f"no models to serve in {storage_uri}; train one with `genray train`")
     for rec in records:
-        if rec.kind != "generative":
-            raise RegistryError(f"{rec.ref} is a {rec.kind}, not a generative model: it has nothing to serve")
+        if not endpoints(rec):
+            raise RegistryError(f"{rec.ref} is a {rec.kind} model with no endpoint to serve it at")
     autoscaling = {"min_replicas": 1, "max_replicas": o.max_replicas, "target_ongoing_requests": 16,
                    "upscale_delay_s": 3, "downscale_delay_s": 60}
     cpus = o.cpus_per_replica
@@ -45,21 +62,30 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
         import ray
 
         total = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
-        cpus = max(0.05, min(0.5, (total - GATEWAY_CPUS) / (2 * len(records))))
+        cpus = max(0.05, min(0.5, (total - GATEWAY_CPUS) / (2 * (len(records) + 1))))
     servers, models = {}, {}
     for rec in records:
+        summary = rec.summary()
+        summary["metrics"] = {k: v for k, v in rec.metrics.items() if k != "history"}
+        models[rec.name] = {"summary": summary, "config": rec.config, "endpoints": endpoints(rec)}
+        if rec.kind != "generative":
+            continue
         servers[rec.name] = ModelServer.options(
             name=f"model-{rec.name}", autoscaling_config=autoscaling,
             max_ongoing_requests=o.max_ongoing_requests, max_queued_requests=o.max_queued_requests,
             ray_actor_options={"num_cpus": cpus},
         ).bind(registry.storage.uri, rec.ref, o.max_batch_size, o.batch_wait_timeout_s, max(1, round(cpus)))
-        summary = rec.summary()
-        summary["metrics"] = {k: v for k, v in rec.metrics.items() if k != "history"}
-        models[rec.name] = {"summary": summary, "config": rec.config}
+    robust = {r.name: r.ref for r in records if {"attack", "defend"} & set(models[r.name]["endpoints"])}
+    robustness = RobustnessServer.options(
+        name="robustness", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},
+        max_ongoing_requests=o.robustness_max_ongoing, max_queued_requests=o.robustness_max_queued,
+        ray_actor_options={"num_cpus": cpus},
+    ).bind(registry.storage.uri, robust, max(1, round(cpus))) if robust else None
     # One gateway replica keeps /metrics whole; the model servers are what scales.
     return Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
                            max_ongoing_requests=4 * o.max_ongoing_requests,
-                           max_queued_requests=4 * o.max_queued_requests).bind(models, servers, o.request_timeout_s)
+                           max_queued_requests=4 * o.max_queued_requests).bind(models, servers, robustness,
+                                                                               o.request_timeout_s)
 
 
 def app(args: dict):

@@ -22,10 +22,11 @@ log = logging.getLogger("ray.serve")
 INTERNAL = "internal error while generating; the server's log has the details"
 
 
-def _error(e: Exception) -> dict:
+def error_result(e: Exception) -> dict:
+    """A failed request's result: the input error's message and field (422), or a bare 500."""
     if isinstance(e, InputError):
         return {"error": str(e), "field": e.field, "status": 422}
-    log.error("generation failed", exc_info=e)
+    log.error("request failed", exc_info=e)
     return {"error": INTERNAL, "status": 500}
 
 
@@ -34,7 +35,7 @@ def check_request(model: GenerativeModel, request: dict) -> dict | None:
     try:
         model.check_options(**{k: v for k, v in request.items() if k in model.sample_options})
     except Exception as e:  # noqa: BLE001 - every failure becomes this caller's error result
-        return _error(e)
+        return error_result(e)
     return None
 
 
@@ -61,13 +62,13 @@ def generate_batch(model: GenerativeModel, requests: list[dict]) -> list[dict]:
         return _sample_all(model, requests)
     except Exception as e:  # noqa: BLE001
         if len(requests) == 1:
-            return [_error(e)]
+            return [error_result(e)]
     results = []
     for r in requests:  # run each alone: only the request at fault gets the error
         try:
             results.append(_sample_all(model, [r])[0])
         except Exception as e:  # noqa: BLE001
-            results.append(_error(e))
+            results.append(error_result(e))
     return results
 
 

@@ -21,6 +21,21 @@ class GatewayMetrics:
         self.samples = Counter("genray_samples_generated", "Samples generated", ["model"],
                                registry=self.registry)
 
+        seconds = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+        self.attacks = Counter("genray_attacks", "Attack requests by model, method and outcome (ok, rejected, "
+                               "overloaded, timeout, error)", ["model", "method", "outcome"], registry=self.registry)
+        self.attack_inputs = Counter("genray_attack_inputs", "Inputs attacked, by whether the attack succeeded",
+                                     ["model", "method", "success"], registry=self.registry)
+        self.attack_latency = Histogram("genray_attack_latency_seconds", "Attack request latency", ["model"],
+                                        registry=self.registry, buckets=seconds)
+        self.defenses = Counter("genray_defense", "Inputs defended, by model, method and whether the detector "
+                                "flagged them ('none' for purification)", ["model", "method", "flagged"],
+                                registry=self.registry)
+        self.defense_requests = Counter("genray_defense_requests", "Defense requests by model, method and outcome",
+                                        ["model", "method", "outcome"], registry=self.registry)
+        self.defense_latency = Histogram("genray_defense_latency_seconds", "Defense request latency", ["model"],
+                                         registry=self.registry, buckets=seconds)
+
     def request(self, model: str, status: int, seconds: float | None) -> None:
         self.requests.labels(model, str(status)).inc()
         if seconds is not None:
@@ -31,5 +46,32 @@ class GatewayMetrics:
         if batch_size is not None:  # counted once per batch, by its first request
             self.batch.labels(model).observe(batch_size)
 
+    def attack_request(self, model: str, method: str | None, status: int, seconds: float) -> None:
+        self.attacks.labels(model, method or "_invalid", outcome(status)).inc()
+        self.attack_latency.labels(model).observe(seconds)
+
+    def attacked(self, model: str, method: str, success: list[bool]) -> None:
+        for value in (True, False):
+            n = sum(1 for s in success if bool(s) is value)
+            if n:
+                self.attack_inputs.labels(model, method, str(value).lower()).inc(n)
+
+    def defense_request(self, model: str, method: str | None, status: int, seconds: float) -> None:
+        self.defense_requests.labels(model, method or "_invalid", outcome(status)).inc()
+        self.defense_latency.labels(model).observe(seconds)
+
+    def defended(self, model: str, method: str, flagged: list[bool] | None, n: int) -> None:
+        if flagged is None:
+            self.defenses.labels(model, method, "none").inc(n)
+            return
+        for value in (True, False):
+            k = sum(1 for f in flagged if bool(f) is value)
+            if k:
+                self.defenses.labels(model, method, str(value).lower()).inc(k)
+
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def outcome(status: int) -> str:
+    return {200: "ok", 503: "overloaded", 504: "timeout"}.get(status, "rejected" if status < 500 else "error")

@@ -58,3 +58,115 @@ def check_applies(req: GenerateRequest, config: dict) -> list[dict]:
     fields = {f: getattr(req, f) for f in req.model_fields_set & accepted}
     errors += [field_error(f, msg) for f, msg in modalities.get(modality).check(fields, config)]
     return errors
+
+
+# ---- robustness: /v1/attack and /v1/defend --------------------------------------------------
+MAX_INPUTS = 64
+Png = Annotated[StrictStr, Field(max_length=1_000_000)]
+
+
+class ImageInputs(BaseModel):
+    """Images to attack or defend: base64 PNGs of the model's shape, or rows of the validation
+    split of the model's data set."""
+    inputs: Optional[list[Png]] = Field(None, min_length=1, max_length=MAX_INPUTS, description="base64 PNG images")
+    indices: Optional[list[Annotated[StrictInt, Field(ge=0)]]] = Field(
+        None, min_length=1, max_length=MAX_INPUTS, description="rows of the validation split")
+
+
+class AttackRequest(ImageInputs):
+    model_config = ConfigDict(extra="forbid")
+
+    method: StrictStr = Field(..., description="classifiers: fgsm | pgd | cw | autoattack; vae: reconstruction; "
+                                               "gan: discriminator; text models: suffix (greedy coordinate gradient)")
+    eps: Optional[Number] = Field(None, gt=0, description="perturbation budget in the norm (images in [0, 1])")
+    norm: StrictStr = Field("linf", description="linf | l2")
+    steps: StrictInt = Field(40, ge=1, le=500)
+    step_size: Optional[Number] = Field(None, gt=0, le=1)
+    restarts: StrictInt = Field(1, ge=1, le=5, description="random starts (pgd, autoattack)")
+    targeted: StrictBool = False
+    target: Optional[StrictInt] = Field(None, ge=0, description="the class a targeted attack (or the vae's) aims at")
+    seed: StrictInt = Field(0, ge=0, lt=2**31)
+    classifier: Optional[StrictStr] = Field(None, max_length=80, description="vae: the classifier that judges the "
+                                                                              "reconstructions (default: one "
+                                                                              "trained on the same data)")
+    prompt: Optional[StrictStr] = Field(None, max_length=256, description="text models: the prompt")
+    target_text: Optional[StrictStr] = Field(None, min_length=1, max_length=64,
+                                             description="text models: the continuation to make likely")
+    suffix_len: StrictInt = Field(10, ge=1, le=32)
+    samples: StrictInt = Field(32, ge=0, le=128, description="text models: continuations sampled for hit rates")
+
+
+class AttackResponse(BaseModel):
+    model: str
+    version: int
+    method: str
+    summary: dict[str, Any]
+    adversarial: list[str] = Field(default_factory=list, description="base64 PNG of each adversarial input")
+    reconstructions: list[str] = Field(default_factory=list, description="vae: base64 PNG reconstructions")
+    clean_predictions: list[int] = Field(default_factory=list)
+    adversarial_predictions: list[int] = Field(default_factory=list)
+    success: list[bool] = Field(default_factory=list)
+    linf: list[float] = Field(default_factory=list)
+    l2: list[float] = Field(default_factory=list)
+    suffix: Optional[str] = Field(None, description="text models: the adversarial suffix found")
+
+
+class DefendRequest(ImageInputs):
+    model_config = ConfigDict(extra="forbid")
+
+    method: StrictStr = Field(..., description="purify (reconstruct, then classify) | detect (likelihood scores)")
+    classifier: Optional[StrictStr] = Field(None, max_length=80, description="purify: the classifier to predict with "
+                                                                              "(default: one trained on the same data)")
+
+
+class DefendResponse(BaseModel):
+    model: str
+    version: int
+    method: str
+    purified: list[str] = Field(default_factory=list, description="purify: base64 PNG of each purified input")
+    predictions: list[int] = Field(default_factory=list, description="purify: the classifier on the purified inputs")
+    predictions_before: list[int] = Field(default_factory=list, description="purify: the classifier on the inputs")
+    scores: list[float] = Field(default_factory=list, description="detect: anomaly score (bits/dim)")
+    flagged: list[bool] = Field(default_factory=list, description="detect: score above the threshold")
+    threshold: Optional[float] = Field(None, description="detect: the score that 5% of validation images exceed")
+
+
+def check_images(req: ImageInputs) -> list[dict]:
+    if (req.inputs is None) == (req.indices is None):
+        return [field_error("inputs", "give exactly one of 'inputs' (base64 PNGs) and 'indices' (validation rows)")]
+    return []
+
+
+def check_attack(req: AttackRequest, config: dict) -> list[dict]:
+    """Errors for an attack this model cannot take, or settings it needs and lacks."""
+    from genray.models.robustness.attacks import EPS_LIMITS
+    from genray.models.robustness.catalog import TEXT_ATTACKS, attack_methods
+
+    methods = attack_methods(config)
+    if req.method not in methods:
+        return [field_error("method", f"{config['family']} models take the attack method(s) {list(methods)}, "
+                                      f"not {req.method!r}")]
+    if req.method in TEXT_ATTACKS:
+        return [field_error(f, f"the {req.method} attack needs {f!r}") for f in ("prompt", "target_text")
+                if getattr(req, f) is None]
+    errors = check_images(req)
+    if req.norm not in EPS_LIMITS:
+        errors.append(field_error("norm", f"norm must be one of {list(EPS_LIMITS)}, got {req.norm!r}"))
+    elif req.eps is None:
+        errors.append(field_error("eps", "an attack on images needs a perturbation budget 'eps'"))
+    elif req.eps > EPS_LIMITS[req.norm]:
+        errors.append(field_error("eps", f"eps must be at most {EPS_LIMITS[req.norm]:g} for norm {req.norm}"))
+    classes = config.get("num_classes", 0)
+    if req.target is not None and classes and req.target >= classes:
+        errors.append(field_error("target", f"target must be in [0, {classes - 1}]"))
+    return errors
+
+
+def check_defense(req: DefendRequest, config: dict) -> list[dict]:
+    from genray.models.robustness.catalog import defense_methods
+
+    methods = defense_methods(config)
+    if req.method not in methods:
+        return [field_error("method", f"{config['family']} models take the defense method(s) {list(methods)}, "
+                                      f"not {req.method!r}")]
+    return check_images(req)

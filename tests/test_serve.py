@@ -44,12 +44,17 @@ def _samples(text: str) -> dict:
 
 
 def test_health_and_model_list(client):
-    assert client.get("/healthz").json() == {"status": "ok", "models": 8}
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
-    assert set(models) == {"ar", "chorale", "flow", "gan", "markov", "rnn", "transformer", "vae"}
+    assert client.get("/healthz").json() == {"status": "ok", "models": len(models)}
+    generative = {n for n, m in models.items() if m["kind"] == "generative"}
+    assert generative == {"ar", "chorale", "flow", "gan", "markov", "rnn", "transformer", "vae"}
     assert models["chorale"]["modality"] == "music" and models["ar"]["modality"] == "series"
     assert models["vae"]["modality"] == "image" and models["markov"]["family"] == "markov"
-    assert {m["kind"] for m in models.values()} == {"generative"}
+    # Classifiers are served for attacks only; generative models where an attack or defense applies.
+    assert models["classifier"]["kind"] == "classifier" and models["classifier"]["endpoints"] == ["attack"]
+    assert models["vae"]["endpoints"] == ["generate", "attack", "defend"]
+    assert models["flow"]["endpoints"] == ["generate", "defend"] and models["markov"]["endpoints"] == ["generate"]
+    assert models["transformer"]["endpoints"] == ["generate", "attack"]
     assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
     assert "val_nll" in models["vae"]["metrics"] and "history" not in models["vae"]["metrics"]
 
@@ -212,3 +217,143 @@ def test_overload_answers_503_not_a_hang(client, storage):
     finally:
         serve.delete("tight")
     assert 503 in codes and 200 in codes and set(codes) <= {200, 503}, codes
+
+
+# ---- /v1/attack and /v1/defend ---------------------------------------------------------------
+def _png(img) -> str:
+    from genray.models.codecs.images import to_png
+
+    return base64.b64encode(to_png(img)).decode()
+
+
+def _image(s: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(s)))
+
+
+def test_attack_a_classifier(client):
+    r = client.post("/v1/attack/classifier", json={"method": "pgd", "eps": 0.3, "steps": 10,
+                                                   "indices": list(range(16))})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "classifier" and body["method"] == "pgd" and len(body["adversarial"]) == 16
+    assert all(_image(s).size == (8, 8) for s in body["adversarial"])
+    assert max(body["linf"]) <= 0.3 + 1e-5 and body["summary"]["n"] == 16
+    assert body["summary"]["robust_accuracy"] < body["summary"]["clean_accuracy"] - 0.3, body["summary"]
+    # Validation rows come with labels: success means misclassified.
+    assert sum(body["success"]) == round(16 * (1 - body["summary"]["robust_accuracy"]))
+    # The adversarial PNGs go back in as inputs; a targeted attack aims them at one class.
+    r = client.post("/v1/attack/classifier", json={"method": "pgd", "eps": 0.4, "steps": 20, "targeted": True,
+                                                   "target": 3, "inputs": body["adversarial"][:4]})
+    assert r.status_code == 200, r.text
+    assert sum(p == 3 for p in r.json()["adversarial_predictions"]) >= 3
+
+
+def test_attack_generative_models(client):
+    r = client.post("/v1/attack/vae", json={"method": "reconstruction", "eps": 3.0, "norm": "l2", "target": 3,
+                                            "steps": 30, "indices": list(range(8))})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["reconstructions"]) == 8 and max(body["l2"]) <= 3.0 + 1e-4
+    assert body["summary"]["target_rate"] >= body["summary"]["clean_target_rate"]
+    r = client.post("/v1/attack/gan", json={"method": "discriminator", "eps": 0.2, "steps": 10,
+                                            "indices": list(range(8))})
+    assert r.status_code == 200, r.text
+    assert r.json()["summary"]["mean_adv_score"] < r.json()["summary"]["mean_real_score"]
+    r = client.post("/v1/attack/transformer", json={"method": "suffix", "prompt": "ROMEO:", "target_text": "the",
+                                                    "suffix_len": 4, "steps": 3, "samples": 4})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["suffix"]) == 4 and body["summary"]["logprob_after"] >= body["summary"]["logprob_before"]
+
+
+def test_defend_detects_noise_and_purifies(client):
+    import torch
+
+    noise = _png(torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    r = client.post("/v1/defend/flow", json={"method": "detect", "inputs": [noise]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["flagged"] == [True] and body["scores"][0] > body["threshold"]
+    clean = client.post("/v1/defend/flow", json={"method": "detect", "indices": list(range(40))}).json()
+    assert sum(clean["flagged"]) <= 8 and clean["threshold"] == body["threshold"]
+    r = client.post("/v1/defend/vae", json={"method": "purify", "indices": list(range(8))})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["purified"]) == len(body["predictions"]) == len(body["predictions_before"]) == 8
+    assert all(_image(p).size == (8, 8) for p in body["purified"]) and set(body["predictions"]) <= set(range(10))
+    # (How much purification keeps of the accuracy is measured on trained models: test_generative_defenses.)
+
+
+BAD_ROBUST = [
+    ("unknown model", "attack", "nope", {"method": "pgd", "eps": 0.1, "indices": [0]}, 404, None),
+    ("no defense for classifiers", "defend", "classifier", {"method": "detect", "indices": [0]}, 404, None),
+    ("method not for this model", "attack", "vae", {"method": "pgd", "eps": 0.1, "indices": [0]}, 422, "method"),
+    ("unknown defense", "defend", "vae", {"method": "magic", "indices": [0]}, 422, "method"),
+    ("eps too large", "attack", "classifier", {"method": "pgd", "eps": 2.0, "indices": [0]}, 422, "eps"),
+    ("no eps", "attack", "classifier", {"method": "pgd", "indices": [0]}, 422, "eps"),
+    ("bad norm", "attack", "classifier", {"method": "pgd", "eps": 0.1, "norm": "l0", "indices": [0]}, 422, "norm"),
+    ("too many steps", "attack", "classifier", {"method": "pgd", "eps": 0.1, "steps": 501, "indices": [0]}, 422,
+     "steps"),
+    ("target out of range", "attack", "classifier", {"method": "pgd", "eps": 0.1, "targeted": True, "target": 10,
+                                                     "indices": [0]}, 422, "target"),
+    ("targeted without target", "attack", "classifier", {"method": "pgd", "eps": 0.1, "targeted": True,
+                                                         "indices": [0]}, 422, "target"),
+    ("inputs and indices", "attack", "classifier", {"method": "fgsm", "eps": 0.1, "indices": [0],
+                                                    "inputs": ["AAAA"]}, 422, "inputs"),
+    ("neither", "defend", "flow", {"method": "detect"}, 422, "inputs"),
+    ("too many inputs", "attack", "classifier", {"method": "fgsm", "eps": 0.1, "indices": list(range(65))}, 422,
+     "indices"),
+    ("index out of range", "defend", "flow", {"method": "detect", "indices": [100000]}, 422, "indices"),
+    ("not an image", "defend", "flow", {"method": "detect", "inputs": ["bm90IGFuIGltYWdl"]}, 422, "inputs"),
+    ("not base64", "attack", "classifier", {"method": "fgsm", "eps": 0.1, "inputs": ["%%%"]}, 422, "inputs"),
+    ("suffix without a prompt", "attack", "transformer", {"method": "suffix", "target_text": "the"}, 422, "prompt"),
+    ("target text outside vocabulary", "attack", "transformer", {"method": "suffix", "prompt": "A",
+                                                                 "target_text": "\u2603"}, 422, "target"),
+    ("unknown field", "attack", "classifier", {"method": "fgsm", "eps": 0.1, "indices": [0], "colour": 1}, 422,
+     "colour"),
+]
+
+
+@pytest.mark.parametrize("case,endpoint,model,body,status,field", BAD_ROBUST, ids=[b[0] for b in BAD_ROBUST])
+def test_bad_attack_and_defense_input_gets_a_clear_4xx(client, case, endpoint, model, body, status, field):
+    r = client.post(f"/v1/{endpoint}/{model}", json=body)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    if field:
+        assert any(field in e["loc"] for e in detail), detail
+    else:
+        assert "unknown model" in detail
+
+
+def test_wrong_image_shape_is_a_422(client):
+    import torch
+
+    r = client.post("/v1/attack/classifier", json={"method": "fgsm", "eps": 0.1, "inputs": [_png(torch.rand(1, 9, 9))]})
+    assert r.status_code == 422 and "shape" in r.text
+
+
+def test_robustness_metrics_and_schemas(client):
+    before = _samples(client.get("/metrics").text)
+    assert client.post("/v1/attack/classifier", json={"method": "fgsm", "eps": 0.2, "indices": [0, 1, 2]}
+                       ).status_code == 200
+    assert client.post("/v1/attack/classifier", json={"method": "fgsm", "eps": 9}).status_code == 422
+    assert client.post("/v1/defend/flow", json={"method": "detect", "indices": [0, 1]}).status_code == 200
+    after = _samples(client.get("/metrics").text)
+    assert after[("TYPE", "genray_attacks")] == "counter" and after[("TYPE", "genray_defense")] == "counter"
+    assert after[("TYPE", "genray_attack_latency_seconds")] == "histogram"
+    assert after[("TYPE", "genray_defense_latency_seconds")] == "histogram"
+
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("genray_attacks_total", model="classifier", method="fgsm", outcome="ok") == 1
+    assert delta("genray_attacks_total", model="classifier", method="fgsm", outcome="rejected") == 1
+    assert sum(delta("genray_attack_inputs_total", model="classifier", method="fgsm", success=s)
+               for s in ("true", "false")) == 3
+    assert sum(delta("genray_defense_total", model="flow", method="detect", flagged=f) for f in ("true", "false")) == 2
+    assert delta("genray_attack_latency_seconds_count", model="classifier") == 2
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, schema in (("/v1/attack/{model}", "method"), ("/v1/defend/{model}", "method")):
+        body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert schema in body["properties"] and "inputs" in body["properties"]

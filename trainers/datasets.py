@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from genray.cluster.datacache import local_arrays, local_columns, to_tensors
 from genray.cluster.storage import Storage
 from genray.models import modalities
 from genray.models.errors import DataError
@@ -37,7 +38,7 @@ FORMAT_VERSION = 4
 BUILTIN = ("shakespeare", "mnist", "digits", "chorales", *corpora.SERIES)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
-__all__ = ["DataError", "cache_key", "local_arrays", "prepare", "ray_datasets", "to_tensors"]
+__all__ = ["DataError", "cache_key", "local_arrays", "local_columns", "prepare", "ray_datasets", "to_tensors"]
 
 
 def _package_dir(module: str) -> Path:
@@ -199,8 +200,10 @@ def fits_in_memory(meta: dict, storage: Storage) -> bool:
     return all(storage.fs.get_file_info(meta[s]).size <= MATERIALIZE_BYTES for s in ("train", "val"))
 
 
-def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materialize: bool | None = None) -> dict:
-    """Ray Data sets {"train", "val"} for a prepared data set; `limit` caps rows per split.
+def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materialize: bool | None = None,
+                 train_transform=None) -> dict:
+    """Ray Data sets {"train", "val"} for a prepared data set; `limit` caps rows per split, and
+    `train_transform` (Dataset -> Dataset) changes the training split (trainers/poisoning.py).
     Splits small enough (by default: fits_in_memory) are read once into the object store:
     re-reading Parquet every epoch costs more than the training step on small models; larger
     ones stream from storage."""
@@ -213,26 +216,9 @@ def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materia
         ds = ray.data.read_parquet(meta[split], filesystem=storage.fs)
         if limit:
             ds = ds.limit(limit)
+        if split == "train" and train_transform is not None:
+            ds = train_transform(ds)
         if materialize:
             ds = ds.materialize()
         out[split] = ds
     return out
-
-
-def to_tensors(meta: dict, batch: dict[str, np.ndarray]) -> dict:
-    """A batch of columns (dict of numpy) -> the tensors the model contract expects."""
-    return modalities.get(meta["modality"]).to_tensors(meta, batch)
-
-
-def local_arrays(meta: dict, split: str, storage: Storage, limit: int | None = None) -> dict:
-    """A split as in-memory tensors, read with pyarrow alone (benchmarks, evaluation, tests)."""
-    table = pq.read_table(meta[split], filesystem=storage.fs)
-    if limit:
-        table = table.slice(0, limit)
-    cols = {}
-    for c in table.column_names:
-        col = table.column(c).combine_chunks()
-        fixed = pa.types.is_fixed_size_list(col.type)
-        cols[c] = col.flatten().to_numpy().reshape(len(col), -1) if fixed else col.to_numpy()
-    return to_tensors(meta, cols)
-

@@ -18,7 +18,8 @@ TRAINING: dict[str, dict] = {
     # A coupling's exp(s) can blow a rare batch's gradient up by orders of magnitude and undo an
     # epoch of progress: clip the norm.
     "flow": {"dataset": "mnist", "epochs": 24, "batch_size": 64, "lr": 1e-3, "max_grad_norm": 100.0},
-    "classifier": {"dataset": "mnist", "epochs": 10, "batch_size": 64, "lr": 2e-3},
+    "classifier": {"dataset": "mnist", "epochs": 20, "batch_size": 64, "lr": 2e-3, "schedule": "cosine",
+                   "warmup_steps": 100, "min_lr_ratio": 0.0},
 }
 # Where a family models another modality than its default data set's, these settings win.
 BY_MODALITY: dict[tuple[str, str], dict] = {

@@ -4,6 +4,7 @@ best epoch's weights -> the registry)."""
 from __future__ import annotations
 
 import math
+import posixpath
 import time
 from dataclasses import dataclass, field
 
@@ -11,7 +12,8 @@ from genray.cluster.registry import ModelRecord, Registry, parse_ref
 from genray.cluster.storage import Storage
 from genray.models.errors import ConfigError, DataError
 from genray.models.registry import build, family_class
-from genray.trainers import datasets, presets
+from genray.models.robustness.poison import Poison
+from genray.trainers import datasets, poisoning, presets
 from genray.trainers.config import TrainConfig
 from genray.trainers.loop import restore, train_loop_per_worker
 
@@ -30,6 +32,8 @@ class TrainSpec:
     limit: int | None = None  # rows per split, for quick runs
     model: dict = field(default_factory=dict)  # overrides of the family's default architecture
     train: dict = field(default_factory=dict)  # overrides of training settings (TrainConfig fields)
+    poison: dict | None = None  # a poisoning of the training split (models.robustness.Poison fields)
+    exclude: list[str] = field(default_factory=list)  # row keys a defense removes from the training split
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
     max_failures: int = 1
@@ -46,11 +50,19 @@ class TrainSpec:
         if self.workers < 1:
             raise ConfigError("workers must be >= 1")
         self.training_config("text")  # bad training settings fail here too
+        self.poisoning()
         return self
+
+    def poisoning(self) -> Poison | None:
+        try:
+            return Poison.from_dict(self.poison) if self.poison else None
+        except TypeError as e:
+            raise ConfigError(f"poison settings {self.poison}: {e}") from None
 
     def training_config(self, modality: str) -> TrainConfig:
         explicit = {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "seed": self.seed}
-        return presets.training_config(self.family, modality, {**self.train, **explicit})
+        return presets.training_config(self.family, modality,
+                                       {**self.train, **{k: v for k, v in explicit.items() if v is not None}})
 
 
 def model_config(spec: TrainSpec, meta: dict) -> dict:
@@ -72,6 +84,7 @@ class TrainRun:
     trainer: object  # ray.train.torch.TorchTrainer
     model_config: dict
     train_config: TrainConfig
+    meta: dict  # the prepared data set's
 
     def fit(self):
         """Runs (or resumes) the training; returns Ray Train's Result and the wall time."""
@@ -93,8 +106,12 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
     run_dir = storage.path("runs", spec.name)
     if spec.fresh:
         storage.delete_dir(run_dir)
+    poison = spec.poisoning()
+    if poison:
+        poison.check(meta)
     in_memory = datasets.fits_in_memory(meta, storage)
-    data = datasets.ray_datasets(meta, storage, spec.limit, materialize=in_memory)
+    data = datasets.ray_datasets(meta, storage, spec.limit, materialize=in_memory,
+                                 train_transform=poisoning.train_transform(meta, poison, frozenset(spec.exclude)))
     rows = min(meta["train_rows"], spec.limit or meta["train_rows"])
     steps_per_epoch = math.ceil(math.ceil(rows / spec.workers) / tc.batch_size)
     loop_cfg = {"model": config, "train": tc.to_dict(), "meta": meta, "name": spec.name, "in_memory": in_memory,
@@ -113,7 +130,7 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
         # them when there are fewer rows than workers, as for a short series).
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
-    return TrainRun(spec, trainer, config, tc)
+    return TrainRun(spec, trainer, config, tc, meta)
 
 
 def publish(run: TrainRun, result, wall_time_s: float, storage: Storage, name: str | None = None) -> ModelRecord:
@@ -129,7 +146,11 @@ def publish(run: TrainRun, result, wall_time_s: float, storage: Storage, name: s
     metrics = {**{k: v for k, v in chosen.items() if k != "epoch"}, "epochs": len(history), "history": history,
                "published_epoch": chosen.get("epoch"), "dataset": spec.dataset, "workers": spec.workers,
                "cpus_per_worker": spec.cpus_per_worker, "wall_time_s": wall_time_s, "limit": spec.limit,
+               # where the data cache keeps the set's meta: serving and defenses read its validation rows
+               "data_meta": posixpath.join(posixpath.dirname(run.meta["val"]), "meta.json"),
                "training": run.train_config.to_dict()}
+    if spec.poison or spec.exclude:
+        metrics.update(poison=spec.poisoning().to_dict() if spec.poison else None, excluded_rows=len(spec.exclude))
     return Registry(storage).publish(name or spec.name, model, metrics)
 
 

@@ -24,6 +24,13 @@ def add_parser(sub, storage, ray) -> None:
     t.add_argument("--eps", type=float, help="adversarial training: the PGD budget (L-inf unless "
                                              "--train-set defense_norm=l2; default 0.3)")
     t.add_argument("--defense-steps", type=int, help="adversarial training: PGD steps per batch (default 7)")
+    t.add_argument("--poison", choices=["badnets", "label_flip", "text_backdoor"],
+                   help="poison the training split (a Ray Data transform): a BadNets trigger patch, flipped "
+                        "labels, or a trigger phrase followed by a target phrase in text")
+    t.add_argument("--rate", type=float, default=0.1, help="poisoning: the fraction of training rows poisoned")
+    t.add_argument("--poison-target", type=int, default=0, help="badnets: the label triggered images get")
+    t.add_argument("--poison-set", action="append", metavar="KEY=VALUE",
+                   help="other poisoning settings, e.g. --poison-set patch=2 --poison-set 'trigger= zqx '")
     t.add_argument("--gpu", action="store_true", help="one GPU per worker")
     t.add_argument("--cpus-per-worker", type=float, default=1.0)
     t.add_argument("--max-failures", type=int, default=1, help="worker failures to recover from")
@@ -38,7 +45,7 @@ def run(args) -> int:
 
     spec = TrainSpec(args.family, name=args.name, dataset=args.dataset, workers=args.workers, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit,
-                     model=key_values(args.set, "--set"), train=_training(args),
+                     model=key_values(args.set, "--set"), train=_training(args), poison=_poison(args),
                      use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
                      fresh=args.fresh)
     spec.resolved()  # bad arguments fail before Ray starts
@@ -46,9 +53,18 @@ def run(args) -> int:
     rec = train(spec, Storage(args.storage))
     m = rec.metrics
     quality = f"val_nll={m['val_nll']:.4f} {m['nll_unit']}" if "val_nll" in m else "no likelihood"
+    if m.get("poison"):
+        quality += f", trained on data poisoned by {m['poison']['method']} at rate {m['poison']['rate']:g}"
     print(f"published {rec.ref}: {quality} after {m['epochs']} epoch(s), "
           f"{m['wall_time_s']:.0f} s on {m['workers']} worker(s)")
     return 0
+
+
+def _poison(args) -> dict | None:
+    if not args.poison:
+        return None
+    return {"method": args.poison, "rate": args.rate, "target": args.poison_target,
+            **key_values(args.poison_set, "--poison-set")}
 
 
 def _training(args) -> dict:

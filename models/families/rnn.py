@@ -39,6 +39,14 @@ class RecurrentLM(SequenceModel):
         out, state = self.rnn(self.embed(idx), state)  # (B, T, H)
         return self.head(out), state
 
+    def token_embedding(self) -> nn.Embedding:
+        return self.embed
+
+    def logits_from_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
+        """emb (B, T, C) -> logits (B, T, V) from the initial state."""
+        out, _ = self.rnn(emb)  # (B, T, H)
+        return self.head(out)
+
     def forward(self, batch):
         tokens = batch["tokens"]  # (B, L): every row is one sequence, its first symbol has no target
         logits, _ = self.logits(tokens[:, :-1])

@@ -103,13 +103,26 @@ class CharTransformer(SequenceModel):
         start = cache[0][0].shape[2] if cache else 0
         if start + T > self.block_size:
             raise ValueError(f"sequence of {start + T} exceeds block size {self.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        return self._from_embeddings(self.wte(idx), cache, start)
+
+    def _from_embeddings(self, emb: torch.Tensor, cache: KVCache | None, start: int) -> tuple[torch.Tensor, KVCache]:
+        """Symbol embeddings (B, T, C) at positions start.. -> logits (B, T, V) and the new cache."""
+        pos = torch.arange(start, start + emb.shape[1], device=emb.device)
+        x = self.drop(emb + self.wpe(pos))  # (B, T, C)
         new_cache = []
         for i, block in enumerate(self.h):
             x, kv = block(x, cache[i] if cache else None)
             new_cache.append(kv)
         return self.lm_head(self.ln_f(x)), new_cache
+
+    def token_embedding(self) -> nn.Embedding:
+        return self.wte
+
+    def logits_from_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
+        """emb (B, T, C) -> logits (B, T, V), positions from 0, no cache."""
+        if emb.shape[1] > self.block_size:
+            raise ValueError(f"sequence of {emb.shape[1]} exceeds block size {self.block_size}")
+        return self._from_embeddings(emb, None, 0)[0]
 
     def _windows(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cut rows (B, L) into (inputs, targets) windows of T = min(block_size, L - 1) positions

@@ -67,6 +67,11 @@ class ConvVAE(LatentImageModel):
             return torch.zeros(B, self.latent_dim, device=self.device)
         return self.prior_mu[labels.long().to(self.device)]  # (B, D)
 
+    def _encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, H, W) in [-1, 1], y (B, K) one-hot -> posterior mean and log-variance (B, D) each."""
+        mu, logvar = self.to_latent(torch.cat([self.encoder(x), y], 1)).chunk(2, dim=1)
+        return mu, logvar
+
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.decoder(self.from_latent(torch.cat([z, y], 1)))
         # The mean is left unbounded: a tanh here saturates on MNIST's 0/255 pixels and stalls learning.
@@ -80,7 +85,7 @@ class ConvVAE(LatentImageModel):
         if self.num_classes and batch.get("label") is None:
             raise OptionError("this VAE is class-conditional: its likelihood needs each image's label", "label")
         y = one_hot(batch.get("label"), self.num_classes, B, x.device)
-        mu, logvar = self.to_latent(torch.cat([self.encoder(x), y], 1)).chunk(2, dim=1)  # (B, D)
+        mu, logvar = self._encode(x, y)  # (B, D) each
         std = torch.exp(0.5 * logvar)
         prior_mu = self._prior_mean(batch.get("label"), B)
         bounds = []
@@ -113,6 +118,51 @@ class ConvVAE(LatentImageModel):
     def log_prob(self, x: torch.Tensor, labels: torch.Tensor | None = None, z_samples: int = 1) -> torch.Tensor:
         """Lower bound on log P(x) for uint8 images (B, C, H, W); tighter as z_samples grows."""
         return -self._neg_elbo({"image": x, "label": labels}, z_samples)
+
+    # ---- analysis by synthesis (differentiable in the image: attacks and purification) ------------
+    def _signed(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 in [0, 255] or float in [0, 1] -> float in [-1, 1], the scale the model works on
+        (a float image keeps its precision, for gradient checks on a double model)."""
+        x = images / 255.0 if images.dtype == torch.uint8 else images
+        return (x if x.is_floating_point() else x.float()).to(self.device) * 2.0 - 1.0
+
+    def _mean_elbo(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """ELBO (B,) with z at the posterior mean: deterministic, so that gradient steps on x see
+        one fixed function. x (B, C, H, W) in [-1, 1]; the discretized logistic is evaluated at
+        continuous x, which is what a perturbed image needs."""
+        B = x.shape[0]
+        y = one_hot(labels, self.num_classes, B, x.device)  # (B, K)
+        mu, logvar = self._encode(x, y)  # (B, D)
+        mean, log_scale = self.decode(mu, y)  # (B, C, H, W)
+        log_px = discretized_logistic_log_prob(x, mean, log_scale).flatten(1).sum(1)
+        kl = 0.5 * ((mu - self._prior_mean(labels, B)).pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
+        return log_px - kl
+
+    def class_log_likelihoods(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-class bound on log p(x|y) in nats (B, K) for uint8 or [0, 1] float images, with z
+        at the posterior mean; K = 1 for an unconditional VAE. Its argmax is the VAE's own
+        classification (analysis by synthesis); gradients flow to float images."""
+        x = self._signed(images)  # (B, C, H, W)
+        B, K = x.shape[0], max(self.num_classes, 1)
+        if not self.num_classes:
+            return self._mean_elbo(x, None)[:, None]  # (B, 1)
+        labels = torch.arange(K, device=x.device).repeat_interleave(B)  # (K*B,) class-major
+        return self._mean_elbo(x.repeat(K, 1, 1, 1), labels).view(K, B).t()  # (B, K)
+
+    def reconstruct(self, x01: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoder's mean at the posterior mean, in [0, 1] (B, C, H, W), and the labels it was
+        conditioned on (B,): by default each image's most likely class. Differentiable in x01
+        (the choice of label is not)."""
+        x = self._signed(x01)  # (B, C, H, W)
+        B = x.shape[0]
+        if labels is None:
+            with torch.no_grad():
+                labels = self.class_log_likelihoods(x01).argmax(1)  # (B,) zeros when unconditional
+        labels = torch.as_tensor(labels, device=x.device).long().expand(B)
+        y = one_hot(labels if self.num_classes else None, self.num_classes, B, x.device)
+        mu, _ = self._encode(x, y)
+        mean, _ = self.decode(mu, y)
+        return ((mean + 1.0) / 2.0).clamp(0.0, 1.0), labels
 
     # ---- generation ---------------------------------------------------------------
     def _sample(self, n: int, gens: list[torch.Generator], *, label: Any = None) -> torch.Tensor:

@@ -1,0 +1,34 @@
+"""Reading the data cache that trainers/datasets.py writes under the storage root: a prepared
+data set's splits as numpy columns or model-ready tensors, with pyarrow alone. Serving and the
+defenses read validation rows through it, without the training layer."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genray.cluster.storage import Storage
+from genray.models import modalities
+
+
+def to_tensors(meta: dict, batch: dict[str, np.ndarray]) -> dict:
+    """A batch of columns (dict of numpy) -> the tensors the model contract expects."""
+    return modalities.get(meta["modality"]).to_tensors(meta, batch)
+
+
+def local_columns(meta: dict, split: str, storage: Storage, limit: int | None = None) -> dict[str, np.ndarray]:
+    """A split as numpy columns, as Ray Data batches hold them."""
+    table = pq.read_table(meta[split], filesystem=storage.fs)
+    if limit:
+        table = table.slice(0, limit)
+    cols = {}
+    for c in table.column_names:
+        col = table.column(c).combine_chunks()
+        fixed = pa.types.is_fixed_size_list(col.type)
+        cols[c] = col.flatten().to_numpy().reshape(len(col), -1) if fixed else col.to_numpy()
+    return cols
+
+
+def local_arrays(meta: dict, split: str, storage: Storage, limit: int | None = None) -> dict:
+    """A split as in-memory tensors (serving, benchmarks, evaluation, tests)."""
+    return to_tensors(meta, local_columns(meta, split, storage, limit))

@@ -1,0 +1,117 @@
+"""genray defend: defenses measured on registry models.
+
+    detect      likelihood detection by a VAE or flow: AUROC against out-of-distribution images and
+                against PGD examples of a classifier, with the threshold at 5% false positives
+    purify      reconstruct with a VAE or flow, then classify: accuracy under PGD, non-adaptive and
+                adaptive (BPDA and, where the purifier is differentiable, the full gradient)
+    spectral | clustering | knn
+                flag rows of a (poisoned) classifier's training set, retrain without them on Ray
+                Train, and compare clean accuracy and backdoor success before and after
+"""
+from __future__ import annotations
+
+from genray.cli.common import CliError
+
+SANITIZERS = ("spectral", "clustering", "knn")
+
+
+def add_parser(sub, storage, ray) -> None:
+    d = sub.add_parser("defend", parents=[storage, ray], help="measure a defense: likelihood detection, "
+                                                              "purification, or training-set sanitization")
+    d.add_argument("model", help="NAME or NAME@VERSION: a vae or flow (detect, purify); a classifier (sanitizers)")
+    d.add_argument("--method", required=True, choices=["detect", "purify", *SANITIZERS])
+    d.add_argument("--classifier", help="detect, purify: the classifier whose PGD examples are scored / that "
+                                        "classifies the purified images (default: one trained on the same data)")
+    d.add_argument("--eps", type=float, default=0.3, help="detect, purify: the PGD budget (L-inf); "
+                                                          "spectral: the expected poisoned fraction of a label")
+    d.add_argument("--steps", type=int, default=40, help="PGD steps")
+    d.add_argument("-n", type=int, default=200, help="detect, purify: validation images to use")
+    d.add_argument("--workers", type=int, help="sanitizers: training workers for the retraining run")
+    d.add_argument("--name", help="sanitizers: registry name of the retrained model (default NAME-METHOD)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=run)
+
+
+def run(args) -> int:
+    import time
+
+    from genray.cluster.storage import Storage
+
+    storage = Storage(args.storage)
+    t0 = time.perf_counter()
+    if args.method in SANITIZERS:
+        _sanitize(args, storage)
+    else:
+        _generative(args, storage)
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def _sanitize(args, storage) -> None:
+    from genray.cluster.connect import connect
+    from genray.trainers.sanitize import sanitize
+
+    connect(args.address)
+    r = sanitize(args.model, storage, method=args.method, eps=args.eps if args.method == "spectral" else 0.1,
+                 name=args.name, workers=args.workers).summary()
+    print(f"{r['model']}: {args.method} flagged {r['flagged']} of {r['rows']} training rows")
+    if r["poisoned"]:
+        print(f"  {r['caught']} of the {r['poisoned']} poisoned rows caught: recall {r['recall']:.3f}, "
+              f"precision {r['precision']:.3f}")
+    for when in ("before", "after"):
+        m = r[when]
+        asr = f"   backdoor success {m['asr']:.4f}" if "asr" in m else ""
+        label = r["model"] if when == "before" else f"{r['retrained']} (retrained without them)"
+        print(f"  {label}: clean accuracy {m['clean_accuracy']:.4f}{asr}")
+
+
+def _generative(args, storage) -> None:
+    import torch
+
+    from genray.cluster.datacache import local_arrays
+    from genray.cluster.registry import Registry
+    from genray.models.robustness import Purifier, attack, auroc, evaluate_purification, ood_sets, threshold
+    from genray.models.robustness.catalog import defense_methods
+    from genray.models.robustness.detect import anomaly_scores
+
+    registry = Registry(storage)
+    model, rec = registry.load(args.model)
+    if args.method not in defense_methods(rec.config):
+        raise CliError(f"{rec.ref} is a {rec.config['family']} model; --method {args.method} takes a vae or flow")
+    if not 1 <= args.n <= 5000:
+        raise CliError("-n must be in [1, 5000]")
+    classifier = _classifier(registry, args.classifier, rec)
+    val = local_arrays(storage.read_json(rec.metrics["data_meta"]), "val", storage, limit=args.n)
+    x, y = val["image"].float() / 255.0, val["label"]
+    torch.manual_seed(args.seed)
+    if args.method == "purify":
+        r = evaluate_purification(Purifier(model), classifier, x, y, eps=args.eps, steps=args.steps, seed=args.seed)
+        print(f"{rec.ref} purifying for {args.classifier or 'the default classifier'} on {len(x)} validation "
+              f"images, PGD-{args.steps} L-inf eps={args.eps:g}:")
+        for k, v in r.items():
+            print(f"  {k:<16} {v:.4f}" if isinstance(v, float) else f"  {k:<16} {v}")
+        return
+    normal = anomaly_scores(model, x)
+    adv = attack(classifier, x, y, method="pgd", eps=args.eps, steps=args.steps, seed=args.seed).x_adv
+    others = {**ood_sets(list(model.shape), len(x), seed=args.seed), f"pgd-{args.eps:g}": adv}
+    t = threshold(normal, fpr=0.05)
+    print(f"{rec.ref} likelihood detection ({len(x)} validation images; threshold {t:.3f} bits/dim "
+          f"flags 5% of them)")
+    print(f"  {'inputs':<18} {'AUROC':>7} {'flagged':>8} {'bits/dim':>9}")
+    for name, images in others.items():
+        s = anomaly_scores(model, images)
+        print(f"  {name:<18} {auroc(normal, s):7.4f} {float((s > t).float().mean()):8.3f} {float(s.mean()):9.3f}")
+
+
+def _classifier(registry, name: str | None, rec):
+    if name:
+        model, c = registry.load(name)
+        if c.kind != "classifier":
+            raise CliError(f"--classifier: {c.ref} is a {c.kind} model")
+        return model
+    dataset = rec.metrics.get("dataset")
+    found = registry.classifier_for(dataset)
+    if found is None:
+        raise CliError(f"no classifier trained on {dataset!r}: train one with "
+                       f"`genray train classifier --dataset {dataset}` or pass --classifier")
+    return registry.load(found.ref)[0]

@@ -1,0 +1,109 @@
+"""Likelihood-based detection of adversarial and out-of-distribution inputs: flag an image whose
+negative log-likelihood under a generative model of the training data is too high (the detector
+of PixelDefend, Song et al., 2018). Likelihoods are known to fail on some shifts (Nalisnick et
+al., 2019: simpler images can look *more* likely), so report AUROC per kind of anomaly rather
+than trust one number.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genray.models.errors import OptionError
+
+
+def _uint8(x01: Tensor) -> Tensor:
+    """Images in [0, 1] (or already uint8) -> uint8 (B, C, H, W), the models' likelihood input."""
+    if x01.dtype == torch.uint8:
+        return x01
+    return (x01.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def anomaly_scores(model, x01: Tensor, batch_size: int = 256, *, samples: int = 4, seed: int = 0) -> Tensor:
+    """Negative log-likelihood in bits per dimension (B,), higher = more anomalous, for images
+    x01 (B, C, H, W) in [0, 1] (or uint8) rounded to the 256 levels.
+
+    RealNVP: its dequantized likelihood, log-mean-exp over `samples` dequantization draws.
+    ConvVAE: log p(x) = logsumexp_y log p(x|y) - log K, each class's term the importance-weighted
+    bound with `samples` draws (one term for an unconditional VAE). The draws come from a fork of
+    the random state seeded with `seed`: the same images always score the same, and the caller's
+    random stream is left as it was."""
+    from genray.models.families.flow import RealNVP
+    from genray.models.families.vae import ConvVAE
+
+    if not isinstance(model, (ConvVAE, RealNVP)):
+        raise OptionError(f"anomaly scores need a ConvVAE or a RealNVP flow, got {type(model).__name__}", "model")
+    if not 1 <= samples <= 1024:
+        raise OptionError(f"samples must be in [1, 1024], got {samples}", "samples")
+    images = _uint8(x01)
+    D = math.prod(images.shape[1:])
+    device = model.device
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for i in range(0, len(images), batch_size):
+            xb = images[i:i + batch_size].to(device)  # (b, C, H, W) uint8
+            if isinstance(model, RealNVP):
+                lp = torch.stack([model.log_prob(xb) for _ in range(samples)])  # (S, b)
+                lp = torch.logsumexp(lp, 0) - math.log(samples)
+            elif model.num_classes:
+                per_class = torch.stack([model.log_prob(xb, torch.full((len(xb),), k, device=device), samples)
+                                         for k in range(model.num_classes)], 1)  # (b, K)
+                lp = torch.logsumexp(per_class, 1) - math.log(model.num_classes)
+            else:
+                lp = model.log_prob(xb, None, samples)
+            out.append(-lp.cpu() / (D * math.log(2)))
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def auroc(normal: Tensor, anomalous: Tensor) -> float:
+    """Area under the ROC curve for telling anomalous scores from normal ones (1 = perfect, 0.5 = chance)."""
+    from sklearn.metrics import roc_auc_score
+
+    if not len(normal) or not len(anomalous):
+        raise OptionError("AUROC needs at least one normal and one anomalous score", "scores")
+    scores = np.concatenate([np.asarray(normal, dtype=np.float64), np.asarray(anomalous, dtype=np.float64)])
+    truth = np.concatenate([np.zeros(len(normal)), np.ones(len(anomalous))])
+    return float(roc_auc_score(truth, scores))
+
+
+def threshold(normal_scores: Tensor, fpr: float = 0.05) -> float:
+    """The score above which a fraction `fpr` of normal inputs lies: flag inputs that exceed it."""
+    if not 0 < fpr < 1:
+        raise OptionError(f"fpr must be in (0, 1), got {fpr}", "fpr")
+    return float(np.quantile(np.asarray(normal_scores, dtype=np.float64), 1.0 - fpr))
+
+
+def ood_sets(shape: list[int], n: int, seed: int = 0, x: Tensor | None = None) -> dict[str, Tensor]:
+    """Out-of-distribution images (n, C, H, W) in [0, 1] for a model of `shape` [C, H, W]:
+
+    "noise": uniform pixels; "digits-upscaled": sklearn's 8x8 digits resized to H x W (left out
+    for an 8x8 model, whose data they are); "inverted": 1 - x, only where in-distribution images
+    x are given (dark digits on a light ground for a model of light on dark)."""
+    if len(shape) != 3 or min(shape) < 1:
+        raise OptionError(f"shape must be [C, H, W], got {shape}", "shape")
+    if n < 1:
+        raise OptionError(f"n must be at least 1, got {n}", "n")
+    C, H, W = (int(s) for s in shape)
+    g = torch.Generator().manual_seed(seed)
+    sets = {"noise": torch.rand(n, C, H, W, generator=g)}
+    if (H, W) != (8, 8):
+        import torch.nn.functional as F
+        from sklearn.datasets import load_digits
+
+        digits = torch.as_tensor(load_digits().images, dtype=torch.float32)[:, None] / 16.0  # (N, 1, 8, 8)
+        idx = torch.randint(len(digits), (n,), generator=g)
+        up = F.interpolate(digits[idx], size=(H, W), mode="bilinear", align_corners=False)  # (n, 1, H, W)
+        sets["digits-upscaled"] = up.clamp(0, 1).expand(n, C, H, W).contiguous()
+    if x is not None:
+        if list(x.shape[1:]) != [C, H, W]:
+            raise OptionError(f"x must be (B, {C}, {H}, {W}), got {tuple(x.shape)}", "x")
+        xs = x[:n].float() / 255.0 if x.dtype == torch.uint8 else x[:n].float()
+        sets["inverted"] = 1.0 - xs
+    return sets

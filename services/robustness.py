@@ -1,0 +1,182 @@
+"""The robustness server behind /v1/attack and /v1/defend: one autoscaled deployment of its own,
+with a short queue, so that attacks (tens to hundreds of forward and backward passes each) wait
+or are refused with a 503 while generation goes on in its own deployments.
+
+Which attacks and defenses a model takes follows from its family (models/robustness/catalog.py);
+inputs are PNGs of the model's shape or rows of its data set's validation split."""
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+
+import torch
+from ray import serve
+
+from genray.cluster.datacache import local_arrays
+from genray.cluster.registry import Registry, RegistryError
+from genray.cluster.storage import Storage
+from genray.models.codecs.images import from_png, to_png
+from genray.models.errors import OptionError
+from genray.models.modalities.base import b64
+from genray.models.robustness import (
+    Purifier,
+    anomaly_scores,
+    attack,
+    discriminator_attack,
+    reconstruction_attack,
+    suffix_attack,
+    threshold,
+)
+from genray.services.generate import error_result
+
+log = logging.getLogger("ray.serve")
+CALIBRATION_ROWS = 500  # validation images that calibrate a detector's threshold
+DETECT_FPR = 0.05
+
+
+def _pngs(images: torch.Tensor) -> list[str]:
+    return [b64(to_png(img)) for img in images]
+
+
+class Workbench:
+    """Registry models, validation splits, default classifiers and detector thresholds, loaded
+    once and kept, for the requests of one replica."""
+
+    def __init__(self, storage_uri: str, refs: dict[str, str]):
+        self.registry = Registry(Storage(storage_uri))
+        self.refs = refs  # served name -> registry ref
+        self._cache: dict = {}
+        self._lock = threading.RLock()  # a make() may fill another key
+
+    def _cached(self, key, make):
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = make()
+            return self._cache[key]
+
+    def model(self, ref: str):
+        return self._cached(("model", ref), lambda: self.registry.load(ref))
+
+    def validation(self, rec) -> dict:
+        """The validation split of the data set `rec` was trained on, from the data cache."""
+        path = rec.metrics.get("data_meta")
+        if not path or not self.registry.storage.exists(path):
+            raise OptionError(f"the data {rec.ref} was trained on is not in this storage's cache: send 'inputs'",
+                              "indices")
+        storage = self.registry.storage
+        return self._cached(("val", path), lambda: local_arrays(storage.read_json(path), "val", storage))
+
+    def classifier(self, name: str | None, dataset: str):
+        """The classifier `name`, or by default one trained on `dataset` (the one named
+        "classifier" first)."""
+        if name is not None:
+            try:
+                model, rec = self.model(name)
+            except RegistryError as e:
+                raise OptionError(str(e), "classifier") from None
+            if rec.kind != "classifier":
+                raise OptionError(f"{rec.ref} is a {rec.kind} model, not a classifier", "classifier")
+            return model
+        found = self.registry.classifier_for(dataset)
+        if found is None:
+            raise OptionError(f"no classifier trained on {dataset!r} in the registry: train one with "
+                              f"`genray train classifier --dataset {dataset}`", "classifier")
+        return self.model(found.ref)[0]
+
+    def threshold(self, rec, model) -> float:
+        def calibrate():
+            val = self.validation(rec)["image"][:CALIBRATION_ROWS].float() / 255.0
+            return threshold(anomaly_scores(model, val), fpr=DETECT_FPR)
+        return self._cached(("threshold", rec.ref), calibrate)
+
+    def images(self, req: dict, rec, shape: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The request's images (B, C, H, W) in [0, 1], and their labels where they are validation rows."""
+        if req.get("indices") is not None:
+            val = self.validation(rec)
+            n = len(val["image"])
+            bad = [i for i in req["indices"] if i >= n]
+            if bad:
+                raise OptionError(f"indices must be below {n} (the validation rows of {rec.metrics.get('dataset')}),"
+                                  f" got {bad[:5]}", "indices")
+            idx = torch.tensor(req["indices"])
+            return val["image"][idx].float() / 255.0, (val["label"][idx] if "label" in val else None)
+        images = []
+        for i, s in enumerate(req["inputs"]):
+            try:
+                img = from_png(base64.b64decode(s, validate=True), channels=shape[0])
+            except (binascii.Error, ValueError, OSError):
+                raise OptionError(f"inputs[{i}] is not a base64-encoded image", "inputs") from None
+            if list(img.shape) != list(shape):
+                raise OptionError(f"inputs[{i}] has shape {list(img.shape)}; the model takes {shape}", "inputs")
+            images.append(img)
+        return torch.stack(images).float() / 255.0, None
+
+
+def run_attack(bench: Workbench, ref: str, req: dict) -> dict:
+    model, rec = bench.model(ref)
+    method, dataset = req["method"], rec.metrics.get("dataset")
+    common = {"eps": req.get("eps"), "norm": req.get("norm", "linf"), "steps": req.get("steps", 40),
+              "step_size": req.get("step_size"), "seed": req.get("seed", 0)}
+    if method == "suffix":
+        r = suffix_attack(model, req["prompt"], req["target_text"], suffix_len=req.get("suffix_len", 10),
+                          steps=common["steps"], samples=req.get("samples", 32), seed=common["seed"])
+        return {"summary": r.summary(), "suffix": r.suffix}
+    x, y = bench.images(req, rec, model.shape)
+    if method == "reconstruction":
+        if req.get("target") is None:
+            raise OptionError("the reconstruction attack needs a target class", "target")
+        r = reconstruction_attack(model, x, target=req["target"], classifier=bench.classifier(req.get("classifier"),
+                                                                                                 dataset), **common)
+        return {"summary": r.summary(), "adversarial": _pngs(r.x_adv), "reconstructions": _pngs(r.recon),
+                "clean_predictions": r.clean_recon_pred.tolist(), "adversarial_predictions": r.recon_pred.tolist(),
+                "success": r.success.tolist(), "linf": r.linf.tolist(), "l2": r.l2.tolist()}
+    if method == "discriminator":
+        if y is None:
+            raise OptionError("the discriminator attack takes validation rows ('indices'), whose labels "
+                              "condition the discriminator", "indices")
+        r = discriminator_attack(model, x, y, **common)
+        return {"summary": r.summary(), "adversarial": _pngs(r.x_adv), "success": r.fooled.tolist(),
+                "linf": r.linf.tolist(), "l2": r.l2.tolist()}
+    r = attack(model, x, y, method=method, targeted=req.get("targeted", False), target=req.get("target"),
+               restarts=req.get("restarts", 1), **common)
+    return {"summary": r.summary(), "adversarial": _pngs(r.x_adv), "clean_predictions": r.clean_pred.tolist(),
+            "adversarial_predictions": r.adv_pred.tolist(), "success": r.success.tolist(), "linf": r.linf.tolist(),
+            "l2": r.l2.tolist()}
+
+
+def run_defense(bench: Workbench, ref: str, req: dict) -> dict:
+    model, rec = bench.model(ref)
+    dataset = rec.metrics.get("dataset")
+    x, _ = bench.images(req, rec, model.shape)
+    if req["method"] == "detect":
+        scores = anomaly_scores(model, x)
+        t = bench.threshold(rec, model)
+        return {"scores": scores.tolist(), "flagged": (scores > t).tolist(), "threshold": t}
+    classifier = bench.classifier(req.get("classifier"), dataset)
+    with torch.no_grad():
+        purified = Purifier(model)(x).detach()
+        before, after = classifier(x).argmax(1), classifier(purified).argmax(1)
+    return {"purified": _pngs(purified), "predictions": after.tolist(), "predictions_before": before.tolist()}
+
+
+@serve.deployment
+class RobustnessServer:
+    """Runs attacks and defenses on the registry models it was given."""
+
+    def __init__(self, storage_uri: str, refs: dict[str, str], threads: int = 1):
+        torch.set_num_threads(threads)
+        self.bench = Workbench(storage_uri, refs)
+
+    def _run(self, fn, payload: dict) -> dict:
+        try:
+            return fn(self.bench, self.bench.refs[payload["model"]], payload)
+        except Exception as e:  # noqa: BLE001 - each failure becomes this request's error result
+            return error_result(e)
+
+    def attack(self, payload: dict) -> dict:
+        return self._run(run_attack, payload)
+
+    def defend(self, payload: dict) -> dict:
+        return self._run(run_defense, payload)
