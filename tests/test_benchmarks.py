@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECT = {
     "gpu_check.py": "same as cpu",
     "quality.py": "| series | quality-ar (sunspots) | one-step MSE |",
-    "robustness.py": "| robust-adversarial | adversarial |",
+    "robustness.py": "| eps | scored real (clean) | scored real (attacked) | fooled | time |",
     "serve_throughput.py": "plain FastAPI (unbatched)",
     "train_overhead.py": "epoch-time ratio genray/bare",
 }
