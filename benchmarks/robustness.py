@@ -39,6 +39,7 @@ from genray.models.robustness import (  # noqa: E402
     auroc,
     discriminator_attack,
     evaluate_purification,
+    evasive_pgd,
     ood_sets,
     reconstruction_attack,
     suffix_attack,
@@ -67,6 +68,7 @@ EVASION_ATTACKS = [  # column, attack() arguments
     ("APGD .3", {"method": "autoattack", "eps": 0.3, "steps": 100}),
 ]
 FLIP_RATES = (0.01, 0.05, 0.1, 0.2, 0.3)
+ADAPTIVE_WEIGHTS = (1.0, 10.0, 100.0)  # on the detector's bits/dim against the classifier's cross-entropy
 GCG_TARGET = " my lord"
 
 
@@ -179,19 +181,28 @@ def detection(b: Bench) -> None:
         # The flow at 6 of its preset's 24 epochs: its full-gradient purification below is the slow part.
         model, rec = b.train(f"robust-{family}", family, reuse=b.args.reuse, epochs=6 if family == "flow" else None)
         normal, t = timed(anomaly_scores, model, b.x)
-        rows.append([f"{family} ({b.budget(rec)})", *[auroc(normal, anomaly_scores(model, v)) for v in inputs.values()],
+        cells = [auroc(normal, anomaly_scores(model, v)) for v in inputs.values()]
+        # PGD at 0.3 that also lowers the detector's bits/dim: the lowest AUROC over the weights,
+        # with the classifier's accuracy on those examples (the attack must still fool it).
+        adaptive = []
+        for weight in ADAPTIVE_WEIGHTS:
+            x_adv = evasive_pgd(classifier, model, b.x, b.y, eps=0.3, steps=40, weight=weight)
+            adaptive.append((auroc(normal, anomaly_scores(model, x_adv)), classifier.accuracy(x_adv, b.y), weight))
+        a, acc, weight = min(adaptive)
+        rows.append([f"{family} ({b.budget(rec)})", *cells, f"{a:.4f} (accuracy {acc:.3f}, weight {weight:g})",
                      f"{t:.1f} s per {len(b.x)}"])
         for eps in (0.1,) if b.args.smoke else (0.1, 0.3):
             n = 16 if b.args.smoke else min(len(b.x), 200 if family == "vae" else 100)
             r, t = timed(evaluate_purification, Purifier(model), classifier, b.x[:n], b.y[:n], eps=eps,
                          steps=5 if b.args.smoke else 40)
             purify_rows.append([family, f"{eps:g}", r["clean"], r["purified_clean"], r["undefended"],
-                                r["nonadaptive"], r["adaptive_bpda"], r["adaptive_full"], f"{t:.0f} s"])
+                                r["nonadaptive"], r["adaptive_bpda"], r["adaptive_full"],
+                                r.get("adaptive_label", "-"), r["adaptive"], f"{t:.0f} s"])
     table(f"Likelihood detection: AUROC against {len(b.x)} validation images (PGD on robust-standard)",
-          ["detector", *inputs, "scoring"], rows)
+          ["detector", *inputs, "PGD-40 .3 knowing the detector", "scoring"], rows)
     table("Purification, then robust-standard: accuracy under PGD-40 (L-inf)",
           ["purifier", "eps", "clean", "purified clean", "undefended", "non-adaptive", "adaptive BPDA",
-           "adaptive full gradient", "time"], purify_rows)
+           "adaptive full gradient", "adaptive on the VAE's class", "adaptive (lowest)", "time"], purify_rows)
 
 
 def generative(b: Bench) -> None:

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 
 from genray.cluster.storage import Storage
 from genray.models import modalities
+from genray.models.errors import DataError
 
 
 def to_tensors(meta: dict, batch: dict[str, np.ndarray]) -> dict:
@@ -32,3 +33,11 @@ def local_columns(meta: dict, split: str, storage: Storage, limit: int | None = 
 def local_arrays(meta: dict, split: str, storage: Storage, limit: int | None = None) -> dict:
     """A split as in-memory tensors (serving, benchmarks, evaluation, tests)."""
     return to_tensors(meta, local_columns(meta, split, storage, limit))
+
+
+def trained_on(rec, split: str, storage: Storage, limit: int | None = None) -> dict:
+    """A split of the data set registry model `rec` was trained on, as tensors."""
+    path = rec.metrics.get("data_meta")
+    if not path or not storage.exists(path):
+        raise DataError(f"the data {rec.ref} was trained on is not in the data cache of {storage.uri}")
+    return local_arrays(storage.read_json(path), split, storage, limit)

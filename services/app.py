@@ -28,9 +28,9 @@ class ServeOptions:
     # that every model's first replica fits in half the cluster, leaving room to scale up.
     cpus_per_replica: float | None = None
     request_timeout_s: float = 120.0
-    # Attacks cost tens to hundreds of passes each: few run at once per replica, and a short queue
-    # turns a burst into 503s instead of a backlog.
-    robustness_max_ongoing: int = 2
+    # Attacks cost tens to hundreds of passes each and seed global random state (ART draws from
+    # numpy's): one runs at a time per replica, and a short queue turns a burst into 503s.
+    robustness_max_ongoing: int = 1
     robustness_max_queued: int = 8
 
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
+from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.metrics import GatewayMetrics
 from genray.services.schemas import (
     AttackRequest,
@@ -72,6 +73,12 @@ class Route:
 
     def respond(self, model: str, entry: dict, req, result: dict):
         raise NotImplementedError
+
+    def method_label(self, model: str, req, methods) -> str:
+        """The request's method as a metric label: one the model takes, else "_invalid" (a label
+        never carries what a caller typed, which would make its values unbounded)."""
+        entry, method = self.models.get(model), getattr(req, "method", None)
+        return method if entry and method in methods(entry["config"]) else "_invalid"
 
     def record(self, model: str, req, status: int, seconds: float) -> None:
         raise NotImplementedError
@@ -134,7 +141,7 @@ class AttackRoute(Route):
         return AttackResponse(model=model, version=entry["summary"]["version"], method=req.method, **result)
 
     def record(self, model, req, status, seconds):
-        self.metrics.attack_request(model, getattr(req, "method", None), status, seconds)
+        self.metrics.attack_request(model, self.method_label(model, req, attack_methods), status, seconds)
 
 
 class DefendRoute(Route):
@@ -153,7 +160,7 @@ class DefendRoute(Route):
         return DefendResponse(model=model, version=entry["summary"]["version"], method=req.method, **result)
 
     def record(self, model, req, status, seconds):
-        self.metrics.defense_request(model, getattr(req, "method", None), status, seconds)
+        self.metrics.defense_request(model, self.method_label(model, req, defense_methods), status, seconds)
 
 
 api = FastAPI(title="genray", description="Generation, attacks and defenses on genray registry models")

@@ -46,8 +46,8 @@ class GatewayMetrics:
         if batch_size is not None:  # counted once per batch, by its first request
             self.batch.labels(model).observe(batch_size)
 
-    def attack_request(self, model: str, method: str | None, status: int, seconds: float) -> None:
-        self.attacks.labels(model, method or "_invalid", outcome(status)).inc()
+    def attack_request(self, model: str, method: str, status: int, seconds: float) -> None:
+        self.attacks.labels(model, method, outcome(status)).inc()
         self.attack_latency.labels(model).observe(seconds)
 
     def attacked(self, model: str, method: str, success: list[bool]) -> None:
@@ -56,8 +56,8 @@ class GatewayMetrics:
             if n:
                 self.attack_inputs.labels(model, method, str(value).lower()).inc(n)
 
-    def defense_request(self, model: str, method: str | None, status: int, seconds: float) -> None:
-        self.defense_requests.labels(model, method or "_invalid", outcome(status)).inc()
+    def defense_request(self, model: str, method: str, status: int, seconds: float) -> None:
+        self.defense_requests.labels(model, method, outcome(status)).inc()
         self.defense_latency.labels(model).observe(seconds)
 
     def defended(self, model: str, method: str, flagged: list[bool] | None, n: int) -> None:

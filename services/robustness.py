@@ -14,11 +14,11 @@ import threading
 import torch
 from ray import serve
 
-from genray.cluster.datacache import local_arrays
+from genray.cluster.datacache import trained_on
 from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
 from genray.models.codecs.images import from_png, to_png
-from genray.models.errors import OptionError
+from genray.models.errors import DataError, OptionError
 from genray.models.modalities.base import b64
 from genray.models.robustness import (
     Purifier,
@@ -61,16 +61,16 @@ class Workbench:
 
     def validation(self, rec) -> dict:
         """The validation split of the data set `rec` was trained on, from the data cache."""
-        path = rec.metrics.get("data_meta")
-        if not path or not self.registry.storage.exists(path):
-            raise OptionError(f"the data {rec.ref} was trained on is not in this storage's cache: send 'inputs'",
-                              "indices")
-        storage = self.registry.storage
-        return self._cached(("val", path), lambda: local_arrays(storage.read_json(path), "val", storage))
+        def read():
+            try:
+                return trained_on(rec, "val", self.registry.storage)
+            except DataError as e:
+                raise OptionError(f"{e}: send 'inputs'", "indices") from None
+        return self._cached(("val", rec.ref), read)
 
     def classifier(self, name: str | None, dataset: str):
-        """The classifier `name`, or by default one trained on `dataset` (the one named
-        "classifier" first)."""
+        """The classifier `name` and its record, or by default one trained on `dataset` (the one
+        named "classifier" first)."""
         if name is not None:
             try:
                 model, rec = self.model(name)
@@ -78,12 +78,23 @@ class Workbench:
                 raise OptionError(str(e), "classifier") from None
             if rec.kind != "classifier":
                 raise OptionError(f"{rec.ref} is a {rec.kind} model, not a classifier", "classifier")
-            return model
-        found = self.registry.classifier_for(dataset)
-        if found is None:
-            raise OptionError(f"no classifier trained on {dataset!r} in the registry: train one with "
-                              f"`genray train classifier --dataset {dataset}`", "classifier")
-        return self.model(found.ref)[0]
+        else:
+            found = self._cached(("classifier_for", dataset), lambda: self.registry.classifier_for(dataset))
+            if found is None:
+                raise OptionError(f"no classifier trained on {dataset!r} in the registry: train one with "
+                                  f"`genray train classifier --dataset {dataset}`", "classifier")
+            model, rec = self.model(found.ref)
+        return model, rec
+
+    def judge(self, name: str | None, rec):
+        """The classifier for images of model `rec`: one that takes them (same shape), with as
+        many classes as `rec` has."""
+        classifier, c = self.classifier(name, rec.metrics.get("dataset"))
+        if list(classifier.shape) != list(rec.config["shape"]) or (
+                rec.config.get("num_classes") and classifier.num_classes != rec.config["num_classes"]):
+            raise OptionError(f"{c.ref} classifies images of shape {classifier.shape} into {classifier.num_classes} "
+                              f"classes; {rec.ref} has shape {rec.config['shape']}", "classifier")
+        return classifier
 
     def threshold(self, rec, model) -> float:
         def calibrate():
@@ -105,18 +116,34 @@ class Workbench:
         images = []
         for i, s in enumerate(req["inputs"]):
             try:
-                img = from_png(base64.b64decode(s, validate=True), channels=shape[0])
-            except (binascii.Error, ValueError, OSError):
-                raise OptionError(f"inputs[{i}] is not a base64-encoded image", "inputs") from None
-            if list(img.shape) != list(shape):
-                raise OptionError(f"inputs[{i}] has shape {list(img.shape)}; the model takes {shape}", "inputs")
-            images.append(img)
+                data = base64.b64decode(s, validate=True)
+            except binascii.Error:
+                raise OptionError(f"inputs[{i}] is not base64", "inputs") from None
+            try:
+                images.append(from_png(data, channels=shape[0], size=(shape[2], shape[1])))
+            except ValueError as e:  # the wrong size or pixel format: checked before decoding
+                raise OptionError(f"inputs[{i}]: {e}; the model takes images of shape {shape}", "inputs") from None
+            except OSError:
+                raise OptionError(f"inputs[{i}] is not an image Pillow can read", "inputs") from None
         return torch.stack(images).float() / 255.0, None
 
 
+# Fields of the attack functions that a request names otherwise.
+REQUEST_FIELDS = {"target": "target_text", "x": "inputs", "labels": "indices", "vae": "model", "gan": "model"}
+
+
 def run_attack(bench: Workbench, ref: str, req: dict) -> dict:
+    try:
+        return _attack(bench, ref, req)
+    except OptionError as e:
+        if req["method"] == "suffix" or e.field != "target":
+            e.field = REQUEST_FIELDS.get(e.field, e.field)
+        raise
+
+
+def _attack(bench: Workbench, ref: str, req: dict) -> dict:
     model, rec = bench.model(ref)
-    method, dataset = req["method"], rec.metrics.get("dataset")
+    method = req["method"]
     common = {"eps": req.get("eps"), "norm": req.get("norm", "linf"), "steps": req.get("steps", 40),
               "step_size": req.get("step_size"), "seed": req.get("seed", 0)}
     if method == "suffix":
@@ -127,16 +154,16 @@ def run_attack(bench: Workbench, ref: str, req: dict) -> dict:
     if method == "reconstruction":
         if req.get("target") is None:
             raise OptionError("the reconstruction attack needs a target class", "target")
-        r = reconstruction_attack(model, x, target=req["target"], classifier=bench.classifier(req.get("classifier"),
-                                                                                                 dataset), **common)
+        r = reconstruction_attack(model, x, target=req["target"], classifier=bench.judge(req.get("classifier"), rec),
+                                  **common)
         return {"summary": r.summary(), "adversarial": _pngs(r.x_adv), "reconstructions": _pngs(r.recon),
                 "clean_predictions": r.clean_recon_pred.tolist(), "adversarial_predictions": r.recon_pred.tolist(),
                 "success": r.success.tolist(), "linf": r.linf.tolist(), "l2": r.l2.tolist()}
     if method == "discriminator":
-        if y is None:
-            raise OptionError("the discriminator attack takes validation rows ('indices'), whose labels "
-                              "condition the discriminator", "indices")
-        r = discriminator_attack(model, x, y, **common)
+        if model.num_classes and y is None:
+            raise OptionError("this GAN's discriminator is conditioned on each image's class: send validation rows "
+                              "('indices'), whose labels it takes", "indices")
+        r = discriminator_attack(model, x, y if model.num_classes else None, **common)
         return {"summary": r.summary(), "adversarial": _pngs(r.x_adv), "success": r.fooled.tolist(),
                 "linf": r.linf.tolist(), "l2": r.l2.tolist()}
     r = attack(model, x, y, method=method, targeted=req.get("targeted", False), target=req.get("target"),
@@ -148,13 +175,12 @@ def run_attack(bench: Workbench, ref: str, req: dict) -> dict:
 
 def run_defense(bench: Workbench, ref: str, req: dict) -> dict:
     model, rec = bench.model(ref)
-    dataset = rec.metrics.get("dataset")
     x, _ = bench.images(req, rec, model.shape)
     if req["method"] == "detect":
         scores = anomaly_scores(model, x)
         t = bench.threshold(rec, model)
         return {"scores": scores.tolist(), "flagged": (scores > t).tolist(), "threshold": t}
-    classifier = bench.classifier(req.get("classifier"), dataset)
+    classifier = bench.judge(req.get("classifier"), rec)
     with torch.no_grad():
         purified = Purifier(model)(x).detach()
         before, after = classifier(x).argmax(1), classifier(purified).argmax(1)

@@ -76,12 +76,13 @@ class ImageInputs(BaseModel):
 class AttackRequest(ImageInputs):
     model_config = ConfigDict(extra="forbid")
 
-    method: StrictStr = Field(..., description="classifiers: fgsm | pgd | cw | autoattack; vae: reconstruction; "
-                                               "gan: discriminator; text models: suffix (greedy coordinate gradient)")
+    method: StrictStr = Field(..., max_length=32, description="classifiers: fgsm | pgd | cw | autoattack; vae: "
+                                                             "reconstruction; gan: discriminator; text models: "
+                                                             "suffix (greedy coordinate gradient)")
     eps: Optional[Number] = Field(None, gt=0, description="perturbation budget in the norm (images in [0, 1])")
     norm: StrictStr = Field("linf", description="linf | l2")
     steps: StrictInt = Field(40, ge=1, le=500)
-    step_size: Optional[Number] = Field(None, gt=0, le=1)
+    step_size: Optional[Number] = Field(None, gt=0, le=64, description="the step (the learning rate for cw)")
     restarts: StrictInt = Field(1, ge=1, le=5, description="random starts (pgd, autoattack)")
     targeted: StrictBool = False
     target: Optional[StrictInt] = Field(None, ge=0, description="the class a targeted attack (or the vae's) aims at")
@@ -114,7 +115,8 @@ class AttackResponse(BaseModel):
 class DefendRequest(ImageInputs):
     model_config = ConfigDict(extra="forbid")
 
-    method: StrictStr = Field(..., description="purify (reconstruct, then classify) | detect (likelihood scores)")
+    method: StrictStr = Field(..., max_length=32, description="purify (reconstruct, then classify) | detect "
+                                                             "(likelihood scores)")
     classifier: Optional[StrictStr] = Field(None, max_length=80, description="purify: the classifier to predict with "
                                                                               "(default: one trained on the same data)")
 
@@ -137,8 +139,28 @@ def check_images(req: ImageInputs) -> list[dict]:
     return []
 
 
+# The fields each method reads, beyond "method": any other field set is a 422, never ignored.
+IMAGE_FIELDS = frozenset({"inputs", "indices", "eps", "norm", "steps", "step_size", "seed"})
+ATTACK_FIELDS = {
+    **{m: IMAGE_FIELDS | {"restarts", "targeted", "target"} for m in ("fgsm", "pgd", "autoattack")},
+    "cw": IMAGE_FIELDS | {"targeted", "target"},
+    "reconstruction": IMAGE_FIELDS | {"target", "classifier"},
+    "discriminator": IMAGE_FIELDS,
+    "suffix": frozenset({"prompt", "target_text", "suffix_len", "steps", "samples", "seed"}),
+}
+DEFENSE_FIELDS = {"detect": frozenset({"inputs", "indices"}), "purify": frozenset({"inputs", "indices", "classifier"})}
+
+
+def _unused(req: BaseModel, method: str, accepted: frozenset[str]) -> list[dict]:
+    return [field_error(f, f"field {f!r} does not apply to the {method} method; it takes {sorted(accepted)}")
+            for f in sorted(req.model_fields_set - accepted - {"method"})]
+
+
 def check_attack(req: AttackRequest, config: dict) -> list[dict]:
-    """Errors for an attack this model cannot take, or settings it needs and lacks."""
+    """Errors for an attack this model cannot take, fields its method does not read, or
+    settings it needs and lacks."""
+    import math
+
     from genray.models.robustness.attacks import EPS_LIMITS
     from genray.models.robustness.catalog import TEXT_ATTACKS, attack_methods
 
@@ -146,19 +168,25 @@ def check_attack(req: AttackRequest, config: dict) -> list[dict]:
     if req.method not in methods:
         return [field_error("method", f"{config['family']} models take the attack method(s) {list(methods)}, "
                                       f"not {req.method!r}")]
+    errors = _unused(req, req.method, ATTACK_FIELDS[req.method])
     if req.method in TEXT_ATTACKS:
-        return [field_error(f, f"the {req.method} attack needs {f!r}") for f in ("prompt", "target_text")
-                if getattr(req, f) is None]
-    errors = check_images(req)
-    if req.norm not in EPS_LIMITS:
+        return errors + [field_error(f, f"the {req.method} attack needs {f!r}") for f in ("prompt", "target_text")
+                         if getattr(req, f) is None]
+    errors += check_images(req)
+    # An L2 budget past the norm of the all-ones image (sqrt of the pixel count) bounds nothing.
+    limit = min(EPS_LIMITS.get(req.norm, 0), math.sqrt(math.prod(config["shape"]))) if req.norm == "l2" \
+        else EPS_LIMITS.get(req.norm)
+    if limit is None:
         errors.append(field_error("norm", f"norm must be one of {list(EPS_LIMITS)}, got {req.norm!r}"))
     elif req.eps is None:
         errors.append(field_error("eps", "an attack on images needs a perturbation budget 'eps'"))
-    elif req.eps > EPS_LIMITS[req.norm]:
-        errors.append(field_error("eps", f"eps must be at most {EPS_LIMITS[req.norm]:g} for norm {req.norm}"))
+    elif req.eps > limit:
+        errors.append(field_error("eps", f"eps must be at most {limit:g} for norm {req.norm} on these images"))
     classes = config.get("num_classes", 0)
     if req.target is not None and classes and req.target >= classes:
         errors.append(field_error("target", f"target must be in [0, {classes - 1}]"))
+    if req.target is not None and req.method in ("fgsm", "pgd", "autoattack", "cw") and not req.targeted:
+        errors.append(field_error("targeted", "a target class needs 'targeted': true"))
     return errors
 
 
@@ -169,4 +197,4 @@ def check_defense(req: DefendRequest, config: dict) -> list[dict]:
     if req.method not in methods:
         return [field_error("method", f"{config['family']} models take the defense method(s) {list(methods)}, "
                                       f"not {req.method!r}")]
-    return check_images(req)
+    return _unused(req, req.method, DEFENSE_FIELDS[req.method]) + check_images(req)

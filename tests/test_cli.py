@@ -132,5 +132,32 @@ def test_eval_and_attack_a_classifier(trained, storage, tmp_path, capsys):
     assert Image.open(png).size == (16 * 10 + 2, 3 * 10 + 2)  # 16 columns, 3 rows of 8x8 tiles
     assert cli(["attack", "classifier", "--method", "pgd", "--eps", "2", "--storage", storage.uri]) == 2
     assert "eps must be in" in capsys.readouterr().err
-    assert cli(["attack", "vae", "--eps", "0.1", "--storage", storage.uri]) == 2
-    assert "takes a classifier" in capsys.readouterr().err
+    assert cli(["attack", "markov", "--eps", "0.1", "--storage", storage.uri]) == 2
+    assert "takes no attack" in capsys.readouterr().err
+    assert cli(["attack", "vae", "--eps", "2", "--norm", "l2", "--storage", storage.uri]) == 2
+    assert "--target" in capsys.readouterr().err
+    assert cli(["attack", "vae", "--eps", "3", "--norm", "l2", "--target", "3", "--steps", "20", "-n", "16",
+                "-o", str(png), "--storage", storage.uri]) == 0
+    assert "target rate" in capsys.readouterr().out
+    assert Image.open(png).size == (16 * 10 + 2, 4 * 10 + 2)  # clean, adversarial, reconstruction, difference
+    assert cli(["attack", "transformer", "--prompt", "ROMEO:", "--target-text", "the", "--suffix-len", "4",
+                "--steps", "3", "--storage", storage.uri]) == 0
+    assert "log P('the' | prompt)" in capsys.readouterr().out
+
+
+def test_defend_detects_and_purifies(trained, storage, capsys):
+    import re
+
+    assert cli(["defend", "flow", "--method", "detect", "--eps", "0.2", "--steps", "10", "-n", "64",
+                "--storage", storage.uri]) == 0
+    out = capsys.readouterr().out
+    assert float(re.search(r"noise\s+([\d.]+)", out).group(1)) > 0.95, out
+    assert re.search(r"pgd-0.2\s+[\d.]+", out) and re.search(r"pgd-0.2-adaptive\s+[\d.]+", out), out
+    assert cli(["defend", "vae", "--method", "purify", "--eps", "0.1", "--steps", "5", "-n", "32",
+                "--storage", storage.uri]) == 0
+    out = capsys.readouterr().out
+    scores = {k: float(v) for k, v in re.findall(r"^\s+(\w+)\s+([\d.]+)$", out, re.M)}
+    assert {"clean", "purified_clean", "nonadaptive", "adaptive_bpda", "adaptive_full"} <= set(scores), out
+    assert scores["adaptive_full"] <= scores["nonadaptive"] + 0.1, out
+    assert cli(["defend", "classifier", "--method", "detect", "--storage", storage.uri]) == 2
+    assert "takes a vae or flow" in capsys.readouterr().err

@@ -196,6 +196,7 @@ def test_adaptive_attack_is_at_least_as_strong_as_the_non_adaptive_one(vae, clf,
     assert r["undefended"] < r["clean"] - 0.3
     assert r["adaptive_full"] <= r["nonadaptive"], r
     assert r["adaptive_bpda"] < r["purified_clean"] - 0.2, r
+    assert r["adaptive"] == min(r["adaptive_bpda"], r["adaptive_full"], r["adaptive_label"]), r
 
 
 # ---- likelihood-based detection ----------------------------------------------------------------
@@ -246,3 +247,17 @@ def test_bad_settings_name_the_field(vae, flow, clf, val, call, field):
     with pytest.raises(OptionError) as e:
         call({"vae": vae, "flow": flow, "clf": clf, "x": val[0][:4], "y": val[1][:4]})
     assert e.value.field == field
+
+
+@pytest.mark.parametrize("name", ["vae", "flow"])
+def test_an_attack_that_knows_the_detector_looks_more_likely(request, clf, val, name):
+    from genray.models.robustness import anomaly_scores, evasive_pgd
+
+    detector = request.getfixturevalue(name)
+    x, y = val[0][:64], val[1][:64]
+    naive = evasive_pgd(clf, detector, x, y, eps=0.1, steps=20, weight=0.0)
+    aware = evasive_pgd(clf, detector, x, y, eps=0.1, steps=20, weight=5.0)
+    assert float((aware - x).abs().max()) <= 0.1 + 1e-6 and float(aware.min()) >= 0 and float(aware.max()) <= 1
+    assert float(anomaly_scores(detector, aware).mean()) < float(anomaly_scores(detector, naive).mean())
+    with torch.no_grad():
+        assert float((clf(naive).argmax(1) == y).float().mean()) < 0.6  # the plain attack works

@@ -308,7 +308,20 @@ BAD_ROBUST = [
     ("not base64", "attack", "classifier", {"method": "fgsm", "eps": 0.1, "inputs": ["%%%"]}, 422, "inputs"),
     ("suffix without a prompt", "attack", "transformer", {"method": "suffix", "target_text": "the"}, 422, "prompt"),
     ("target text outside vocabulary", "attack", "transformer", {"method": "suffix", "prompt": "A",
-                                                                 "target_text": "\u2603"}, 422, "target"),
+                                                                 "target_text": "\u2603"}, 422, "target_text"),
+    ("a field the method does not read", "attack", "classifier", {"method": "fgsm", "eps": 0.1, "indices": [0],
+                                                                  "prompt": "A"}, 422, "prompt"),
+    ("image fields on a text attack", "attack", "transformer", {"method": "suffix", "prompt": "A",
+                                                                "target_text": "the", "eps": 0.1}, 422, "eps"),
+    ("target without targeted", "attack", "classifier", {"method": "pgd", "eps": 0.1, "target": 3,
+                                                         "indices": [0]}, 422, "targeted"),
+    ("an L2 budget past the image's norm", "attack", "classifier", {"method": "pgd", "eps": 9, "norm": "l2",
+                                                                    "indices": [0]}, 422, "eps"),
+    ("a classifier on a detector", "defend", "flow", {"method": "detect", "indices": [0], "classifier": "c"}, 422,
+     "classifier"),
+    ("a generative model as judge", "attack", "vae", {"method": "reconstruction", "eps": 2.0, "norm": "l2",
+                                                      "target": 3, "indices": [0], "classifier": "vae"}, 422,
+     "classifier"),
     ("unknown field", "attack", "classifier", {"method": "fgsm", "eps": 0.1, "indices": [0], "colour": 1}, 422,
      "colour"),
 ]
@@ -325,11 +338,18 @@ def test_bad_attack_and_defense_input_gets_a_clear_4xx(client, case, endpoint, m
         assert "unknown model" in detail
 
 
-def test_wrong_image_shape_is_a_422(client):
+def test_images_of_another_size_or_depth_are_422s(client):
     import torch
 
     r = client.post("/v1/attack/classifier", json={"method": "fgsm", "eps": 0.1, "inputs": [_png(torch.rand(1, 9, 9))]})
     assert r.status_code == 422 and "shape" in r.text
+    huge = io.BytesIO()  # 24 KB of PNG that would decode to 196 megapixels
+    Image.new("1", (14000, 14000)).save(huge, "PNG")
+    deep = io.BytesIO()  # 16-bit pixels, which 8-bit conversion would clip to white
+    Image.new("I;16", (8, 8)).save(deep, "PNG")
+    for data in (huge.getvalue(), deep.getvalue()):
+        r = client.post("/v1/defend/flow", json={"method": "detect", "inputs": [base64.b64encode(data).decode()]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "inputs"], r.text
 
 
 def test_robustness_metrics_and_schemas(client):
@@ -337,6 +357,7 @@ def test_robustness_metrics_and_schemas(client):
     assert client.post("/v1/attack/classifier", json={"method": "fgsm", "eps": 0.2, "indices": [0, 1, 2]}
                        ).status_code == 200
     assert client.post("/v1/attack/classifier", json={"method": "fgsm", "eps": 9}).status_code == 422
+    assert client.post("/v1/attack/classifier", json={"method": "x" * 30, "eps": 0.1}).status_code == 422
     assert client.post("/v1/defend/flow", json={"method": "detect", "indices": [0, 1]}).status_code == 200
     after = _samples(client.get("/metrics").text)
     assert after[("TYPE", "genray_attacks")] == "counter" and after[("TYPE", "genray_defense")] == "counter"
@@ -349,10 +370,12 @@ def test_robustness_metrics_and_schemas(client):
 
     assert delta("genray_attacks_total", model="classifier", method="fgsm", outcome="ok") == 1
     assert delta("genray_attacks_total", model="classifier", method="fgsm", outcome="rejected") == 1
+    # What a caller typed as a method never becomes a label value.
+    assert delta("genray_attacks_total", model="classifier", method="_invalid", outcome="rejected") == 1
     assert sum(delta("genray_attack_inputs_total", model="classifier", method="fgsm", success=s)
                for s in ("true", "false")) == 3
     assert sum(delta("genray_defense_total", model="flow", method="detect", flagged=f) for f in ("true", "false")) == 2
-    assert delta("genray_attack_latency_seconds_count", model="classifier") == 2
+    assert delta("genray_attack_latency_seconds_count", model="classifier") == 3
     paths = client.get("/openapi.json").json()["paths"]
     for path, schema in (("/v1/attack/{model}", "method"), ("/v1/defend/{model}", "method")):
         body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]

@@ -104,6 +104,18 @@ def test_one_fit_can_be_published_under_any_name(ray_cluster, storage):
     assert "ar-fit" not in Registry(storage).names()
 
 
+def test_the_adversarial_budget_ramps_up_then_holds():
+    from genray.trainers.config import TrainConfig
+
+    tc = TrainConfig(defense="adversarial", defense_eps=0.3, defense_ramp=0.5)
+    budgets = [tc.defense_budget(step, 100) for step in range(100)]
+    assert budgets[0] == pytest.approx(0.3 / 50) and budgets[49] == budgets[99] == pytest.approx(0.3)
+    assert all(a <= b for a, b in zip(budgets, budgets[1:]))
+    assert TrainConfig(defense="adversarial").defense_budget(0, 100) == 0.3  # no ramp: the full budget at once
+    with pytest.raises(ValueError, match="defense_ramp"):
+        TrainConfig(defense_ramp=1.5)
+
+
 def test_adversarial_training_on_two_workers_buys_robustness(trained, storage):
     """PGD adversarial training through the one loop (the attack runs in each training step on
     both workers, DDP syncs the gradients): the published classifier resists PGD far better than
@@ -112,7 +124,7 @@ def test_adversarial_training_on_two_workers_buys_robustness(trained, storage):
     from genray.trainers import datasets
 
     spec = TrainSpec("classifier", name="classifier-adv", dataset="digits", workers=2, epochs=6,
-                     train={"defense": "adversarial", "defense_eps": 0.2, "defense_steps": 5})
+                     train={"defense": "adversarial", "defense_eps": 0.2, "defense_steps": 5, "defense_ramp": 0.2})
     rec = train(spec, storage)
     assert rec.metrics["training"]["defense"] == "adversarial" and rec.metrics["workers"] == 2
     registry = Registry(storage)

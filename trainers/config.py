@@ -32,6 +32,9 @@ class TrainConfig:
     defense_eps: float = 0.3
     defense_steps: int = 7
     defense_norm: str = "linf"
+    # The budget rises linearly from 0 to defense_eps over this fraction of the run's steps: deeper
+    # networks trained at the full budget from the start can stall at chance.
+    defense_ramp: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -46,6 +49,8 @@ class TrainConfig:
             raise ConfigError(f"defense must be one of {list(DEFENSES)}, got {self.defense!r}")
         if self.defense_norm not in ("linf", "l2") or not self.defense_eps > 0 or not 1 <= self.defense_steps <= 100:
             raise ConfigError("defense_norm must be linf or l2, defense_eps > 0 and defense_steps in [1, 100]")
+        if not 0 <= self.defense_ramp <= 1:
+            raise ConfigError("defense_ramp must be in [0, 1]")
         self.optimizer()  # checks lr, betas, weight decay
 
     @classmethod
@@ -73,6 +78,11 @@ class TrainConfig:
             return 1.0
         progress = min(1.0, (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def defense_budget(self, step: int, total_steps: int) -> float:
+        """The adversarial-training budget at optimizer step `step` (0-based) of `total_steps`."""
+        ramp = self.defense_ramp * total_steps
+        return self.defense_eps * min(1.0, (step + 1) / ramp) if ramp >= 1 else self.defense_eps
 
     def schedulers(self, optimizers, total_steps: int) -> list[torch.optim.lr_scheduler.LambdaLR]:
         return [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step, total_steps))

@@ -127,7 +127,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         forward = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=dict(model.ddp_options) or None)
     optimizers = model.make_optimizers(tc.optimizer())
     # A training-time defense (augmentation, adversarial examples) transforms each batch first.
-    defend = batch_transform(tc, model, torch.Generator().manual_seed(tc.seed * 1_000_003 + rank))
+    defend = batch_transform(tc, model, torch.Generator().manual_seed(tc.seed * 1_000_003 + rank), cfg["total_steps"])
     schedulers = tc.schedulers(optimizers, cfg["total_steps"])
 
     state = {"epoch": -1, "history": []}
@@ -160,7 +160,9 @@ def train_loop_per_worker(cfg: dict) -> None:
             if batch is None:
                 break
             batch = {k: v.to(device) for k, v in batch.items()}
-            out = model.train_step(defend(batch) if defend else batch, optimizers, forward,
+            if defend:  # the optimizer steps so far, restored with the schedule on resume
+                batch = defend(batch, schedulers[0].last_epoch)
+            out = model.train_step(batch, optimizers, forward,
                                    max_grad_norm=tc.max_grad_norm)
             for sched in schedulers:
                 sched.step()

@@ -15,11 +15,17 @@ def _columns(batch: dict) -> dict[str, np.ndarray]:
     return {k: dense(np.asarray(v)) for k, v in batch.items()}
 
 
+def _empty(batch: dict) -> bool:
+    return not len(next(iter(batch.values()), ()))
+
+
 def _poison_batch(batch: dict, poison: Poison, meta: dict) -> dict:
-    return poison(_columns(batch), meta)
+    return batch if _empty(batch) else poison(_columns(batch), meta)
 
 
 def _drop_batch(batch: dict, keys: frozenset[str]) -> dict:
+    if _empty(batch):
+        return batch
     cols = _columns(batch)
     keep = np.array([k not in keys for k in row_keys(cols)], dtype=bool)
     return {k: v[keep] for k, v in cols.items()}

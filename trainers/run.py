@@ -112,7 +112,7 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
     in_memory = datasets.fits_in_memory(meta, storage)
     data = datasets.ray_datasets(meta, storage, spec.limit, materialize=in_memory,
                                  train_transform=poisoning.train_transform(meta, poison, frozenset(spec.exclude)))
-    rows = min(meta["train_rows"], spec.limit or meta["train_rows"])
+    rows = min(meta["train_rows"], spec.limit or meta["train_rows"]) - len(spec.exclude)
     steps_per_epoch = math.ceil(math.ceil(rows / spec.workers) / tc.batch_size)
     loop_cfg = {"model": config, "train": tc.to_dict(), "meta": meta, "name": spec.name, "in_memory": in_memory,
                 "total_steps": steps_per_epoch * tc.epochs}

@@ -1,20 +1,26 @@
-"""genray attack: evasion attacks on a registry classifier, on its data set's validation images."""
+"""genray attack: attacks on a registry model, on its data set's validation images: evasion of a
+classifier; for a vae, an input whose reconstruction decodes as --target; for a gan, real images
+its discriminator scores as fake; for a char LM, a prompt suffix that makes --target-text likely."""
 from __future__ import annotations
 
 from genray.cli.common import CliError
 
 
 def add_parser(sub, storage, ray) -> None:
-    a = sub.add_parser("attack", parents=[storage], help="attack a registry classifier (FGSM, PGD, Carlini-Wagner, "
-                                                         "AutoAttack's APGD) and report its robust accuracy")
-    a.add_argument("model", help="NAME or NAME@VERSION of a classifier")
-    a.add_argument("--method", default="pgd", help="fgsm | pgd | cw | autoattack")
-    a.add_argument("--eps", type=float, required=True, help="perturbation budget in the norm, images in [0, 1]")
+    a = sub.add_parser("attack", parents=[storage], help="attack a registry model: a classifier (FGSM, PGD, "
+                                                         "Carlini-Wagner, AutoAttack's APGD), vae, gan or char LM")
+    a.add_argument("model", help="NAME or NAME@VERSION")
+    a.add_argument("--method", help="classifiers: fgsm | pgd (default) | cw | autoattack; the only one the model "
+                                    "takes otherwise (vae: reconstruction, gan: discriminator, char LMs: suffix)")
+    a.add_argument("--eps", type=float, help="perturbation budget in the norm, images in [0, 1]")
     a.add_argument("--norm", default="linf", help="linf | l2 (cw: l2)")
     a.add_argument("--steps", type=int, default=40)
     a.add_argument("--step-size", type=float)
     a.add_argument("--restarts", type=int, default=1, help="random starts (pgd, autoattack)")
-    a.add_argument("--target", type=int, help="make a targeted attack towards this class")
+    a.add_argument("--target", type=int, help="make a targeted attack towards this class (vae: required)")
+    a.add_argument("--prompt", default="", help="char LMs: the prompt")
+    a.add_argument("--target-text", help="char LMs: the continuation to make likely")
+    a.add_argument("--suffix-len", type=int, default=10, help="char LMs: suffix characters")
     a.add_argument("-n", type=int, default=256, help="validation images to attack (the first n)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("-o", "--output", help="PNG grid: clean, adversarial and difference rows (first 16 images)")
@@ -24,39 +30,89 @@ def add_parser(sub, storage, ray) -> None:
 def run(args) -> int:
     import time
 
-    import torch
-
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
-    from genray.models.codecs.images import grid, to_png
-    from genray.models.robustness import attack
-    from genray.trainers import datasets
+    from genray.models.robustness.catalog import attack_methods
 
     storage = Storage(args.storage)
     model, rec = Registry(storage).load(args.model)
-    if rec.kind != "classifier":
-        raise CliError(f"{rec.ref} is a {rec.kind} model; genray attack takes a classifier")
-    if not 1 <= args.n <= 10_000:
-        raise CliError("-n must be in [1, 10000]")
-    meta = datasets.prepare(rec.metrics["dataset"], storage)
-    val = datasets.local_arrays(meta, "val", storage, limit=args.n)
-    x, y = val["image"].float() / 255.0, val["label"]
+    methods = attack_methods(rec.config)
+    if not methods:
+        raise CliError(f"{rec.ref} is a {rec.config['family']} model, which takes no attack; genray attack takes "
+                       f"a classifier, a vae, a gan or a char LM")
+    method = args.method or ("pgd" if "pgd" in methods else methods[0])
+    if method not in methods:
+        raise CliError(f"{rec.ref} takes --method {' | '.join(methods)}, not {method!r}")
     t0 = time.perf_counter()
-    r = attack(model, x, y, method=args.method, eps=args.eps, norm=args.norm, steps=args.steps,
-               step_size=args.step_size, targeted=args.target is not None, target=args.target, seed=args.seed,
-               restarts=args.restarts)
-    s = r.summary()
-    goal = f"targeted at class {args.target}" if args.target is not None else "untargeted"
-    print(f"{rec.ref}: {args.method} {args.norm} eps={args.eps:g}, {args.steps} steps, {goal}, on {s['n']} "
-          f"validation images of {rec.metrics['dataset']} ({time.perf_counter() - t0:.1f} s)")
-    print(f"  clean accuracy {s['clean_accuracy']:.4f}   robust accuracy {s['robust_accuracy']:.4f}   "
-          f"attack success {s['success_rate']:.4f}")
-    print(f"  perturbation: mean L-inf {s['mean_linf']:.4f} (max {s['max_linf']:.4f}), mean L2 {s['mean_l2']:.4f}")
+    if method == "suffix":
+        _suffix(model, rec, args)
+    else:
+        if args.eps is None:
+            raise CliError("--eps is required for an attack on images")
+        if not 1 <= args.n <= 10_000:
+            raise CliError("-n must be in [1, 10000]")
+        _images(model, rec, method, args, storage)
+    print(f"({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _suffix(model, rec, args) -> None:
+    from genray.models.robustness import suffix_attack
+
+    if not args.target_text:
+        raise CliError("--target-text is required for a suffix attack")
+    r = suffix_attack(model, args.prompt, args.target_text, suffix_len=args.suffix_len, steps=args.steps,
+                      seed=args.seed)
+    print(f"{rec.ref}: suffix {r.suffix!r} after {r.steps} steps of greedy coordinate gradient")
+    print(f"  log P({args.target_text!r} | prompt) {r.logprob_before:.3f} -> {r.logprob_after:.3f} nats with the "
+          f"suffix; sampled continuations that start with it: {r.hit_rate_before:.3f} -> {r.hit_rate_after:.3f}")
+
+
+def _images(model, rec, method: str, args, storage) -> None:
+    import torch
+
+    from genray.cluster.datacache import trained_on
+    from genray.models.codecs.images import grid, to_png
+    from genray.models.robustness import attack, discriminator_attack, reconstruction_attack
+
+    val = trained_on(rec, "val", storage, limit=args.n)
+    x, y = val["image"].float() / 255.0, val.get("label")
+    common = {"eps": args.eps, "norm": args.norm, "steps": args.steps, "step_size": args.step_size, "seed": args.seed}
+    where = f"on {len(x)} validation images of {rec.metrics['dataset']}"
+    rows = [x]
+    if method == "reconstruction":
+        from genray.cli.defend import default_classifier
+
+        if args.target is None:
+            raise CliError("--target (the class the reconstructions should show) is required for a vae")
+        r = reconstruction_attack(model, x, target=args.target, classifier=default_classifier(storage, rec),
+                                  **common)
+        s = r.summary()
+        print(f"{rec.ref}: reconstructions aimed at class {args.target} {where}")
+        print(f"  target rate {s['clean_target_rate']:.4f} -> {s['target_rate']:.4f}, mean L2 {s['mean_l2']:.4f}")
+        rows += [r.x_adv, r.recon]
+    elif method == "discriminator":
+        r = discriminator_attack(model, x, y, **common)
+        s = r.summary()
+        print(f"{rec.ref}: discriminator {where}: scored real {s['real_rate_before']:.4f} -> "
+              f"{s['real_rate_after']:.4f}, fooled {s['fooled_rate']:.4f}")
+        rows += [r.x_adv]
+    else:
+        r = attack(model, x, y, method=method, targeted=args.target is not None, target=args.target,
+                   restarts=args.restarts, **common)
+        s = r.summary()
+        goal = f"targeted at class {args.target}" if args.target is not None else "untargeted"
+        print(f"{rec.ref}: {method} {args.norm} eps={args.eps:g}, {args.steps} steps, {goal}, {where}")
+        print(f"  clean accuracy {s['clean_accuracy']:.4f}   robust accuracy {s['robust_accuracy']:.4f}   "
+              f"attack success {s['success_rate']:.4f}")
+        print(f"  perturbation: mean L-inf {s['mean_linf']:.4f} (max {s['max_linf']:.4f}), "
+              f"mean L2 {s['mean_l2']:.4f}")
+        rows += [r.x_adv]
     if args.output:
         k = min(16, len(x))
-        diff = (r.x_adv[:k] - x[:k]).abs()
+        diff = (rows[1][:k] - x[:k]).abs()
         diff = diff / diff.flatten(1).max(1).values.clamp(min=1e-12).view(-1, 1, 1, 1)  # each scaled to its max
         with open(args.output, "wb") as f:
-            f.write(to_png(grid(torch.cat([x[:k], r.x_adv[:k], diff]), ncol=k)))
-        print(f"wrote {args.output}: clean, adversarial and |difference| (scaled) rows")
-    return 0
+            f.write(to_png(grid(torch.cat([row[:k] for row in rows] + [diff]), ncol=k)))
+        print(f"wrote {args.output}: clean, adversarial{', reconstruction' if len(rows) > 2 else ''} and "
+              f"|difference| (scaled) rows")

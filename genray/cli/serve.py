@@ -9,7 +9,8 @@ import threading
 def add_parser(sub, storage, ray) -> None:
     c = sub.add_parser("serve", parents=[storage, ray], help="serve registry models over HTTP with Ray Serve")
     add_http_options(c)
-    c.add_argument("--models", nargs="*", help="NAME or NAME@VERSION (default: latest of every generative model)")
+    c.add_argument("--models", nargs="*", help="NAME or NAME@VERSION (default: the latest of every generative model "
+                                               "and classifier)")
     c.set_defaults(fn=run)
 
 
@@ -43,6 +44,13 @@ def examples(port: int, names: list[str]) -> str:
     if "ar" in names:
         lines.append(post.format("ar", '{"prompt": [30, 60, 110, 150, 120, 80, 40, 20, 10, 15], "max_tokens": 12, '
                                        '"seed": 1}'))
+    if "classifier" in names:
+        lines.append(post.format("classifier", '{"method": "pgd", "eps": 0.3, "steps": 40, "indices": [0, 1, 2, 3]}')
+                     .replace("/v1/generate/", "/v1/attack/"))
+    for defender, body in (("flow", '{"method": "detect", "indices": [0, 1, 2, 3]}'),
+                           ("vae", '{"method": "purify", "indices": [0, 1, 2, 3]}')):
+        if defender in names:
+            lines.append(post.format(defender, body).replace("/v1/generate/", "/v1/defend/"))
     if "chorale-rnn" in names:
         lines.append(post.format("chorale-rnn", '{"prompt": "G4/1 G4/1 D5/1", "max_tokens": 64, "seed": 1}')
                      + " | python3 -c 'import sys, json, base64; s = json.load(sys.stdin)[\"samples\"][0]; "
@@ -55,7 +63,7 @@ def serve_forever(args, storage, refs: list[str] | None) -> int:
     from ray import serve
 
     from genray.cluster.registry import Registry
-    from genray.services.app import ServeOptions, build_app
+    from genray.services.app import ServeOptions, build_app, endpoints
 
     # Handlers first: a SIGTERM while the app deploys still ends in a clean shutdown.
     stop = threading.Event()
@@ -64,7 +72,7 @@ def serve_forever(args, storage, refs: list[str] | None) -> int:
     application = build_app(storage.uri, refs, ServeOptions(max_replicas=args.max_replicas))
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(application, name="genray", route_prefix="/")
-    names = refs or Registry(storage).names(kind="generative")
+    names = refs or [r.name for r in Registry(storage).list() if endpoints(r)]
     print(f"\ngenray is serving {', '.join(names)} on http://{args.host}:{args.port}  (Ctrl-C stops)\n")
     print(examples(args.port, names), flush=True)
     while not stop.wait(1.0):

@@ -26,9 +26,22 @@ def to_png(img: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def from_png(data: bytes, channels: int = 1) -> torch.Tensor:
-    """PNG (or any format Pillow reads) bytes to a uint8 tensor (C, H, W)."""
-    im = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA")
+
+
+def from_png(data: bytes, channels: int = 1, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """PNG (or any format Pillow reads) bytes to a uint8 tensor (C, H, W). With `size` (W, H), an
+    image of another size is refused from its header, before any pixel is decoded; so are
+    16-bit and float images, which converting to 8 bits would clip. ValueError for either."""
+    try:
+        im = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError:
+        raise ValueError("the image is far too large") from None
+    if size is not None and im.size != tuple(size):
+        raise ValueError(f"the image is {im.size[0]}x{im.size[1]} pixels, not {size[0]}x{size[1]}")
+    if im.mode not in EIGHT_BIT_MODES:
+        raise ValueError(f"the image has {im.mode} pixels; send 8-bit grey or colour images")
+    im = im.convert("L" if channels == 1 else "RGB")
     arr = np.array(im, dtype=np.uint8)  # a writable copy
     return torch.from_numpy(arr[None] if channels == 1 else arr.transpose(2, 0, 1).copy())
 

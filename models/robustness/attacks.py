@@ -55,18 +55,26 @@ class AttackResult:
                 "max_linf": float(self.linf.max()), "mean_l2": float(self.l2.mean())}
 
 
+def check_budget(eps: float, norm: str, steps: int, step_size: float | None = None) -> None:
+    """OptionError, naming the field, for a perturbation budget and step schedule no attack on
+    images in [0, 1] can run with (every image attack checks these)."""
+    if norm not in NORMS:
+        raise OptionError(f"norm must be one of {list(NORMS)}, got {norm!r}", "norm")
+    if not 0 < eps <= EPS_LIMITS[norm]:
+        raise OptionError(f"eps must be in (0, {EPS_LIMITS[norm]:g}] for norm {norm}, got {eps}", "eps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise OptionError(f"steps must be an integer in [1, 1000], got {steps!r}", "steps")
+    if step_size is not None and not step_size > 0:
+        raise OptionError(f"step_size must be positive, got {step_size}", "step_size")
+
+
 def check(method: str, eps: float, norm: str, steps: int, n_classes: int, targeted: bool, target) -> None:
     """OptionError, naming the field, for settings no attack can run with."""
     if method not in METHODS:
         raise OptionError(f"unknown attack method {method!r}; known: {list(METHODS)}", "method")
-    if norm not in NORMS:
-        raise OptionError(f"norm must be one of {list(NORMS)}, got {norm!r}", "norm")
+    check_budget(eps, norm, steps)
     if method == "cw" and norm != "l2":
         raise OptionError("Carlini-Wagner is an L2 attack: use norm 'l2'", "norm")
-    if not 0 < eps <= EPS_LIMITS[norm]:
-        raise OptionError(f"eps must be in (0, {EPS_LIMITS[norm]:g}] for norm {norm}, got {eps}", "eps")
-    if not 1 <= steps <= 1000:
-        raise OptionError(f"steps must be in [1, 1000], got {steps}", "steps")
     if targeted and target is None:
         raise OptionError("a targeted attack needs a target class", "target")
     for t in ([] if target is None else np.atleast_1d(target)):

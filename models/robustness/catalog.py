@@ -16,6 +16,8 @@ def attack_methods(config: dict) -> tuple[str, ...]:
     cls = family_class(config["family"])
     if cls.kind == "classifier":
         return METHODS
+    if cls.family == "vae" and not config.get("num_classes", 10):
+        return ()  # the reconstruction attack aims at a class: an unconditional VAE has none
     if cls.family in GENERATIVE_ATTACKS:
         return GENERATIVE_ATTACKS[cls.family]
     if cls.family in TEXT_ATTACK_FAMILIES and cls.modality_of(config) == "text":

@@ -107,3 +107,46 @@ def ood_sets(shape: list[int], n: int, seed: int = 0, x: Tensor | None = None) -
         xs = x[:n].float() / 255.0 if x.dtype == torch.uint8 else x[:n].float()
         sets["inverted"] = 1.0 - xs
     return sets
+
+
+def likelihood_bits(model, x01: Tensor) -> Tensor:
+    """A differentiable stand-in for anomaly_scores (B,), bits per dimension, for an attacker who
+    knows the detector: the flow's log-density at the bin centres; for the VAE, logsumexp over
+    classes of its posterior-mean ELBOs, minus log K."""
+    from genray.models.families.flow import RealNVP
+    from genray.models.robustness.purify import flow_log_density
+
+    D = math.prod(x01.shape[1:])
+    if isinstance(model, RealNVP):
+        lp = flow_log_density(model, x01)
+    else:
+        per_class = model.class_log_likelihoods(x01)  # (B, K)
+        lp = torch.logsumexp(per_class, 1) - math.log(per_class.shape[1])
+    return -lp / (D * math.log(2))
+
+
+def evasive_pgd(classifier, detector, x: Tensor, y: Tensor, *, eps: float, steps: int = 40, weight: float = 1.0,
+                seed: int = 0) -> Tensor:
+    """L-inf PGD that knows the likelihood detector: it raises the classifier's cross-entropy of
+    the true labels while lowering the detector's bits/dim, weighted by `weight` (per image, both
+    in their own units). Returns adversarial images (B, C, H, W) in [0, 1]."""
+    from genray.models.robustness.attacks import check_budget
+
+    check_budget(eps, "linf", steps)
+    classifier.eval()
+    detector.eval()
+    x, y = x.detach().float(), torch.as_tensor(y).long()
+    g = torch.Generator().manual_seed(seed)
+    delta = ((torch.rand(x.shape, generator=g) * 2 - 1) * eps)
+    delta = (x + delta).clamp(0, 1) - x
+    step = 2.5 * eps / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        x_adv = x + delta
+        loss = (torch.nn.functional.cross_entropy(classifier(x_adv), y, reduction="sum")
+                - weight * likelihood_bits(detector, x_adv).sum())
+        (grad,) = torch.autograd.grad(loss, delta)
+        with torch.no_grad():
+            delta = (delta + step * grad.sign()).clamp(-eps, eps)
+            delta = (x + delta).clamp(0, 1) - x
+    return (x + delta).detach()

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from genray.models.base import one_hot, seeded
 from genray.models.errors import OptionError
-from genray.models.robustness.attacks import EPS_LIMITS, NORMS, pgd
+from genray.models.robustness.attacks import check_budget, pgd
 
 
 @dataclass
@@ -52,14 +52,7 @@ def _check(gan, x, labels, eps: float, norm: str, steps: int, step_size: float |
     """OptionError, naming the field, for settings the attack cannot run with."""
     if not callable(getattr(gan, "critic", None)):
         raise OptionError("the discriminator attack needs a GAN (a model with a critic)", "gan")
-    if norm not in NORMS:
-        raise OptionError(f"norm must be one of {list(NORMS)}, got {norm!r}", "norm")
-    if not 0 < eps <= EPS_LIMITS[norm]:
-        raise OptionError(f"eps must be in (0, {EPS_LIMITS[norm]:g}] for norm {norm}, got {eps}", "eps")
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
-        raise OptionError(f"steps must be an integer in [1, 1000], got {steps!r}", "steps")
-    if step_size is not None and not step_size > 0:
-        raise OptionError(f"step_size must be > 0, got {step_size}", "step_size")
+    check_budget(eps, norm, steps, step_size)
     if not isinstance(x, Tensor) or x.dim() != 4 or list(x.shape[1:]) != list(gan.shape):
         raise OptionError(f"x must be a (B, {', '.join(map(str, gan.shape))}) tensor", "x")
     if x.dtype == torch.uint8 or not bool(((x >= 0) & (x <= 1)).all()):

@@ -82,6 +82,8 @@ class Poison:
             raise OptionError(f"poison rate must be in (0, 0.5], got {self.rate}", "rate")
         if self.patch is not None and not 1 <= self.patch <= 8:
             raise OptionError(f"patch must be in [1, 8] pixels, got {self.patch}", "patch")
+        if not 0 <= self.seed < 2**63:
+            raise OptionError(f"seed must be in [0, 2**63), got {self.seed}", "seed")
         if self.method == "text_backdoor" and not (self.trigger and self.target_text):
             raise OptionError("a text backdoor needs a trigger and a target text", "trigger")
 

@@ -109,6 +109,19 @@ class Defended(nn.Module):
         return self.classifier(x01 + (purified - x01).detach())  # forward: purified; backward: identity
 
 
+class LabelChoice(nn.Module):
+    """The VAE purifier's own decision as a classifier: logits (B, K) = its per-class ELBOs. The
+    reconstruction follows the class the VAE finds most likely, so an attack on this choice is
+    the adaptive attack on the VAE purifier that its reconstruction's gradient hides."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae, self.num_classes = vae, int(vae.num_classes)
+
+    def forward(self, x01: Tensor) -> Tensor:
+        return self.vae.class_log_likelihoods(x01)
+
+
 def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -123,7 +136,9 @@ def evaluate_purification(purifier: Purifier, classifier: nn.Module, x: Tensor, 
 
     clean, purified_clean: no attack; undefended: PGD on the classifier alone; nonadaptive: those
     same examples, purified; adaptive_bpda: PGD on Defended(gradient="bpda"); adaptive_full: PGD
-    through the whole differentiable pipeline. The purifiers are deterministic: eot must be 1."""
+    through the whole differentiable pipeline; adaptive_label (a class-conditional VAE): PGD on the
+    class the VAE reconstructs through (LabelChoice); adaptive: the lowest of these. The
+    purifiers are deterministic: eot must be 1."""
     from genray.models.robustness.attacks import attack
 
     if eot != 1:
@@ -134,7 +149,11 @@ def evaluate_purification(purifier: Purifier, classifier: nn.Module, x: Tensor, 
     undefended = attack(classifier, x, y, **kw)
     bpda = attack(Defended(purifier, classifier, "bpda"), x, y, **kw)
     full = attack(defended, x, y, **kw)
-    return {"n": len(x), "eps": eps, "norm": norm, "steps": steps,
-            "clean": _accuracy(classifier, x, y), "purified_clean": _accuracy(defended, x, y),
-            "undefended": undefended.robust_accuracy, "nonadaptive": _accuracy(defended, undefended.x_adv, y),
-            "adaptive_bpda": bpda.robust_accuracy, "adaptive_full": full.robust_accuracy}
+    out = {"n": len(x), "eps": eps, "norm": norm, "steps": steps,
+           "clean": _accuracy(classifier, x, y), "purified_clean": _accuracy(defended, x, y),
+           "undefended": undefended.robust_accuracy, "nonadaptive": _accuracy(defended, undefended.x_adv, y),
+           "adaptive_bpda": bpda.robust_accuracy, "adaptive_full": full.robust_accuracy}
+    if purifier.family == "vae" and purifier.model.num_classes:
+        out["adaptive_label"] = _accuracy(defended, attack(LabelChoice(purifier.model), x, y, **kw).x_adv, y)
+    out["adaptive"] = min(v for k, v in out.items() if k.startswith("adaptive_"))  # the strongest attack counts
+    return out

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from genray.models.base import one_hot
 from genray.models.errors import OptionError
-from genray.models.robustness.attacks import EPS_LIMITS, NORMS
+from genray.models.robustness.attacks import check_budget
 
 LATENT_WEIGHT = 0.3  # on the squared latent distance, next to the class cross-entropy (chosen on digits)
 
@@ -42,8 +42,11 @@ class ReconstructionAttackResult:
     l2: Tensor
 
     def summary(self) -> dict:
+        moved = self.clean_recon_pred != self.target  # inputs the attack had to move to the target
         return {"n": len(self.target), "target_rate": float(self.success.float().mean()),
-                "clean_target_rate": float((self.clean_recon_pred == self.target).float().mean()),
+                "clean_target_rate": float((~moved).float().mean()),
+                # the rate among inputs whose clean reconstruction was another class
+                "moved_rate": float(self.success[moved].float().mean()) if moved.any() else None,
                 "mean_l2": float(self.l2.mean()), "mean_linf": float(self.linf.mean())}
 
 
@@ -55,14 +58,7 @@ def check(vae, eps: float, norm: str, steps: int, target, step_size: float | Non
         raise OptionError(f"the reconstruction attack needs a ConvVAE, got {type(vae).__name__}", "vae")
     if not vae.num_classes:
         raise OptionError("the reconstruction attack aims at a class: the VAE must be class-conditional", "vae")
-    if norm not in NORMS:
-        raise OptionError(f"norm must be one of {list(NORMS)}, got {norm!r}", "norm")
-    if not 0 < eps <= EPS_LIMITS[norm]:
-        raise OptionError(f"eps must be in (0, {EPS_LIMITS[norm]:g}] for norm {norm}, got {eps}", "eps")
-    if not 1 <= steps <= 1000:
-        raise OptionError(f"steps must be in [1, 1000], got {steps}", "steps")
-    if step_size is not None and not step_size > 0:
-        raise OptionError(f"step_size must be positive, got {step_size}", "step_size")
+    check_budget(eps, norm, steps, step_size)
     for t in np.atleast_1d(np.asarray(target)):
         if not 0 <= int(t) < vae.num_classes:
             raise OptionError(f"target must be in [0, {vae.num_classes - 1}], got {t}", "target")
