@@ -32,6 +32,9 @@ class ServeOptions:
     # numpy's): one runs at a time per replica, and a short queue turns a burst into 503s.
     robustness_max_ongoing: int = 1
     robustness_max_queued: int = 8
+    # CPUs reserved for the robustness replica (at most half a CPU by default: it must not take the
+    # room a model server's replicas scale into).
+    robustness_cpus: float | None = None
 
 
 def endpoints(rec) -> list[str]:
@@ -79,7 +82,7 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
     robustness = RobustnessServer.options(
         name="robustness", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},
         max_ongoing_requests=o.robustness_max_ongoing, max_queued_requests=o.robustness_max_queued,
-        ray_actor_options={"num_cpus": cpus},
+        ray_actor_options={"num_cpus": o.robustness_cpus or min(cpus, 0.5)},
     ).bind(registry.storage.uri, robust, max(1, round(cpus))) if robust else None
     # One gateway replica keeps /metrics whole; the model servers are what scales.
     return Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
