@@ -126,41 +126,31 @@ class GenerateRoute(Route):
         self.metrics.request(model, status, seconds)
 
 
-class AttackRoute(Route):
-    """POST /v1/attack/{model}"""
-    schema, what = AttackRequest, "attack"
+class RobustnessRoute(Route):
+    """POST /v1/attack/{model} and /v1/defend/{model}: the same path, their own schema, checks,
+    response and metrics."""
+
+    def __init__(self, endpoint: str, models, call, metrics, timeout_s):
+        super().__init__(models, call, metrics, timeout_s)
+        attack_ = endpoint == "attack"
+        self.what = endpoint
+        self.schema, self.response = (AttackRequest, AttackResponse) if attack_ else (DefendRequest, DefendResponse)
+        self.checks, self.methods = (check_attack, attack_methods) if attack_ else (check_defense, defense_methods)
+        self.count_inputs = metrics.attacked if attack_ else metrics.defended
+        self.count_request = metrics.attack_request if attack_ else metrics.defense_request
 
     def check(self, req, entry):
-        return check_attack(req, entry["config"])
+        return self.checks(req, entry["config"])
 
     def payload(self, req):
         return req.model_dump()
 
     def respond(self, model, entry, req, result):
-        self.metrics.attacked(model, req.method, result.get("success", []))
-        return AttackResponse(model=model, version=entry["summary"]["version"], method=req.method, **result)
+        self.count_inputs(model, req.method, result)
+        return self.response(model=model, version=entry["summary"]["version"], method=req.method, **result)
 
     def record(self, model, req, status, seconds):
-        self.metrics.attack_request(model, self.method_label(model, req, attack_methods), status, seconds)
-
-
-class DefendRoute(Route):
-    """POST /v1/defend/{model}"""
-    schema, what = DefendRequest, "defense"
-
-    def check(self, req, entry):
-        return check_defense(req, entry["config"])
-
-    def payload(self, req):
-        return req.model_dump()
-
-    def respond(self, model, entry, req, result):
-        self.metrics.defended(model, req.method, result.get("flagged"), len(result.get("scores") or
-                                                                           result.get("purified") or []))
-        return DefendResponse(model=model, version=entry["summary"]["version"], method=req.method, **result)
-
-    def record(self, model, req, status, seconds):
-        self.metrics.defense_request(model, self.method_label(model, req, defense_methods), status, seconds)
+        self.count_request(model, self.method_label(model, req, self.methods), status, seconds)
 
 
 api = FastAPI(title="genray", description="Generation, attacks and defenses on genray registry models")
@@ -185,8 +175,8 @@ class Gateway:
         def serving(endpoint: str) -> dict[str, dict]:
             return {n: m for n, m in models.items() if endpoint in m["endpoints"]}
         self.generate_route = GenerateRoute(serving("generate"), self._generate, self.metrics, request_timeout_s)
-        self.attack_route = AttackRoute(serving("attack"), self._attack, self.metrics, request_timeout_s)
-        self.defend_route = DefendRoute(serving("defend"), self._defend, self.metrics, request_timeout_s)
+        self.attack_route = RobustnessRoute("attack", serving("attack"), self._attack, self.metrics, request_timeout_s)
+        self.defend_route = RobustnessRoute("defend", serving("defend"), self._defend, self.metrics, request_timeout_s)
 
     async def _generate(self, model: str, payload: dict) -> dict:
         return await self.servers[model].generate.remote(payload)

@@ -50,24 +50,18 @@ class GatewayMetrics:
         self.attacks.labels(model, method, outcome(status)).inc()
         self.attack_latency.labels(model).observe(seconds)
 
-    def attacked(self, model: str, method: str, success: list[bool]) -> None:
-        for value in (True, False):
-            n = sum(1 for s in success if bool(s) is value)
-            if n:
-                self.attack_inputs.labels(model, method, str(value).lower()).inc(n)
+    def attacked(self, model: str, method: str, result: dict) -> None:
+        _count_bools(self.attack_inputs, (model, method), result.get("success", []))
 
     def defense_request(self, model: str, method: str, status: int, seconds: float) -> None:
         self.defense_requests.labels(model, method, outcome(status)).inc()
         self.defense_latency.labels(model).observe(seconds)
 
-    def defended(self, model: str, method: str, flagged: list[bool] | None, n: int) -> None:
-        if flagged is None:
-            self.defenses.labels(model, method, "none").inc(n)
-            return
-        for value in (True, False):
-            k = sum(1 for f in flagged if bool(f) is value)
-            if k:
-                self.defenses.labels(model, method, str(value).lower()).inc(k)
+    def defended(self, model: str, method: str, result: dict) -> None:
+        if result.get("flagged") is None:  # purification flags nothing
+            self.defenses.labels(model, method, "none").inc(len(result.get("purified", [])))
+        else:
+            _count_bools(self.defenses, (model, method), result["flagged"])
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -75,3 +69,11 @@ class GatewayMetrics:
 
 def outcome(status: int) -> str:
     return {200: "ok", 503: "overloaded", 504: "timeout"}.get(status, "rejected" if status < 500 else "error")
+
+
+def _count_bools(counter: Counter, labels: tuple[str, ...], values: list[bool]) -> None:
+    """Count values under a last label "true" or "false"."""
+    for value in (True, False):
+        n = sum(1 for v in values if bool(v) is value)
+        if n:
+            counter.labels(*labels, str(value).lower()).inc(n)

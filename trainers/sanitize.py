@@ -77,8 +77,6 @@ def sanitize(ref: str, storage: Storage, *, method: str, eps: float = 0.1, name:
     classifier, rec = registry.load(ref)
     if rec.kind != "classifier":
         raise OptionError(f"{rec.ref} is a {rec.kind} model; sanitizing takes a classifier", "model")
-    if method not in DETECTORS:
-        raise OptionError(f"unknown detector {method!r}; known: {list(DETECTORS)}", "method")
     meta = datasets.prepare(rec.metrics["dataset"], storage)
     poison = Poison.from_dict(rec.metrics["poison"]) if rec.metrics.get("poison") else None
     cols, poisoned = local_training_rows(meta, storage, poison, rec.metrics.get("limit"))

@@ -122,11 +122,10 @@ class LabelChoice(nn.Module):
         return self.vae.class_log_likelihoods(x01)
 
 
-def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 256) -> float:
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        pred = torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
-    return float((pred == y.cpu()).float().mean())
+def _accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
+    from genray.models.robustness.attacks import _predict
+
+    return float((_predict(model, x) == y.cpu()).float().mean())
 
 
 def evaluate_purification(purifier: Purifier, classifier: nn.Module, x: Tensor, y: Tensor, *, eps: float,
