@@ -6,7 +6,13 @@ modality's CPU types and match the same seeds' samples on the CPU.
 
     python benchmarks/gpu_check.py --export DIR        # here: data from genray's cache as .npy
     python benchmarks/gpu_check.py --data DIR [--device cuda] [--steps 300]
-    python benchmarks/gpu_check.py --smoke             # a few CPU steps on generated data
+    python benchmarks/gpu_check.py --data DIR --fit-seconds 300   # and the GPU-profile transformer
+    python benchmarks/gpu_check.py --smoke             # a few CPU steps on generated data, and one fit step
+
+--fit-seconds trains the transformer of trainers/presets.py's "gpu" profile on Shakespeare, bf16
+autocast, evaluating the whole validation split after every epoch and keeping the best (early
+stopping), for at most that many seconds. It reports tokens/s and the fraction of the card's dense
+bf16 peak (nanoGPT's FLOP count: 6 x parameters + attention), and the best validation NLL.
 """
 from __future__ import annotations
 
@@ -24,12 +30,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from genray.models import build, family_class, modalities, seeded  # noqa: E402
 from genray.models.base import GenerativeModel  # noqa: E402
 from genray.models.modalities.series import CONTEXT  # noqa: E402
+from genray.models.weights import to_bytes  # noqa: E402
 from genray.trainers.config import TrainConfig  # noqa: E402
-from genray.trainers.presets import training_config  # noqa: E402  (presets import no Ray)
+from genray.trainers.presets import profile, training_config  # noqa: E402  (presets import no Ray)
 
 TEXT, IMAGE = ("transformer", "rnn", "markov"), ("vae", "gan", "flow")
 # Text batches of 32 rows, 4x the CPU preset's 8: a GPU step on 8 x 256 symbols leaves it idle.
 TEXT_BATCH = 32
+# Dense bf16 tensor-core peaks (FLOP/s) from the vendor's data sheets, by a substring of the card's name.
+BF16_PEAK = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12))
 
 
 def preset(family: str, meta: dict, batch_size: int | None = None) -> tuple[GenerativeModel, TrainConfig]:
@@ -111,6 +120,90 @@ def check(model: GenerativeModel, tc: TrainConfig, train: dict, val: dict, steps
     return row
 
 
+def bf16_peak(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((peak for key, peak in BF16_PEAK if key in name), None)
+
+
+def full_nll(model: GenerativeModel, rows: torch.Tensor, device: str, chunk: int = 256) -> float:
+    """Nats per symbol over every validation row, in fp32."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(rows), chunk):
+            nll, units = model.eval_nll({"tokens": rows[i:i + chunk].to(device)})
+            total, count = total + nll, count + units
+    return total / count
+
+
+def fit(data: dict, device: str, seconds: float, target: float, out: str | None) -> dict:
+    """The gpu profile's transformer, trained epoch by epoch until its budget, its time or its
+    patience (3 epochs without a better validation NLL) runs out; the best epoch is what counts."""
+    settings = profile("gpu", "transformer")
+    meta = {"modality": "text", "vocab": data["vocab"]}
+    model = build({**family_class("transformer").default_config(meta), **settings["model"], "family": "transformer"})
+    tc = training_config("transformer", "text", settings["train"])
+    model = model.to(device)
+    train, val = data["text"]
+    steps_per_epoch = len(train) // tc.batch_size
+    opts = model.make_optimizers(tc.optimizer())
+    scheds = tc.schedulers(opts, tc.epochs * steps_per_epoch)
+    n_params = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()
+    cfg = model.config()
+    T = cfg["block_size"]
+    flops_per_token = 6 * n_params + 12 * cfg["n_layer"] * cfg["n_embd"] * T
+    peak = bf16_peak(device)
+    amp = torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda")
+    g = torch.Generator().manual_seed(tc.seed)
+    history, best, train_s, tokens, stale, t_start = [], None, 0.0, 0, 0, time.perf_counter()
+    print(f"fit: {n_params / 1e6:.2f}M parameters, {steps_per_epoch} steps of {tc.batch_size} x {T} per epoch",
+          flush=True)
+    for epoch in range(tc.epochs):
+        model.train()
+        order = torch.randperm(len(train), generator=g)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for i in range(steps_per_epoch):
+            batch = {"tokens": train[order[i * tc.batch_size:(i + 1) * tc.batch_size]].to(device, non_blocking=True)}
+            with amp:
+                model.train_step(batch, opts, max_grad_norm=tc.max_grad_norm)
+            for s in scheds:
+                s.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        train_s += time.perf_counter() - t0
+        tokens += steps_per_epoch * tc.batch_size * min(T, train.shape[1] - 1)
+        model.eval()
+        nll = full_nll(model, val, device)
+        row = {"epoch": epoch + 1, "val_nll": nll, "train_s": train_s, "wall_s": time.perf_counter() - t_start,
+               "tokens_per_s": tokens / train_s}
+        history.append(row)
+        print(row, flush=True)
+        if best is None or nll < best["val_nll"]:
+            best, stale = row, 0
+            if out:
+                with open(f"{out}/gpu-transformer.safetensors", "wb") as f:
+                    f.write(to_bytes(model))
+                with open(f"{out}/gpu-transformer.json", "w") as f:
+                    json.dump(model.config(), f)
+        else:
+            stale += 1
+        if out:
+            with open(f"{out}/fit.json", "w") as f:
+                json.dump({"history": history, "best": best}, f, indent=2)
+        if stale >= 3 or time.perf_counter() - t_start > seconds:
+            break
+    rate = tokens / train_s
+    reached = next((r for r in history if r["val_nll"] <= target), None)
+    sample = model.sample(1, generator=[seeded(0)], prompt=data["prompt"], max_tokens=200, temperature=0.8)[0]
+    return {"params": n_params, "config": cfg, "train": tc.to_dict(), "tokens_per_s": rate,
+            "model_flops_per_s": rate * flops_per_token, "bf16_peak_fraction": peak and rate * flops_per_token / peak,
+            "best": best, "target": target, "reached_target_at_s": reached and reached["wall_s"],
+            "epochs_run": len(history), "sample": sample}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--export")
@@ -119,17 +212,24 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--smoke", action="store_true", help="3 CPU steps per family on generated data")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--fit-seconds", type=float, default=0,
+                    help="first train the gpu profile's transformer for at most this long (0: skip)")
+    ap.add_argument("--target", type=float, default=1.15, help="the validation NLL (nats/char) --fit-seconds aims at")
+    ap.add_argument("--out", help="where --fit-seconds writes its history and best weights")
     args = ap.parse_args()
     if args.export:
         export(args.export)
         return 0
-    if args.smoke:
-        args.device, args.steps, args.data = "cpu", 3, None
+    if args.smoke:  # the fit too, for one epoch (a single step on the generated rows)
+        args.device, args.steps, args.data, args.fit_seconds = "cpu", 3, None, 1e-3
     data = load(args.data)
     torch.manual_seed(0)
     rows = []
     print(f"torch {torch.__version__}, device {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""), flush=True)
+    if args.fit_seconds:
+        result = fit(data, args.device, args.fit_seconds, args.target, args.out)
+        print(json.dumps(result, indent=2), flush=True)
     for family in TEXT:
         train, val = ({"tokens": t} for t in data["text"])
         m, tc = preset(family, {"modality": "text", "vocab": data["vocab"]}, TEXT_BATCH)

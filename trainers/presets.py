@@ -4,6 +4,7 @@ quick models `genray up` trains, and the models the quality benchmark trains und
 Architecture defaults stay with each family (`default_config(meta)`)."""
 from __future__ import annotations
 
+from genray.models.errors import ConfigError
 from genray.trainers.config import TrainConfig
 
 # The batch size is per worker; small text batches make more steps in the same time, which pays on CPUs.
@@ -29,6 +30,18 @@ BY_MODALITY: dict[tuple[str, str], dict] = {
     # Melodies are short and few: a gentler step overfits less.
     ("transformer", "music"): {"epochs": 12, "batch_size": 16, "lr": 1e-3},
     ("rnn", "music"): {"epochs": 16, "batch_size": 16},
+}
+
+# Sizes for one accelerator, by profile and family: architecture overrides on top of the family's
+# default_config ("model") and training settings on top of its preset ("train"). The GPU transformer
+# is nanoGPT's Shakespeare size; dropout holds off the overfit that 4.3M characters allow it.
+PROFILES: dict[str, dict[str, dict]] = {
+    "gpu": {
+        "transformer": {"model": {"block_size": 256, "n_layer": 6, "n_head": 6, "n_embd": 384, "dropout": 0.2},
+                        "train": {"epochs": 40, "batch_size": 64, "lr": 1e-3, "betas": (0.9, 0.99),
+                                  "weight_decay": 0.1, "schedule": "cosine", "warmup_steps": 200,
+                                  "max_grad_norm": 1.0, "log_every": 0}},
+    },
 }
 
 # What `genray up` trains when the registry lacks it: a quick model of every family, the sequence
@@ -68,3 +81,12 @@ def training_config(family: str, modality: str, overrides: dict | None = None) -
     settings.pop("dataset", None)
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return TrainConfig.from_dict(settings)
+
+
+def profile(name: str, family: str) -> dict:
+    """{"model": architecture overrides, "train": training settings} of a profile's family."""
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+    if family not in PROFILES[name]:
+        raise ConfigError(f"profile {name!r} has no settings for {family!r}; it has {sorted(PROFILES[name])}")
+    return PROFILES[name][family]
