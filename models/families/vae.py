@@ -18,8 +18,12 @@ from genray.models.errors import OptionError
 from genray.models.registry import register
 
 
-def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """log P(x) per pixel, x in [-1, 1] on the grid of 256 levels; all (B, C, H, W)."""
+def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,
+                                  edges: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """log P(x) per pixel, x in [-1, 1] on the grid of 256 levels; all (B, C, H, W). `edges`
+    (bool masks of the lowest and highest level) fixes which pixels take the edge bins' open
+    tails instead of deciding it from x: then the function is continuous in x (explanations
+    integrate along a path from a baseline)."""
     log_scale = log_scale.clamp(min=-7.0)
     centered = x - mean
     inv_s = torch.exp(-log_scale)
@@ -32,7 +36,8 @@ def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale
     # Where the bin mass underflows, fall back to the density at the centre times the bin width.
     log_pdf_mid = mid_in - log_scale - 2.0 * F.softplus(mid_in) - math.log(127.5)
     log_mid = torch.where(cdf_delta > 1e-5, torch.log(cdf_delta.clamp(min=1e-12)), log_pdf_mid)
-    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_mid))
+    low, high = edges if edges is not None else (x < -0.999, x > 0.999)
+    return torch.where(low, log_cdf_plus, torch.where(high, log_one_minus_cdf_min, log_mid))
 
 
 @register
@@ -126,15 +131,16 @@ class ConvVAE(LatentImageModel):
         x = images / 255.0 if images.dtype == torch.uint8 else images
         return (x if x.is_floating_point() else x.float()).to(self.device) * 2.0 - 1.0
 
-    def _mean_elbo(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def _mean_elbo(self, x: torch.Tensor, labels: torch.Tensor | None,
+                   edges: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """ELBO (B,) with z at the posterior mean: deterministic, so that gradient steps on x see
         one fixed function. x (B, C, H, W) in [-1, 1]; the discretized logistic is evaluated at
-        continuous x, which is what a perturbed image needs."""
+        continuous x, which is what a perturbed image needs; `edges` as in discretized_logistic_log_prob."""
         B = x.shape[0]
         y = one_hot(labels, self.num_classes, B, x.device)  # (B, K)
         mu, logvar = self._encode(x, y)  # (B, D)
         mean, log_scale = self.decode(mu, y)  # (B, C, H, W)
-        log_px = discretized_logistic_log_prob(x, mean, log_scale).flatten(1).sum(1)
+        log_px = discretized_logistic_log_prob(x, mean, log_scale, edges).flatten(1).sum(1)
         kl = 0.5 * ((mu - self._prior_mean(labels, B)).pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
         return log_px - kl
 
