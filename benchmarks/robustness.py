@@ -104,6 +104,12 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
         print("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + " |", flush=True)
 
 
+def progress(row: list) -> list:
+    """Print a row as soon as it is measured (long parts lose nothing if stopped), and return it."""
+    print("  measured:", row, file=sys.stderr, flush=True)
+    return row
+
+
 def timed(fn, *a, **kw):
     t0 = time.perf_counter()
     out = fn(*a, **kw)
@@ -190,15 +196,15 @@ def detection(b: Bench) -> None:
             x_adv = evasive_pgd(classifier, model, b.x, b.y, eps=0.3, steps=40, weight=weight)
             adaptive.append((auroc(normal, anomaly_scores(model, x_adv)), classifier.accuracy(x_adv, b.y), weight))
         a, acc, weight = min(adaptive)
-        rows.append([f"{family} ({b.budget(rec)})", *cells, f"{a:.4f} (accuracy {acc:.3f}, weight {weight:g})",
-                     f"{t:.1f} s per {len(b.x)}"])
+        rows.append(progress([f"{family} ({b.budget(rec)})", *cells, f"{a:.4f} (accuracy {acc:.3f}, weight {weight:g})",
+                     f"{t:.1f} s per {len(b.x)}"]))
         for eps in (0.1,) if b.args.smoke else (0.1, 0.3):
             n = 16 if b.args.smoke else min(len(b.x), 200 if family == "vae" else 100)
             r, t = timed(evaluate_purification, Purifier(model), classifier, b.x[:n], b.y[:n], eps=eps,
                          steps=5 if b.args.smoke else 40)
-            purify_rows.append([family, f"{eps:g}", r["clean"], r["purified_clean"], r["undefended"],
-                                r["nonadaptive"], r["adaptive_bpda"], r["adaptive_full"],
-                                r.get("adaptive_label", "-"), r["adaptive"], f"{t:.0f} s"])
+            purify_rows.append(progress([family, f"{eps:g}", r["clean"], r["purified_clean"], r["undefended"],
+                                         r["nonadaptive"], r["adaptive_bpda"], r["adaptive_full"],
+                                         r.get("adaptive_label", "-"), r["adaptive"], f"{t:.0f} s"]))
     table(f"Likelihood detection: AUROC against {len(b.x)} validation images (PGD on robust-standard)",
           ["detector", *inputs, "PGD-40 .3 knowing the detector", "scoring"], rows)
     table("Purification, then robust-standard: accuracy under PGD-40 (L-inf)",

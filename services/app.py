@@ -1,13 +1,16 @@
 """The Ray Serve application: one autoscaled, batching ModelServer deployment per generative
 registry model, one autoscaled RobustnessServer for the attacks and defenses of every model that
-takes them (classifiers included), behind one Gateway that validates, routes and keeps the metrics."""
+takes them (classifiers included), one autoscaled ExplainServer for the explanations, behind one
+Gateway that validates, routes and keeps the metrics."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
+from genray.models.explain.catalog import explain_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
+from genray.services.explain import ExplainServer
 from genray.services.gateway import Gateway
 from genray.services.generate import ModelServer
 from genray.services.robustness import RobustnessServer
@@ -35,6 +38,12 @@ class ServeOptions:
     # CPUs reserved for the robustness replica (at most half a CPU by default: it must not take the
     # room a model server's replicas scale into).
     robustness_cpus: float | None = None
+    # Explanations run up to thousands of passes each, and seed torch's global generator (Captum's
+    # sampling methods draw from it): the same limits as the robustness server's, on a deployment
+    # of their own.
+    explain_max_ongoing: int = 1
+    explain_max_queued: int = 8
+    explain_cpus: float | None = None
 
 
 def endpoints(rec) -> list[str]:
@@ -44,6 +53,8 @@ def endpoints(rec) -> list[str]:
         out.append("attack")
     if defense_methods(rec.config):
         out.append("defend")
+    if explain_methods(rec.config):
+        out.append("explain")
     return out
 
 
@@ -84,11 +95,17 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
         max_ongoing_requests=o.robustness_max_ongoing, max_queued_requests=o.robustness_max_queued,
         ray_actor_options={"num_cpus": o.robustness_cpus or min(cpus, 0.5)},
     ).bind(registry.storage.uri, robust, max(1, round(cpus))) if robust else None
+    explained = {r.name: r.ref for r in records if "explain" in models[r.name]["endpoints"]}
+    explainer = ExplainServer.options(
+        name="explain", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},
+        max_ongoing_requests=o.explain_max_ongoing, max_queued_requests=o.explain_max_queued,
+        ray_actor_options={"num_cpus": o.explain_cpus or min(cpus, 0.5)},
+    ).bind(registry.storage.uri, explained, max(1, round(cpus))) if explained else None
     # One gateway replica keeps /metrics whole; the model servers are what scales.
     return Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
                            max_ongoing_requests=4 * o.max_ongoing_requests,
                            max_queued_requests=4 * o.max_queued_requests).bind(models, servers, robustness,
-                                                                               o.request_timeout_s)
+                                                                               explainer, o.request_timeout_s)
 
 
 def app(args: dict):

@@ -1,12 +1,13 @@
 """The gateway: one FastAPI ingress that validates requests, routes them to the model servers
 and keeps the Prometheus metrics.
 
-    POST /v1/generate/{model}   POST /v1/attack/{model}   POST /v1/defend/{model}
+    POST /v1/generate/{model}   POST /v1/attack/{model}   POST /v1/defend/{model}   POST /v1/explain/{model}
     GET /v1/models   GET /healthz   GET /metrics
 """
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (Request)
 # after serve.ingress has rebuilt the class, where string annotations no longer resolve.
 import asyncio
+import base64
 import logging
 import time
 from typing import Awaitable, Callable
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
+from genray.models.explain.catalog import explain_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.metrics import GatewayMetrics
 from genray.services.schemas import (
@@ -24,11 +26,14 @@ from genray.services.schemas import (
     AttackResponse,
     DefendRequest,
     DefendResponse,
+    ExplainRequest,
+    ExplainResponse,
     GenerateRequest,
     GenerateResponse,
     check_applies,
     check_attack,
     check_defense,
+    check_explain,
     field_error,
 )
 
@@ -153,7 +158,27 @@ class RobustnessRoute(Route):
         self.count_request(model, self.method_label(model, req, self.methods), status, seconds)
 
 
-api = FastAPI(title="genray", description="Generation, attacks and defenses on genray registry models")
+class ExplainRoute(Route):
+    """POST /v1/explain/{model}: JSON, or with "format": "png" the picture itself."""
+    schema, what = ExplainRequest, "explanation"
+
+    def check(self, req, entry):
+        return check_explain(req, entry["config"])
+
+    def payload(self, req):
+        return req.model_dump()
+
+    def respond(self, model, entry, req, result):
+        if req.format == "png":
+            return Response(content=base64.b64decode(result["png"]), media_type="image/png")
+        self.metrics.explained(model, req.method, result)
+        return ExplainResponse(model=model, version=entry["summary"]["version"], method=req.method, **result)
+
+    def record(self, model, req, status, seconds):
+        self.metrics.explain_request(model, self.method_label(model, req, explain_methods), status, seconds)
+
+
+api = FastAPI(title="genray", description="Generation, attacks, defenses and explanations of genray registry models")
 
 
 def _body(schema: type[BaseModel]) -> dict:
@@ -165,11 +190,12 @@ def _body(schema: type[BaseModel]) -> dict:
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, models: dict[str, dict], servers: dict, robustness=None, request_timeout_s: float = 120.0):
+    def __init__(self, models: dict[str, dict], servers: dict, robustness=None, explainer=None,
+                 request_timeout_s: float = 120.0):
         # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each), attack and
-        # defend (the one RobustnessServer deployment)
+        # defend (the one RobustnessServer deployment), explain (the one ExplainServer)
         self.models = models
-        self.servers, self.robustness = servers, robustness
+        self.servers, self.robustness, self.explainer = servers, robustness, explainer
         self.metrics = GatewayMetrics()
 
         def serving(endpoint: str) -> dict[str, dict]:
@@ -177,6 +203,7 @@ class Gateway:
         self.generate_route = GenerateRoute(serving("generate"), self._generate, self.metrics, request_timeout_s)
         self.attack_route = RobustnessRoute("attack", serving("attack"), self._attack, self.metrics, request_timeout_s)
         self.defend_route = RobustnessRoute("defend", serving("defend"), self._defend, self.metrics, request_timeout_s)
+        self.explain_route = ExplainRoute(serving("explain"), self._explain, self.metrics, request_timeout_s)
 
     async def _generate(self, model: str, payload: dict) -> dict:
         return await self.servers[model].generate.remote(payload)
@@ -186,6 +213,9 @@ class Gateway:
 
     async def _defend(self, model: str, payload: dict) -> dict:
         return await self.robustness.defend.remote({**payload, "model": model})
+
+    async def _explain(self, model: str, payload: dict) -> dict:
+        return await self.explainer.explain.remote({**payload, "model": model})
 
     @api.get("/healthz")
     async def healthz(self):
@@ -211,3 +241,8 @@ class Gateway:
     @api.post("/v1/defend/{model}", response_model=DefendResponse, openapi_extra=_body(DefendRequest))
     async def defend(self, model: str, request: Request):
         return await self.defend_route(model, await request.body())
+
+    @api.post("/v1/explain/{model}", response_model=ExplainResponse, openapi_extra=_body(ExplainRequest),
+              responses={200: {"content": {"image/png": {}}, "description": "JSON, or the picture with format png"}})
+    async def explain(self, model: str, request: Request):
+        return await self.explain_route(model, await request.body())

@@ -1,7 +1,14 @@
 """Prometheus metrics of the gateway, in a registry of its own (one per gateway replica)."""
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    Summary,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
@@ -36,6 +43,14 @@ class GatewayMetrics:
         self.defense_latency = Histogram("genray_defense_latency_seconds", "Defense request latency", ["model"],
                                          registry=self.registry, buckets=seconds)
 
+        self.explanations = Counter("genray_explanations", "Explanation requests by model, method and HTTP status",
+                                    ["model", "method", "status"], registry=self.registry)
+        self.explain_latency = Histogram("genray_explain_latency_seconds", "Explanation request latency",
+                                         ["method"], registry=self.registry, buckets=seconds)
+        self.deletion_ratio = Summary("genray_explanation_deletion_auc_ratio", "Deletion AUC of each evaluated "
+                                      "explanation over a random ranking's (lower is more faithful; the mean is "
+                                      "_sum / _count)", ["model", "method"], registry=self.registry)
+
     def request(self, model: str, status: int, seconds: float | None) -> None:
         self.requests.labels(model, str(status)).inc()
         if seconds is not None:
@@ -62,6 +77,15 @@ class GatewayMetrics:
             self.defenses.labels(model, method, "none").inc(len(result.get("purified", [])))
         else:
             _count_bools(self.defenses, (model, method), result["flagged"])
+
+    def explain_request(self, model: str, method: str, status: int, seconds: float) -> None:
+        self.explanations.labels(model, method, str(status)).inc()
+        self.explain_latency.labels(method).observe(seconds)
+
+    def explained(self, model: str, method: str, result: dict) -> None:
+        for r in ((result.get("faithfulness") or {}).get("deletion") or {}).get("ratio_to_random", []):
+            if r is not None:
+                self.deletion_ratio.labels(model, method).observe(r)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

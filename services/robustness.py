@@ -6,20 +6,12 @@ Which attacks and defenses a model takes follows from its family (models/robustn
 inputs are PNGs of the model's shape or rows of its data set's validation split."""
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-import threading
 
 import torch
 from ray import serve
 
-from genray.cluster.datacache import trained_on
-from genray.cluster.registry import Registry, RegistryError
-from genray.cluster.storage import Storage
-from genray.models.codecs.images import from_png, to_png
-from genray.models.errors import DataError, OptionError
-from genray.models.modalities.base import b64
+from genray.models.errors import OptionError
 from genray.models.robustness import (
     Purifier,
     anomaly_scores,
@@ -27,105 +19,11 @@ from genray.models.robustness import (
     discriminator_attack,
     reconstruction_attack,
     suffix_attack,
-    threshold,
 )
 from genray.services.generate import error_result
+from genray.services.workbench import Workbench, pngs
 
 log = logging.getLogger("ray.serve")
-CALIBRATION_ROWS = 500  # validation images that calibrate a detector's threshold
-DETECT_FPR = 0.05
-
-
-def _pngs(images: torch.Tensor) -> list[str]:
-    return [b64(to_png(img)) for img in images]
-
-
-class Workbench:
-    """Registry models, validation splits, default classifiers and detector thresholds, loaded
-    once and kept, for the requests of one replica."""
-
-    def __init__(self, storage_uri: str, refs: dict[str, str]):
-        self.registry = Registry(Storage(storage_uri))
-        self.refs = refs  # served name -> registry ref
-        self._cache: dict = {}
-        self._lock = threading.RLock()  # a make() may fill another key
-
-    def _cached(self, key, make):
-        with self._lock:
-            if key not in self._cache:
-                self._cache[key] = make()
-            return self._cache[key]
-
-    def model(self, ref: str):
-        return self._cached(("model", ref), lambda: self.registry.load(ref))
-
-    def validation(self, rec) -> dict:
-        """The validation split of the data set `rec` was trained on, from the data cache."""
-        def read():
-            try:
-                return trained_on(rec, "val", self.registry.storage)
-            except DataError as e:
-                raise OptionError(f"{e}: send 'inputs'", "indices") from None
-        return self._cached(("val", rec.ref), read)
-
-    def classifier(self, name: str | None, dataset: str):
-        """The classifier `name` and its record, or by default one trained on `dataset` (the one
-        named "classifier" first)."""
-        if name is not None:
-            try:
-                model, rec = self.model(name)
-            except RegistryError as e:
-                raise OptionError(str(e), "classifier") from None
-            if rec.kind != "classifier":
-                raise OptionError(f"{rec.ref} is a {rec.kind} model, not a classifier", "classifier")
-        else:
-            found = self._cached(("classifier_for", dataset), lambda: self.registry.classifier_for(dataset))
-            if found is None:
-                raise OptionError(f"no classifier trained on {dataset!r} in the registry: train one with "
-                                  f"`genray train classifier --dataset {dataset}`", "classifier")
-            model, rec = self.model(found.ref)
-        return model, rec
-
-    def judge(self, name: str | None, rec):
-        """The classifier for images of model `rec`: one that takes them (same shape), with as
-        many classes as `rec` has."""
-        classifier, c = self.classifier(name, rec.metrics.get("dataset"))
-        if list(classifier.shape) != list(rec.config["shape"]) or (
-                rec.config.get("num_classes") and classifier.num_classes != rec.config["num_classes"]):
-            raise OptionError(f"{c.ref} classifies images of shape {classifier.shape} into {classifier.num_classes} "
-                              f"classes; {rec.ref} has shape {rec.config['shape']}", "classifier")
-        return classifier
-
-    def threshold(self, rec, model) -> float:
-        def calibrate():
-            val = self.validation(rec)["image"][:CALIBRATION_ROWS].float() / 255.0
-            return threshold(anomaly_scores(model, val), fpr=DETECT_FPR)
-        return self._cached(("threshold", rec.ref), calibrate)
-
-    def images(self, req: dict, rec, shape: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The request's images (B, C, H, W) in [0, 1], and their labels where they are validation rows."""
-        if req.get("indices") is not None:
-            val = self.validation(rec)
-            n = len(val["image"])
-            bad = [i for i in req["indices"] if i >= n]
-            if bad:
-                raise OptionError(f"indices must be below {n} (the validation rows of {rec.metrics.get('dataset')}),"
-                                  f" got {bad[:5]}", "indices")
-            idx = torch.tensor(req["indices"])
-            return val["image"][idx].float() / 255.0, (val["label"][idx] if "label" in val else None)
-        images = []
-        for i, s in enumerate(req["inputs"]):
-            try:
-                data = base64.b64decode(s, validate=True)
-            except binascii.Error:
-                raise OptionError(f"inputs[{i}] is not base64", "inputs") from None
-            try:
-                images.append(from_png(data, channels=shape[0], size=(shape[2], shape[1])))
-            except ValueError as e:  # the wrong size or pixel format: checked before decoding
-                raise OptionError(f"inputs[{i}]: {e}; the model takes images of shape {shape}", "inputs") from None
-            except OSError:
-                raise OptionError(f"inputs[{i}] is not an image Pillow can read", "inputs") from None
-        return torch.stack(images).float() / 255.0, None
 
 
 # Fields of the attack functions that a request names otherwise.
@@ -156,7 +54,7 @@ def _attack(bench: Workbench, ref: str, req: dict) -> dict:
             raise OptionError("the reconstruction attack needs a target class", "target")
         r = reconstruction_attack(model, x, target=req["target"], classifier=bench.judge(req.get("classifier"), rec),
                                   **common)
-        return {"summary": r.summary(), "adversarial": _pngs(r.x_adv), "reconstructions": _pngs(r.recon),
+        return {"summary": r.summary(), "adversarial": pngs(r.x_adv), "reconstructions": pngs(r.recon),
                 "clean_predictions": r.clean_recon_pred.tolist(), "adversarial_predictions": r.recon_pred.tolist(),
                 "success": r.success.tolist(), "linf": r.linf.tolist(), "l2": r.l2.tolist()}
     if method == "discriminator":
@@ -164,11 +62,11 @@ def _attack(bench: Workbench, ref: str, req: dict) -> dict:
             raise OptionError("this GAN's discriminator is conditioned on each image's class: send validation rows "
                               "('indices'), whose labels it takes", "indices")
         r = discriminator_attack(model, x, y if model.num_classes else None, **common)
-        return {"summary": r.summary(), "adversarial": _pngs(r.x_adv), "success": r.fooled.tolist(),
+        return {"summary": r.summary(), "adversarial": pngs(r.x_adv), "success": r.fooled.tolist(),
                 "linf": r.linf.tolist(), "l2": r.l2.tolist()}
     r = attack(model, x, y, method=method, targeted=req.get("targeted", False), target=req.get("target"),
                restarts=req.get("restarts", 1), **common)
-    return {"summary": r.summary(), "adversarial": _pngs(r.x_adv), "clean_predictions": r.clean_pred.tolist(),
+    return {"summary": r.summary(), "adversarial": pngs(r.x_adv), "clean_predictions": r.clean_pred.tolist(),
             "adversarial_predictions": r.adv_pred.tolist(), "success": r.success.tolist(), "linf": r.linf.tolist(),
             "l2": r.l2.tolist()}
 
@@ -184,7 +82,7 @@ def run_defense(bench: Workbench, ref: str, req: dict) -> dict:
     with torch.no_grad():
         purified = Purifier(model)(x).detach()
         before, after = classifier(x).argmax(1), classifier(purified).argmax(1)
-    return {"purified": _pngs(purified), "predictions": after.tolist(), "predictions_before": before.tolist()}
+    return {"purified": pngs(purified), "predictions": after.tolist(), "predictions_before": before.tolist()}
 
 
 @serve.deployment

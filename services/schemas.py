@@ -198,3 +198,115 @@ def check_defense(req: DefendRequest, config: dict) -> list[dict]:
         return [field_error("method", f"{config['family']} models take the defense method(s) {list(methods)}, "
                                       f"not {req.method!r}")]
     return _unused(req, req.method, DEFENSE_FIELDS[req.method]) + check_images(req)
+
+
+# ---- explanations: /v1/explain --------------------------------------------------------------
+MAX_EXPLAIN_INPUTS = 16
+
+
+class ExplainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: StrictStr = Field(..., max_length=32, description="saliency | ig | smoothgrad | gradshap | occlusion | "
+                                                             "kernelshap | lime; markov: exact; vae, gan, ar: pdp; "
+                                                             "vae, gan: traversal")
+    inputs: Optional[list[Png]] = Field(None, min_length=1, max_length=MAX_EXPLAIN_INPUTS,
+                                        description="image models: base64 PNG images")
+    indices: Optional[list[Annotated[StrictInt, Field(ge=0)]]] = Field(
+        None, min_length=1, max_length=MAX_EXPLAIN_INPUTS, description="image models: rows of the validation split")
+    generated: Optional[StrictInt] = Field(None, ge=1, le=MAX_EXPLAIN_INPUTS,
+                                           description="gan: explain this many of its own samples (from seed)")
+    prompt: Optional[StrictStr] = Field(None, min_length=1, max_length=256,
+                                        description="text and music models: the prompt (music: events)")
+    series: Optional[list[Number]] = Field(None, min_length=1, max_length=4096, description="ar: the history")
+    target: Optional[Union[StrictInt, Annotated[StrictStr, Field(min_length=1, max_length=64)]]] = Field(
+        None, description="a class (image models), or the next symbol or a continuation (text, music); "
+                          "default: the model's own choice")
+    baseline: Optional[Union[Annotated[StrictStr, Field(max_length=16)], Number]] = Field(
+        None, description="images: zero | blur | a grey level in [0, 1]; text: zero | one symbol; ar: a number")
+    n_steps: Optional[StrictInt] = Field(None, ge=2, le=512, description="ig: integration steps (default 64)")
+    n_samples: Optional[StrictInt] = Field(None, ge=1, le=2000, description="smoothgrad, gradshap, kernelshap, "
+                                                                              "lime: samples")
+    patch: Optional[StrictInt] = Field(None, ge=1, le=64, description="images: feature patch size (occlusion, "
+                                                                      "kernelshap, lime)")
+    evaluate: StrictBool = Field(False, description="also return faithfulness numbers (deletion and insertion AUC "
+                                                    "against random and edge rankings, infidelity, max-sensitivity)")
+    format: StrictStr = Field("json", pattern="^(json|png)$", description="png: the picture itself (image/png)")
+    seed: StrictInt = Field(0, ge=0, lt=2**31)
+    feature: Optional[StrictInt] = Field(None, ge=0, description="pdp: the latent dimension (vae, gan) or lag (ar)")
+    grid: StrictInt = Field(9, ge=2, le=64, description="pdp, traversal: points along the feature")
+    dims: Optional[list[Annotated[StrictInt, Field(ge=0)]]] = Field(None, min_length=1, max_length=8,
+                                                                    description="traversal: latent dimensions")
+    n: StrictInt = Field(16, ge=1, le=64, description="gan pdp: latent draws (ICE curves)")
+    classifier: Optional[StrictStr] = Field(None, max_length=80, description="pdp: the classifier whose belief the "
+                                                                              "curves read")
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    version: int
+    method: str
+    described: list[dict[str, Any]] = Field(default_factory=list, description="per input: what was explained")
+    attributions: list[Any] = Field(default_factory=list, description="per input, shaped like it")
+    symbols: list[list[str]] = Field(default_factory=list, description="text and music: the prompt's symbols")
+    scores: list[float] = Field(default_factory=list, description="the explained quantity at each input")
+    baseline_scores: list[float] = Field(default_factory=list, description="... and at its baseline")
+    diagnostics: dict[str, Any] = Field(default_factory=dict, description="e.g. ig's completeness delta")
+    faithfulness: Optional[dict[str, Any]] = Field(None, description="with evaluate: true")
+    pictures: list[str] = Field(default_factory=list, description="base64 PNG: heatmap overlays, curves, grids")
+    html: list[str] = Field(default_factory=list, description="text and music: the prompt shaded by attribution")
+    curves: Optional[dict[str, Any]] = Field(None, description="pdp: grid, ice, pdp")
+
+
+def explain_fields(method: str, config: dict) -> frozenset[str]:
+    """The request fields an explanation method reads for this model; any other is a 422."""
+    from genray.models.explain.catalog import input_kind
+    from genray.models.explain.methods import DEFAULTS
+
+    family, kind = config["family"], input_kind(config)
+    images = {"inputs", "indices"} | ({"generated"} if family == "gan" else set())
+    given = {"image": images, "prompt": {"prompt"}, "series": {"series"}}[kind]
+    if method == "exact":
+        return frozenset({"prompt", "target", "format"})
+    if method == "pdp":
+        where = {"vae": images, "gan": {"n", "seed"}, "ar": {"series"}}[family]
+        return frozenset(where | {"feature", "grid", "format"}
+                         | ({"classifier", "target"} if family != "ar" else set()))
+    if method == "traversal":
+        where = {"inputs", "indices"} if family == "vae" else {"seed", "target"}
+        return frozenset(where | {"dims", "grid", "format"})
+    extra = {"target", "baseline", "evaluate", "format", "seed"} | set(DEFAULTS.get(method, {}))
+    if kind == "image" and method in ("occlusion", "kernelshap", "lime"):
+        extra.add("patch")
+    return frozenset(given | extra)
+
+
+def check_explain(req: ExplainRequest, config: dict) -> list[dict]:
+    from genray.models.explain.catalog import explain_methods, input_kind
+
+    methods = explain_methods(config)
+    if req.method not in methods:
+        return [field_error("method", f"{config['family']} models take the explanation method(s) {list(methods)}, "
+                                      f"not {req.method!r}")]
+    errors = _unused(req, req.method, explain_fields(req.method, config))
+    family, kind = config["family"], input_kind(config)
+    if req.method == "pdp":
+        need = {"vae": "image", "gan": None, "ar": "series"}[family]
+    elif req.method == "traversal":
+        need = "image" if family == "vae" else None  # a GAN's traversal starts from a drawn latent
+    else:
+        need = kind
+    if need == "image":
+        given = [f for f in ("inputs", "indices", "generated") if getattr(req, f) is not None]
+        if len(given) != 1:
+            errors.append(field_error("inputs", "give exactly one of 'inputs' (base64 PNGs) and 'indices' "
+                                                "(validation rows)" + (", or 'generated'" if family == "gan" else "")))
+    elif need and getattr(req, need) is None:
+        errors.append(field_error(need, f"the {req.method} method needs {need!r}"))
+    if req.format == "png" and kind != "image" and req.method != "pdp":
+        errors.append(field_error("format", "format 'png' applies to image models and pdp; text and series "
+                                            "explanations come as JSON (text with an HTML snippet)"))
+    if isinstance(req.target, str) and kind == "image" or isinstance(req.target, int) and kind == "prompt":
+        errors.append(field_error("target", "target is a class (an integer) for image models and a symbol or "
+                                            "continuation (a string) for text and music models"))
+    return errors

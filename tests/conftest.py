@@ -11,6 +11,17 @@ import pytest  # noqa: E402
 from genray.cluster.storage import Storage  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny in-process models: more torch threads only contend on a shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def storage(tmp_path_factory) -> Storage:
     return Storage(str(tmp_path_factory.mktemp("genray-home")))

@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # script -> a line its report prints once it has run every part
 EXPECT = {
+    "explain.py": "| IG on one image, concurrency 1 | served (median) |",
     "gpu_check.py": "same as cpu",
     "quality.py": "| series | quality-ar (sunspots) | one-step MSE |",
     "robustness.py": "| eps | scored real (clean) | scored real (attacked) | fooled | time |",

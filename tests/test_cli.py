@@ -161,3 +161,38 @@ def test_defend_detects_and_purifies(trained, storage, capsys):
     assert scores["adaptive_full"] <= scores["nonadaptive"] + 0.1, out
     assert cli(["defend", "classifier", "--method", "detect", "--storage", storage.uri]) == 2
     assert "takes a vae or flow" in capsys.readouterr().err
+
+
+def test_explain_writes_pictures_and_rejects_what_does_not_apply(trained, storage, tmp_path, capsys):
+    png, html = tmp_path / "ig.png", tmp_path / "prompt.html"
+    assert cli(["explain", "classifier", "--index", "0", "--index", "1", "--evaluate", "--storage", storage.uri]) == 0
+    out = capsys.readouterr().out
+    assert "deletion AUC" in out and "ig completeness delta" in out, out
+    assert cli(["explain", "classifier", "--method", "occlusion", "--index", "3", "-o", str(png),
+                "--storage", storage.uri]) == 0
+    assert Image.open(png).size[1] >= 224
+    # A PNG file as input: the picture just written is the wrong size, a digit from the validation split is not.
+    from genray.cluster.datacache import trained_on
+    from genray.cluster.registry import Registry
+    from genray.models.codecs.images import to_png
+
+    digit = tmp_path / "digit.png"
+    digit.write_bytes(to_png(trained_on(Registry(storage).record("classifier"), "val", storage, limit=1)["image"][0]))
+    assert cli(["explain", "classifier", "--input", str(digit), "--target", "3", "--storage", storage.uri]) == 0
+    assert "class 3" in capsys.readouterr().out
+    assert cli(["explain", "classifier", "--input", str(png), "--storage", storage.uri]) == 2
+    assert "shape" in capsys.readouterr().err
+    assert cli(["explain", "transformer", "--prompt", "ROMEO:", "-o", str(html), "--storage", storage.uri]) == 0
+    assert "'R':" in capsys.readouterr().out and html.read_text().count("<span title=") == 6
+    assert cli(["explain", "markov", "--method", "exact", "--prompt", "KING", "--storage", storage.uri]) == 0
+    assert "'K':" in capsys.readouterr().out
+    assert cli(["explain", "vae", "--method", "pdp", "--index", "0", "--index", "1", "--feature", "2",
+                "--storage", storage.uri]) == 0
+    assert "pdp of latent 2" in capsys.readouterr().out
+    assert cli(["explain", "ar", "--series", "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18", "--storage",
+                storage.uri]) == 0
+    assert "lags (newest first)" in capsys.readouterr().out
+    assert cli(["explain", "classifier", "--prompt", "x", "--storage", storage.uri]) == 2
+    assert "prompt" in capsys.readouterr().err
+    assert cli(["explain", "classifier", "--n-steps", "9999", "--index", "0", "--storage", storage.uri]) == 2
+    assert "n_steps" in capsys.readouterr().err

@@ -24,15 +24,8 @@ SHAPE = [1, 8, 8]
 VOCAB = "abcd"
 
 
-pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")]
 
 
 def _fit_series(model, series: torch.Tensor):

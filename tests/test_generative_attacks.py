@@ -22,13 +22,7 @@ PAIRS = ["red fox", "blue cat", "green dog", "pink pig", "gray owl"]
 PROMPT, TARGET = "gray owl. red ", "cat."
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: more threads only contend on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

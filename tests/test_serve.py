@@ -43,6 +43,14 @@ def _samples(text: str) -> dict:
     return out
 
 
+def _delta(before: dict, after: dict):
+    """(sample name, **labels) -> how much that sample moved between two scrapes."""
+    def delta(name, **labels):
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+    return delta
+
+
 def test_health_and_model_list(client):
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert client.get("/healthz").json() == {"status": "ok", "models": len(models)}
@@ -50,11 +58,12 @@ def test_health_and_model_list(client):
     assert generative == {"ar", "chorale", "flow", "gan", "markov", "rnn", "transformer", "vae"}
     assert models["chorale"]["modality"] == "music" and models["ar"]["modality"] == "series"
     assert models["vae"]["modality"] == "image" and models["markov"]["family"] == "markov"
-    # Classifiers are served for attacks only; generative models where an attack or defense applies.
-    assert models["classifier"]["kind"] == "classifier" and models["classifier"]["endpoints"] == ["attack"]
-    assert models["vae"]["endpoints"] == ["generate", "attack", "defend"]
-    assert models["flow"]["endpoints"] == ["generate", "defend"] and models["markov"]["endpoints"] == ["generate"]
-    assert models["transformer"]["endpoints"] == ["generate", "attack"]
+    # Classifiers are served for attacks and explanations; generative models where an attack or defense applies.
+    assert models["classifier"]["kind"] == "classifier" and models["classifier"]["endpoints"] == ["attack", "explain"]
+    assert models["vae"]["endpoints"] == ["generate", "attack", "defend", "explain"]
+    assert models["flow"]["endpoints"] == ["generate", "defend", "explain"]
+    assert models["markov"]["endpoints"] == ["generate", "explain"]
+    assert models["transformer"]["endpoints"] == ["generate", "attack", "explain"]
     assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
     assert "val_nll" in models["vae"]["metrics"] and "history" not in models["vae"]["metrics"]
 
@@ -169,10 +178,7 @@ def test_metrics_move_with_traffic(client):
     assert after[("TYPE", "genray_request_latency_seconds")] == "histogram"
     assert after[("TYPE", "genray_batch_size")] == "histogram"
 
-    def delta(name, **labels):
-        key = (name, tuple(sorted(labels.items())))
-        return after.get(key, 0.0) - before.get(key, 0.0)
-
+    delta = _delta(before, after)
     assert delta("genray_requests_total", model="vae", status="200") == 16
     assert delta("genray_requests_total", model="vae", status="422") == 1
     assert delta("genray_samples_generated_total", model="vae") == 32
@@ -327,17 +333,6 @@ BAD_ROBUST = [
 ]
 
 
-@pytest.mark.parametrize("case,endpoint,model,body,status,field", BAD_ROBUST, ids=[b[0] for b in BAD_ROBUST])
-def test_bad_attack_and_defense_input_gets_a_clear_4xx(client, case, endpoint, model, body, status, field):
-    r = client.post(f"/v1/{endpoint}/{model}", json=body)
-    assert r.status_code == status, r.text
-    detail = r.json()["detail"]
-    if field:
-        assert any(field in e["loc"] for e in detail), detail
-    else:
-        assert "unknown model" in detail
-
-
 def test_images_of_another_size_or_depth_are_422s(client):
     import torch
 
@@ -364,10 +359,7 @@ def test_robustness_metrics_and_schemas(client):
     assert after[("TYPE", "genray_attack_latency_seconds")] == "histogram"
     assert after[("TYPE", "genray_defense_latency_seconds")] == "histogram"
 
-    def delta(name, **labels):
-        key = (name, tuple(sorted(labels.items())))
-        return after.get(key, 0.0) - before.get(key, 0.0)
-
+    delta = _delta(before, after)
     assert delta("genray_attacks_total", model="classifier", method="fgsm", outcome="ok") == 1
     assert delta("genray_attacks_total", model="classifier", method="fgsm", outcome="rejected") == 1
     # What a caller typed as a method never becomes a label value.
@@ -380,3 +372,129 @@ def test_robustness_metrics_and_schemas(client):
     for path, schema in (("/v1/attack/{model}", "method"), ("/v1/defend/{model}", "method")):
         body = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert schema in body["properties"] and "inputs" in body["properties"]
+
+
+# ---- explanations: /v1/explain ------------------------------------------------------------------
+def _explain(client, model: str, body: dict, status: int = 200) -> dict:
+    r = client.post(f"/v1/explain/{model}", json=body)
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def test_explain_image_models(client):
+    body = _explain(client, "classifier", {"method": "ig", "indices": [0, 1], "evaluate": True})
+    assert body["method"] == "ig" and len(body["attributions"]) == 2
+    assert [len(body["attributions"][0]), len(body["attributions"][0][0])] == [1, 8]
+    assert all(_image(p).size[1] >= 224 for p in body["pictures"])
+    assert body["described"][0]["class"] == body["described"][0]["predicted"]
+    f = body["faithfulness"]
+    assert {"deletion", "insertion", "infidelity", "max_sensitivity", "completeness_relative_delta"} <= set(f)
+    assert len(f["deletion"]["curve"][0]) == 21 and "edge_auc" in f["insertion"]
+    r = client.post("/v1/explain/classifier", json={"method": "occlusion", "indices": [3, 4], "format": "png"})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    one = Image.open(io.BytesIO(r.content))
+    assert one.size[1] >= 2 * 224  # two overlays, one above the other
+    for model, extra in (("vae", {"indices": [0]}), ("flow", {"indices": [0]}), ("gan", {"indices": [0, 1]}),
+                         ("gan", {"generated": 2, "target": 3})):
+        body = _explain(client, model, {"method": "saliency", **extra})
+        assert len(body["attributions"]) == len(body["pictures"]) == len(body["scores"]), model
+
+
+def test_explain_sequence_and_series_models(client):
+    body = _explain(client, "transformer", {"method": "ig", "prompt": "ROMEO:"})
+    assert body["symbols"] == [list("ROMEO:")] and len(body["attributions"][0]) == 6
+    assert body["html"][0].count("<span title=") == 6 and "next" in body["described"][0]
+    assert abs(sum(body["attributions"][0]) - (body["scores"][0] - body["baseline_scores"][0])) < 0.05
+    body = _explain(client, "rnn", {"method": "occlusion", "prompt": "KING", "target": " of"})
+    assert body["described"][0]["continuation"] == " of" and len(body["attributions"][0]) == 4
+    body = _explain(client, "chorale", {"method": "saliency", "prompt": "G4/1 A4/1 B4/1"})
+    assert body["symbols"] == [["G4/1", "A4/1", "B4/1"]]
+    body = _explain(client, "markov", {"method": "exact", "prompt": "ROMEO:"})
+    assert abs(sum(body["attributions"][0]) - (body["scores"][0] - body["baseline_scores"][0])) < 1e-9
+    history = [5.0, 20.0, 60.0, 110.0, 140.0, 120.0, 80.0, 40.0, 15.0, 8.0, 3.0, 9.0, 30.0, 70.0, 100.0, 90.0,
+               60.0, 30.0, 10.0, 5.0]
+    body = _explain(client, "ar", {"method": "ig", "series": history, "baseline": 0.0})
+    assert len(body["attributions"][0]) == len(history) and body["described"][0]["forecast"] == body["scores"][0]
+
+
+def test_explain_global_methods(client):
+    body = _explain(client, "vae", {"method": "pdp", "indices": [0, 1, 2, 3], "feature": 1, "grid": 5})
+    c = body["curves"]
+    assert len(c["grid"]) == 5 and len(c["ice"]) == 4 and len(c["pdp"]) == 5 and body["pictures"]
+    assert all(0 <= v <= 1 for row in c["ice"] for v in row)
+    r = client.post("/v1/explain/gan", json={"method": "traversal", "dims": [0, 1, 2], "grid": 6, "format": "png",
+                                             "target": 2})
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    body = _explain(client, "gan", {"method": "pdp", "n": 4, "feature": 3})
+    assert len(body["curves"]["ice"]) == 4 and "discriminator" in body["curves"]["readout"]
+    history = [float(v) for v in range(40)]
+    body = _explain(client, "ar", {"method": "pdp", "series": history, "feature": 1, "grid": 4})
+    assert len(body["curves"]["ice"]) >= 1 and len(body["curves"]["grid"]) == 4
+
+
+BAD_EXPLAIN = [
+    ("unknown model", "nope", {"method": "ig", "indices": [0]}, 404, None),
+    ("unknown method", "classifier", {"method": "magic", "indices": [0]}, 422, "method"),
+    ("exact on a classifier", "classifier", {"method": "exact", "indices": [0]}, 422, "method"),
+    ("ig on a markov chain", "markov", {"method": "ig", "prompt": "A"}, 422, "method"),
+    ("pdp on a classifier", "classifier", {"method": "pdp", "indices": [0]}, 422, "method"),
+    ("too many inputs", "classifier", {"method": "ig", "indices": list(range(17))}, 422, "indices"),
+    ("too many steps", "classifier", {"method": "ig", "indices": [0], "n_steps": 513}, 422, "n_steps"),
+    ("too many samples", "classifier", {"method": "lime", "indices": [0], "n_samples": 2001}, 422, "n_samples"),
+    ("steps on saliency", "classifier", {"method": "saliency", "indices": [0], "n_steps": 10}, 422, "n_steps"),
+    ("a prompt for an image model", "classifier", {"method": "ig", "indices": [0], "prompt": "A"}, 422, "prompt"),
+    ("no input", "classifier", {"method": "ig"}, 422, "inputs"),
+    ("no prompt", "transformer", {"method": "ig"}, 422, "prompt"),
+    ("no series", "ar", {"method": "ig"}, 422, "series"),
+    ("png of text", "transformer", {"method": "ig", "prompt": "A", "format": "png"}, 422, "format"),
+    ("bad format", "classifier", {"method": "ig", "indices": [0], "format": "gif"}, 422, "format"),
+    ("class out of range", "classifier", {"method": "ig", "indices": [0], "target": 10}, 422, "target"),
+    ("text target for an image model", "classifier", {"method": "ig", "indices": [0], "target": "a"}, 422, "target"),
+    ("symbol outside the vocabulary", "transformer", {"method": "ig", "prompt": "A", "target": "\u2603"}, 422,
+     "target"),
+    ("prompt outside the vocabulary", "transformer", {"method": "ig", "prompt": "\u2603"}, 422, "prompt"),
+    ("bad baseline", "classifier", {"method": "ig", "indices": [0], "baseline": "sky"}, 422, "baseline"),
+    ("patch larger than the image", "classifier", {"method": "lime", "indices": [0], "patch": 9}, 422, "patch"),
+    ("latent out of range", "vae", {"method": "pdp", "indices": [0], "feature": 999}, 422, "feature"),
+    ("index out of range", "classifier", {"method": "ig", "indices": [100000]}, 422, "indices"),
+    ("conditional gan without a class", "gan", {"method": "ig", "generated": 1}, 422, "target"),
+    ("generated on a classifier", "classifier", {"method": "ig", "generated": 2}, 422, "generated"),
+    ("unknown field", "classifier", {"method": "ig", "indices": [0], "colour": 1}, 422, "colour"),
+]
+
+
+BAD_ROBUST_AND_EXPLAIN = BAD_ROBUST + [(case, "explain", *rest) for case, *rest in BAD_EXPLAIN]
+
+
+@pytest.mark.parametrize("case,endpoint,model,body,status,field", BAD_ROBUST_AND_EXPLAIN,
+                         ids=[b[0] for b in BAD_ROBUST_AND_EXPLAIN])
+def test_bad_attack_defense_and_explain_input_gets_a_clear_4xx(client, case, endpoint, model, body, status, field):
+    r = client.post(f"/v1/{endpoint}/{model}", json=body)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    if field:
+        assert any(field in e["loc"] for e in detail), detail
+    else:
+        assert "unknown model" in detail
+
+
+def test_explain_metrics_and_schema(client):
+    before = _samples(client.get("/metrics").text)
+    _explain(client, "classifier", {"method": "saliency", "indices": [0, 1], "evaluate": True})
+    _explain(client, "classifier", {"method": "saliency", "indices": [0], "n_steps": 3}, status=422)
+    _explain(client, "classifier", {"method": "y" * 20, "indices": [0]}, status=422)
+    after = _samples(client.get("/metrics").text)
+    assert after[("TYPE", "genray_explanations")] == "counter"
+    assert after[("TYPE", "genray_explain_latency_seconds")] == "histogram"
+    assert after[("TYPE", "genray_explanation_deletion_auc_ratio")] == "summary"
+
+    delta = _delta(before, after)
+    assert delta("genray_explanations_total", model="classifier", method="saliency", status="200") == 1
+    assert delta("genray_explanations_total", model="classifier", method="saliency", status="422") == 1
+    assert delta("genray_explanations_total", model="classifier", method="_invalid", status="422") == 1
+    assert delta("genray_explain_latency_seconds_count", method="saliency") == 2
+    assert delta("genray_explanation_deletion_auc_ratio_count", model="classifier", method="saliency") >= 1
+    paths = client.get("/openapi.json").json()["paths"]
+    body = paths["/v1/explain/{model}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"method", "inputs", "prompt", "series", "n_steps", "n_samples", "evaluate", "format"} <= set(
+        body["properties"])

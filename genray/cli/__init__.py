@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genray.cli import attack, defend, models, sample, serve, train, up
+from genray.cli import attack, defend, explain, models, sample, serve, train, up
 from genray.cli import eval as eval_cmd
 from genray.cli.common import CliError, ray_parent, storage_parent
 
-COMMANDS = (train, models, eval_cmd, sample, attack, defend, serve, up)
+COMMANDS = (train, models, eval_cmd, sample, attack, defend, explain, serve, up)
 
 
 def parser() -> argparse.ArgumentParser:

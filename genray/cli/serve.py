@@ -51,6 +51,13 @@ def examples(port: int, names: list[str]) -> str:
                            ("vae", '{"method": "purify", "indices": [0, 1, 2, 3]}')):
         if defender in names:
             lines.append(post.format(defender, body).replace("/v1/generate/", "/v1/defend/"))
+    explain = post.replace("/v1/generate/", "/v1/explain/")
+    if "classifier" in names:
+        lines.append(explain.format("classifier", '{"method": "ig", "indices": [0], "format": "png"}')
+                     + " -o digit-ig.png")
+    if "transformer" in names:
+        lines.append(explain.format("transformer", '{"method": "ig", "prompt": "ROMEO:\\nWhat say you, my lo", '
+                                                   '"evaluate": true}'))
     if "chorale-rnn" in names:
         lines.append(post.format("chorale-rnn", '{"prompt": "G4/1 G4/1 D5/1", "max_tokens": 64, "seed": 1}')
                      + " | python3 -c 'import sys, json, base64; s = json.load(sys.stdin)[\"samples\"][0]; "

@@ -4,8 +4,10 @@ Deletion and insertion curves (Petsiuk et al., RISE, 2018): units (pixels, symbo
 set to the baseline in the order of their attribution, most attributed first (deletion), or
 restored from the baseline in that order (insertion), and the explained quantity is read after
 each step. A curve is normalised to run from the input's score to the baseline's, (s - s_base) /
-(s_input - s_base), so that areas compare across targets and units: deletion starts at 1, and a
-faithful ranking makes it fall fast (a small area); insertion starts at 0 and should rise fast.
+(s_input - s_base), and clipped to [0, 1] (a partly deleted input can score below the baseline,
+or a partly restored one above the input), so that areas compare across targets and units:
+deletion starts at 1, and a faithful ranking makes it fall fast (a small area); insertion starts
+at 0 and should rise fast.
 Each area is reported against the same curve for a random ranking (the mean of a few) and, for
 images, an edge detector's ranking (Sobel magnitude of the input): a ratio below 1 for deletion
 and above 1 for insertion beats them.
@@ -55,7 +57,7 @@ def curve(e: Explainable, ranking: Tensor, insertion: bool) -> Tensor:
         s_in, s_base = e.score(x, readout=True), e.score(base, readout=True)
     gap = s_in - s_base
     gap = torch.where(gap.abs() < 1e-12, torch.full_like(gap, 1e-12), gap)
-    return ((s - s_base) / gap).T.cpu()  # (B, P)
+    return ((s - s_base) / gap).clamp(0, 1).T.cpu()  # (B, P)
 
 
 def area(c: Tensor) -> Tensor:
@@ -124,14 +126,14 @@ def captum_metrics(e: Explainable, raw: Tensor, method: str, n_perturb: int = 8,
         infid.append(infidelity(e.forward, perturb, x[i:i + 1], raw[i:i + 1], n_perturb_samples=n_perturb,
                                 normalize=True, **row))
 
-        def explain_row(inputs: Tensor, i=i, row=row) -> Tensor:  # the perturbed copies of row i (n, *F)
+        def explain_row(inputs: Tensor, i=i, row=row) -> tuple[Tensor]:  # the perturbed copies of row i (n, *F)
             inputs = inputs[0] if isinstance(inputs, tuple) else inputs
             n = len(inputs)
             grow = lambda t: t[i:i + 1].expand(n, *t.shape[1:])  # noqa: E731
             one = Explainable(**{**e.__dict__, "inputs": inputs, "baseline": grow(e.baseline),
                                  "target": None if e.target is None else grow(e.target),
                                  "args": tuple(grow(a) for a in e.args)})
-            return attribute(one, method, **options)[0]
+            return (attribute(one, method, **options)[0],)  # a tuple: Captum iterates over what this returns
         torch.manual_seed(i)
         sens.append(sensitivity_max(explain_row, x[i:i + 1], perturb_radius=radius * scale,
                                     n_perturb_samples=max(2, n_perturb // 2)))

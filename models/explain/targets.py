@@ -3,7 +3,8 @@ Captum's attribution methods take (`forward(inputs) -> (N,)` scalars, or `(N, K)
 
     classifier   the requested (or predicted) class's logit, over pixels in [0, 1]
     transformer  the log-probability of the next symbol (or of a continuation), over the prompt's
-    rnn          symbol embeddings: layer attribution on the embedding table, summed per symbol
+    rnn          symbol embeddings (what Captum's layer methods on the embedding table attribute to),
+                 summed per symbol
     vae          the ELBO (z at the posterior mean) under the image's class, over pixels
     gan          the discriminator's logit (real vs fake), over pixels
     flow         the image's bits (-log2 p(x), exact up to the bin-centre dequantization), over pixels
@@ -22,8 +23,6 @@ from torch import Tensor
 
 from genray.models.errors import OptionError
 
-IMAGE_FAMILIES = ("classifier", "vae", "gan", "flow")
-SEQUENCE_FAMILIES = ("transformer", "rnn")  # symbol models with embeddings (text and music)
 BASELINES = ("zero", "blur")
 
 
@@ -125,8 +124,8 @@ def _labels(target, n: int, num_classes: int, default: Tensor | None, what: str)
         if default is None:
             raise OptionError(f"this model is conditioned on a class: give the {what}'s class as target", "target")
         return default
-    t = torch.as_tensor(target).long().flatten().expand(n) if torch.as_tensor(target).numel() == 1 \
-        else torch.as_tensor(target).long().flatten()
+    t = torch.as_tensor(target).long().flatten()
+    t = t.expand(n) if t.numel() == 1 else t
     if len(t) != n or bool(((t < 0) | (t >= num_classes)).any()):
         raise OptionError(f"target must be one class in [0, {num_classes - 1}] or one per input ({n})", "target")
     return t.clone()
@@ -160,8 +159,7 @@ def vae(model, x: Tensor, target=None, baseline=None, patch=None) -> Explainable
 
     def elbo(images: Tensor, low: Tensor, high: Tensor, y: Tensor | None = None) -> Tensor:  # (N,) nats
         return model._mean_elbo(model._signed(images), y, (low, high))
-    described = [{"elbo_class": None if labels is None else int(c)} for c in (labels if labels is not None
-                                                                              else [None] * len(x))]
+    described = [{"elbo_class": None if labels is None else int(labels[i])} for i in range(len(x))]
     return _image(model, x, elbo, baseline, patch, described=described,
                   args=(low, high) if labels is None else (low, high, labels))
 
@@ -176,8 +174,7 @@ def gan(model, x: Tensor, target=None, baseline=None, patch=None) -> Explainable
 
     def realness(images: Tensor, y: Tensor | None = None) -> Tensor:  # (N,) the discriminator's logit
         return model.critic(images * 2 - 1, one_hot(y, model.num_classes, len(images), images.device))
-    described = [{"class": None if labels is None else int(c)} for c in (labels if labels is not None
-                                                                         else [None] * len(x))]
+    described = [{"class": None if labels is None else int(labels[i])} for i in range(len(x))]
     return _image(model, x, realness, baseline, patch, described=described, args=() if labels is None else (labels,))
 
 
