@@ -36,7 +36,7 @@ MODELS = {
     "classifier": ("robust-standard", {"family": "classifier", "dataset": "mnist"}),
     "vae": ("robust-vae", {"family": "vae", "dataset": "mnist"}),
     "flow": ("robust-flow", {"family": "flow", "dataset": "mnist", "epochs": 6}),
-    "gan": ("robust-gan", {"family": "gan", "dataset": "mnist"}),
+    "gan": ("explain-gan", {"family": "gan", "dataset": "mnist", "epochs": 10}),
     "transformer": ("robust-text-clean", {"family": "transformer", "dataset": "shakespeare"}),
     "markov": ("explain-markov", {"family": "markov", "dataset": "shakespeare"}),
     "ar": ("explain-ar", {"family": "ar", "dataset": "sunspots"}),
@@ -168,7 +168,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=50, help="inputs explained per (family, method)")
     ap.add_argument("--metric-inputs", type=int, default=10,
                     help="of those, how many also get Captum's infidelity and max-sensitivity (the costly part)")
-    ap.add_argument("--families", default="classifier,vae,flow,transformer,markov,ar",
+    ap.add_argument("--families", default=",".join(MODELS),
                     help=f"any of {','.join(MODELS)}")
     ap.add_argument("--no-serving", action="store_true", help="skip the served-latency comparison")
     ap.add_argument("--smoke", action="store_true", help="the 8x8 digits, 1 epoch, 3 inputs, small samples")
