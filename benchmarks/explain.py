@@ -70,7 +70,11 @@ def inputs(family: str, m, rec, storage, n: int):
     if family in ("transformer", "markov"):
         rows = trained_on(rec, "val", storage, limit=n)["tokens"]
         return [m.vocab.decode(r[:PROMPT_CHARS].tolist()) for r in rows], None
-    return [row.tolist() for row in trained_on(rec, "val", storage, limit=n)["series"]], None
+    # Windows of 2 x max_order values slid along the held-out series (one long row).
+    w = 2 * m.max_order
+    rows = trained_on(rec, "val", storage)["series"]
+    windows = [r[i:i + w].tolist() for r in rows for i in range(0, len(r) - w + 1, max(1, m.max_order // 4))]
+    return windows[:n], None
 
 
 def mean(values) -> float | None:
@@ -113,10 +117,11 @@ def faithfulness(args, family: str, m, rec, storage) -> list[list]:
     return rows
 
 
-def serving_overhead(args, storage) -> list:
+def serving_overhead(args, storage) -> list[list]:
     """Median latency of the classifier's IG over HTTP (one request at a time) against the same
-    IG in-process on one thread: the server's share is validation, the hop to the explanation
-    replica, the heatmap PNG and JSON."""
+    IG in-process on one thread, at the default 64 steps and at 256: the server's share is
+    validation, the hops through the proxy and the gateway to the explanation replica, the
+    heatmap PNG and JSON, a fixed cost that more steps dilute."""
     import socket
 
     import httpx
@@ -135,30 +140,35 @@ def serving_overhead(args, storage) -> list:
         port = s.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(storage.uri, [rec.ref], ServeOptions(max_replicas=1)), name="explain-bench", route_prefix="/")
-    served, direct = [], []
+    served, direct = {64: [], 256: []}, {64: [], 256: []}
     threads = torch.get_num_threads()
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
             c.post(f"/v1/explain/{rec.name}", json={"method": "ig", "indices": [0]})  # warm
-            for i in range(SERVED_REQUESTS):
-                t0 = time.perf_counter()
-                r = c.post(f"/v1/explain/{rec.name}", json={"method": "ig", "indices": [i]})
-                served.append(time.perf_counter() - t0)
-                assert r.status_code == 200, r.text
+            for steps in served:
+                for i in range(SERVED_REQUESTS):
+                    t0 = time.perf_counter()
+                    r = c.post(f"/v1/explain/{rec.name}", json={"method": "ig", "indices": [i], "n_steps": steps})
+                    served[steps].append(time.perf_counter() - t0)
+                    assert r.status_code == 200, r.text
         torch.set_num_threads(1)  # as the replica runs
         ig = IntegratedGradients(m)
         ig.attribute(x[:1], target=0, n_steps=64)  # warm
-        for i in range(SERVED_REQUESTS):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                target = int(m(x[i:i + 1]).argmax(1))
-            ig.attribute(x[i:i + 1], target=target, n_steps=64, internal_batch_size=256)
-            direct.append(time.perf_counter() - t0)
+        for steps in direct:
+            for i in range(SERVED_REQUESTS):
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    target = int(m(x[i:i + 1]).argmax(1))
+                ig.attribute(x[i:i + 1], target=target, n_steps=steps, internal_batch_size=256)
+                direct[steps].append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
         serve.delete("explain-bench")
-    s, d = statistics.median(served), statistics.median(direct)
-    return [f"{s * 1000:.1f} ms", f"{d * 1000:.1f} ms", f"{s / d:.2f}x"]
+    rows = []
+    for steps in served:
+        s, d = statistics.median(served[steps]), statistics.median(direct[steps])
+        rows.append([f"{steps} steps", f"{s * 1000:.1f} ms", f"{d * 1000:.1f} ms", f"{s / d:.2f}x"])
+    return rows
 
 
 def main() -> int:
@@ -204,9 +214,10 @@ def main() -> int:
     for r in rows:
         print("| " + " | ".join(map(str, r)) + " |")
     if not args.no_serving:
-        s = serving_overhead(args, storage)
         print("\n| IG on one image, concurrency 1 | served (median) | direct Captum call (median) | served / direct |"
-              "\n|---|---|---|---|\n| classifier | " + " | ".join(s) + " |", flush=True)
+              "\n|---|---|---|---|")
+        for r in serving_overhead(args, storage):
+            print("| " + " | ".join(r) + " |", flush=True)
     return 0
 
 

@@ -128,7 +128,10 @@ class ExplainServer:
         torch.set_num_threads(threads)
         self.bench = Workbench(storage_uri, refs)
 
-    def explain(self, payload: dict) -> dict:
+    # A coroutine that computes inline: one request runs at a time per replica (max_ongoing_requests
+    # 1), so nothing waits on the loop, and it saves the thread hop of a synchronous method (about
+    # 15 ms of 85 for IG on an MNIST digit, on 2 cores).
+    async def explain(self, payload: dict) -> dict:
         try:
             return run_explain(self.bench, self.bench.refs[payload["model"]], payload)
         except Exception as e:  # noqa: BLE001 - each failure becomes this request's error result

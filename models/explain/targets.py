@@ -109,7 +109,8 @@ def _image(model, x: Tensor, forward, baseline, patch: int | None, target=None, 
     def in_range(images: Tensor, *args) -> Tensor:  # noise (SmoothGrad, GradientSHAP) stays in [0, 1]
         return forward(images.clamp(0, 1), *args)
     return Explainable(inputs=x, forward=in_range, baseline=image_baseline(x, baseline), units=pixels,
-                       groups=_patches(H, W, patch).view(1, H, W).expand(C, H, W), target=target, args=args,
+                       groups=_patches(H, W, patch).view(1, H, W).expand(C, H, W).to(x.device), target=target,
+                       args=args,
                        described=described or [{} for _ in range(len(x))])
 
 
@@ -254,7 +255,8 @@ def sequence(model, prompt, target=None, baseline=None, patch=None) -> Explainab
                               "vocabulary, whose embedding fills every position", "baseline")
         base = table(sym).detach().expand(B, T, -1).clone()
     positions = torch.arange(T)[:, None].expand(T, emb.shape[2])
-    return Explainable(inputs=emb, forward=forward, baseline=base, units=positions, groups=positions, target=t,
+    return Explainable(inputs=emb, forward=forward, baseline=base, units=positions,
+                       groups=positions.to(emb.device), target=t,
                        to_output=lambda a: a.sum(-1), described=described, kind="sequence",
                        symbols=[[_name(model, s) for s in row] for row in idx])
 
