@@ -100,7 +100,8 @@ def _global(bench: Workbench, model, rec, req: dict) -> dict:
         if len(series) < p:
             raise OptionError(f"series needs at least {p} values (the model's max_order) for pdp", "series")
         ends = range(max(p, len(series) - ICE_WINDOWS + 1), len(series) + 1)
-        c = glob.lag_curves(model, torch.stack([series[e - p:e] for e in ends]), req.get("feature") or 1, grid)
+        lag = 1 if req.get("feature") is None else req["feature"]
+        c = glob.lag_curves(model, torch.stack([series[e - p:e] for e in ends]), lag, grid)
         picture = curves_png(c.grid, c.ice, c.feature, c.readout, f"{rec.name}: partial dependence")
         return {"curves": c.to_json(), "pictures": [b64(picture)]}
     if family == "vae":

@@ -255,7 +255,7 @@ class ExplainResponse(BaseModel):
     faithfulness: Optional[dict[str, Any]] = Field(None, description="with evaluate: true")
     pictures: list[str] = Field(default_factory=list, description="base64 PNG: heatmap overlays, curves, grids")
     html: list[str] = Field(default_factory=list, description="text and music: the prompt shaded by attribution")
-    curves: Optional[dict[str, Any]] = Field(None, description="pdp: grid, ice, pdp")
+    curves: Optional[dict[str, Any]] = Field(None, description="pdp: grid, ice, pdp; traversal: dims, offsets")
 
 
 def explain_fields(method: str, config: dict) -> frozenset[str]:
