@@ -173,12 +173,14 @@ def fit(data: dict, device: str, seconds: float, target: float, out: str | None)
                 s.step()
         if device == "cuda":
             torch.cuda.synchronize()
-        train_s += time.perf_counter() - t0
-        tokens += steps_per_epoch * tc.batch_size * min(T, train.shape[1] - 1)
+        epoch_s = time.perf_counter() - t0
+        train_s += epoch_s
+        epoch_tokens = steps_per_epoch * tc.batch_size * min(T, train.shape[1] - 1)
+        tokens += epoch_tokens
         model.eval()
         nll = full_nll(model, val, device)
         row = {"epoch": epoch + 1, "val_nll": nll, "train_s": train_s, "wall_s": time.perf_counter() - t_start,
-               "tokens_per_s": tokens / train_s}
+               "tokens_per_s": tokens / train_s, "epoch_tokens_per_s": epoch_tokens / epoch_s}
         history.append(row)
         print(row, flush=True)
         if best is None or nll < best["val_nll"]:
