@@ -122,8 +122,6 @@ def serving_overhead(args, storage) -> list[list]:
     IG in-process on one thread, at the default 64 steps and at 256: the server's share is
     validation, the hops through the proxy and the gateway to the explanation replica, the
     heatmap PNG and JSON, a fixed cost that more steps dilute."""
-    import socket
-
     import httpx
     from captum.attr import IntegratedGradients
     from ray import serve
@@ -135,9 +133,9 @@ def serving_overhead(args, storage) -> list[list]:
     m.eval()
     val = trained_on(rec, "val", storage, limit=SERVED_REQUESTS)
     x = val["image"].float() / 255.0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from serve_throughput import free_port  # benchmarks/ is this script's first import path
+
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(storage.uri, [rec.ref], ServeOptions(max_replicas=1)), name="explain-bench", route_prefix="/")
     served, direct = {64: [], 256: []}, {64: [], 256: []}

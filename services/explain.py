@@ -6,7 +6,6 @@ What each family's explanation is about is models/explain/targets.py's business;
 turns a request into inputs, runs the method, and draws the pictures."""
 from __future__ import annotations
 
-import base64
 import io
 
 import torch
@@ -60,8 +59,8 @@ def run_explain(bench: Workbench, ref: str, req: dict) -> dict:
     else:
         out = _attribute(bench, model, rec, req)
     if req.get("format") == "png":
-        return {"png": b64(stacked_png([base64.b64decode(p) for p in out["pictures"]]))}
-    return out
+        return {"png": stacked_png(out["pictures"])}  # bytes: the gateway answers with them as they are
+    return {**out, "pictures": [b64(p) for p in out.get("pictures", [])]}
 
 
 def _attribute(bench: Workbench, model, rec, req: dict) -> dict:
@@ -81,7 +80,7 @@ def _attribute(bench: Workbench, model, rec, req: dict) -> dict:
            "baseline_scores": [] if ex.baseline_scores is None else ex.baseline_scores.tolist(),
            "diagnostics": ex.diagnostics}
     if kind == "image":
-        out["pictures"] = [b64(heatmap_png(img, a)) for img, a in zip(x, ex.attributions)]
+        out["pictures"] = [heatmap_png(img, a) for img, a in zip(x, ex.attributions)]
     elif kind == "prompt":
         out["symbols"] = ex.symbols
         out["html"] = [text_html(s, a.tolist()) for s, a in zip(ex.symbols, ex.attributions)]
@@ -103,7 +102,7 @@ def _global(bench: Workbench, model, rec, req: dict) -> dict:
         lag = 1 if req.get("feature") is None else req["feature"]
         c = glob.lag_curves(model, torch.stack([series[e - p:e] for e in ends]), lag, grid)
         picture = curves_png(c.grid, c.ice, c.feature, c.readout, f"{rec.name}: partial dependence")
-        return {"curves": c.to_json(), "pictures": [b64(picture)]}
+        return {"curves": c.to_json(), "pictures": [picture]}
     if family == "vae":
         x, _ = _images(bench, model, rec, req)
         z, y = glob.latents(model, x, len(x), None, 0)
@@ -113,12 +112,12 @@ def _global(bench: Workbench, model, rec, req: dict) -> dict:
     if method == "traversal":
         dims = req.get("dims") or list(range(min(8, model.latent_dim)))
         picture = grid_png(glob.traversal(model, z, y, dims, grid))
-        return {"pictures": [b64(picture)], "curves": {"dims": dims, "offsets": torch.linspace(
+        return {"pictures": [picture], "curves": {"dims": dims, "offsets": torch.linspace(
             -glob.LATENT_RANGE, glob.LATENT_RANGE, grid).tolist()}}
     judge = bench.judge(req.get("classifier"), rec) if family == "vae" or req.get("classifier") else None
     c = glob.latent_curves(model, z, y, req.get("feature") or 0, grid, judge=judge, target=req.get("target"))
     picture = curves_png(c.grid, c.ice, c.feature, c.readout, f"{rec.name}: partial dependence")
-    return {"curves": c.to_json(), "pictures": [b64(picture)]}
+    return {"curves": c.to_json(), "pictures": [picture]}
 
 
 @serve.deployment

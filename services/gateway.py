@@ -7,7 +7,6 @@ and keeps the Prometheus metrics.
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (Request)
 # after serve.ingress has rebuilt the class, where string annotations no longer resolve.
 import asyncio
-import base64
 import logging
 import time
 from typing import Awaitable, Callable
@@ -170,7 +169,7 @@ class ExplainRoute(Route):
 
     def respond(self, model, entry, req, result):
         if req.format == "png":
-            return Response(content=base64.b64decode(result["png"]), media_type="image/png")
+            return Response(content=result["png"], media_type="image/png")
         self.metrics.explained(model, req.method, result)
         return ExplainResponse(model=model, version=entry["summary"]["version"], method=req.method, **result)
 

@@ -112,7 +112,7 @@ def run(args) -> int:
     seconds = time.perf_counter() - t0
     if "png" in out:
         with open(args.output, "wb") as f:
-            f.write(base64.b64decode(out["png"]))
+            f.write(out["png"])
         print(f"{rec.ref}: {args.method} -> wrote {args.output} ({seconds:.1f} s)")
         return 0
     _print(rec, args.method, out)

@@ -122,11 +122,10 @@ def captum_metrics(e: Explainable, raw: Tensor, method: str, n_perturb: int = 8,
 
     infid, sens = [], []
     for i in range(len(x)):
-        row = e.row(i)
         infid.append(infidelity(e.forward, perturb, x[i:i + 1], raw[i:i + 1], n_perturb_samples=n_perturb,
-                                normalize=True, **row))
+                                normalize=True, **e.row(i)))
 
-        def explain_row(inputs: Tensor, i=i, row=row) -> tuple[Tensor]:  # the perturbed copies of row i (n, *F)
+        def explain_row(inputs: Tensor, i=i) -> tuple[Tensor]:  # the perturbed copies of row i (n, *F)
             inputs = inputs[0] if isinstance(inputs, tuple) else inputs
             n = len(inputs)
             grow = lambda t: t[i:i + 1].expand(n, *t.shape[1:])  # noqa: E731

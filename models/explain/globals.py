@@ -120,8 +120,7 @@ def latent_curves(model, z: Tensor, y: Tensor | None, feature: int, points: int,
         cls = torch.full((len(zs),), int(target), device=zs.device) if target is not None else ys
         if cls is None:
             raise OptionError("an unconditional model's curves need a target class", "target")
-        return judge(images.to(judge.head.weight.device)).softmax(1).gather(1, cls.to(
-            judge.head.weight.device)[:, None]).squeeze(1)
+        return judge(images.to(judge.device)).softmax(1).gather(1, cls.to(judge.device)[:, None]).squeeze(1)
     readout = ("P(class %s)" % (target if target is not None else "of the row")) if judge is not None \
         else "P(real) by the discriminator"
     return Curves(feature=f"latent {feature}", grid=grid, ice=ice(belief, z, feature, grid), readout=readout)

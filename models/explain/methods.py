@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from genray.models.errors import OptionError
-from genray.models.explain.targets import Explainable, explainable
+from genray.models.explain.targets import Explainable, _name, _prompt_rows, _symbols, explainable
 
 GRADIENT = ("saliency", "ig", "smoothgrad", "gradshap")
 PERTURBATION = ("occlusion", "kernelshap", "lime")
@@ -161,8 +161,6 @@ def markov_contributions(model, prompt, target=None) -> Explanation:
     `order` symbols to none, so position j (j symbols back) contributes
     log p(next | last j symbols) - log p(next | last j - 1), and the shares sum exactly to
     log p(next | context) - log p(next | no context). Positions beyond the order get 0."""
-    from genray.models.explain.targets import _prompt_rows, _symbols
-
     rows = [_symbols(model, p, "prompt") for p in _prompt_rows(model, prompt)]
     if any(len(r) != len(rows[0]) for r in rows):
         raise OptionError("prompts must be of equal length", "prompt")
@@ -184,8 +182,6 @@ def markov_contributions(model, prompt, target=None) -> Explanation:
     attributions = torch.zeros(B, T, dtype=torch.float64)
     for j in range(1, min(k, T) + 1):
         attributions[:, T - j] = lp[:, j] - lp[:, j - 1]
-    from genray.models.explain.targets import _name
-
     return Explanation(method="exact", attributions=attributions, scores=lp[:, -1], baseline_scores=lp[:, 0],
                        described=[{"next": _name(model, s), "log_prob": float(lp[i, -1])} for i, s in enumerate(t)],
                        diagnostics={"order": k, "completeness_delta": [0.0] * B},
