@@ -36,7 +36,15 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, metrics_
         # The dashboard serves Ray's state API (Train's placement-group cleaner polls it) and
         # `ray job submit`; it picks another port when 8265 is taken.
         ray.init(num_cpus=cpus, include_dashboard=True, **extra, **kwargs)
+    quiet_data()
+    return ray.get_runtime_context()
+
+
+def quiet_data() -> None:
+    """Ray Data's progress bars off for the datasets this process creates (the context travels
+    with them to the tasks that run them)."""
+    import ray.data
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    return ray.get_runtime_context()

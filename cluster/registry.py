@@ -9,6 +9,7 @@ Weights are safetensors; nothing here unpickles.
 """
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -107,10 +108,25 @@ class Registry:
         weights.load_bytes(model, self.storage.read_bytes(f"{self._dir(rec.name, rec.version)}/weights.safetensors"))
         return model.eval(), rec
 
+    def _claim(self, name: str) -> int:
+        """The next version number, past any half-written one. On a file system with an atomic
+        mkdir (a local disk, NFS) creating the version's folder claims it, so concurrent publishers
+        of one name (trials of a sweep, say) never share a version."""
+        while True:
+            existing = [int(v) for v in self.storage.listdir(self._dir(name)) if v.isdigit()]
+            version = max(existing, default=0) + 1
+            if not self.storage.is_local:
+                return version
+            os.makedirs(self._dir(name), exist_ok=True)
+            try:
+                os.mkdir(self._dir(name, version))
+                return version
+            except FileExistsError:
+                continue
+
     def publish(self, name: str, model: Configurable, metrics: dict) -> ModelRecord:
         parse_ref(name)
-        existing = [int(v) for v in self.storage.listdir(self._dir(name)) if v.isdigit()]
-        version = max(existing, default=0) + 1  # past any half-written version too
+        version = self._claim(name)
         d = self._dir(name, version)
         self.storage.write_bytes(f"{d}/weights.safetensors", weights.to_bytes(model))
         self.storage.write_json(f"{d}/config.json", model.config())

@@ -36,6 +36,14 @@ class TrainableModel(Configurable):
     def supports(cls, modality: str) -> bool:
         return modality in (cls.modalities or (cls.modality,))
 
+    @classmethod
+    def search_space(cls, meta: dict) -> dict[str, tuple]:
+        """The default hyperparameter search space for data described by `meta`, as plain data:
+        {name: ("uniform" | "loguniform", low, high) | ("int", low, high) | ("choice", [values])}.
+        A name is an architecture setting (a constructor argument) or a training setting (a
+        TrainConfig field, e.g. lr); trainers/ turns the space into Ray Tune's domains."""
+        return {"lr": ("loguniform", 3e-4, 1e-2)}
+
     # ---- training -----------------------------------------------------------------
     def make_optimizers(self, settings: OptimizerSettings) -> list[torch.optim.Optimizer]:
         """The family's optimizers (none for count-based families), with the training config's numbers."""
@@ -143,6 +151,11 @@ class LatentImageModel(GenerativeModel):
     @classmethod
     def default_config(cls, meta: dict) -> dict:
         return {"family": cls.family, "shape": meta["shape"], "num_classes": meta.get("num_classes", 0)}
+
+    @classmethod
+    def search_space(cls, meta: dict) -> dict[str, tuple]:
+        return {"lr": ("loguniform", 5e-4, 1e-2), "latent_dim": ("choice", [8, 16, 32]),
+                "hidden": ("choice", [16, 32, 64])}
 
     def check_options(self, label: Any = None, **_: Any) -> None:
         for lab in label if isinstance(label, (list, tuple)) else [label]:

@@ -56,6 +56,11 @@ class ImageClassifier(TrainableModel):
         depth = 2 if min(meta["shape"][1:]) >= 16 else 1
         return {"family": cls.family, "shape": meta["shape"], "num_classes": meta["num_classes"], "depth": depth}
 
+    @classmethod
+    def search_space(cls, meta: dict) -> dict[str, tuple]:
+        return {"lr": ("loguniform", 3e-4, 1e-2), "width": ("choice", [16, 32, 64]),
+                "weight_decay": ("choice", [0.0, 1e-4, 1e-3])}
+
     @staticmethod
     def _prep(images: torch.Tensor) -> torch.Tensor:
         """uint8 in [0, 255] or float in [0, 1] -> float in [-1, 1]."""

@@ -16,6 +16,7 @@ EXPECT = {
     "robustness.py": "| eps | scored real (clean) | scored real (attacked) | fooled | time |",
     "serve_throughput.py": "plain FastAPI (unbatched)",
     "train_overhead.py": "epoch-time ratio genray/bare",
+    "tune.py": "Tune overhead per trial:",
 }
 
 

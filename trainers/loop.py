@@ -101,6 +101,22 @@ def _evaluate(model: GenerativeModel, val, batch_size: int, to_batch, device) ->
     return nll / units if units else math.nan
 
 
+def measure(model: GenerativeModel, latency_samples: int, seed: int) -> dict:
+    """Size of the model, and with latency_samples the wall time per sample of drawing that many
+    at once with the family's default options (after one warm-up draw)."""
+    out = {"params": sum(p.numel() for p in model.parameters()), "size_bytes": len(weights.to_bytes(model))}
+    if latency_samples and model.kind == "generative":
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model.sample(1, generator=torch.Generator().manual_seed(seed))
+            t0 = time.perf_counter()
+            model.sample(latency_samples, generator=torch.Generator().manual_seed(seed))
+            out["latency_ms"] = (time.perf_counter() - t0) * 1000 / latency_samples
+        model.train(was_training)
+    return out
+
+
 def _quiet_console() -> None:
     """Keep Ray Train's per-report INFO lines in its log files but off the console,
     where the loop prints its own progress."""
@@ -111,7 +127,10 @@ def _quiet_console() -> None:
 
 def train_loop_per_worker(cfg: dict) -> None:
     """cfg: model (its config), train (TrainConfig as a dict), meta (the data set's meta),
-    total_steps (optimizer steps per worker over the run, for the schedule), name, in_memory."""
+    total_steps (optimizer steps per worker over the run, for the schedule), name, in_memory;
+    optionally init_checkpoint (a checkpoint of another run to start from, as a Tune trial
+    exploiting another's), latency_samples (time sampling that many after the first epoch) and
+    echo (False: no progress lines, as in a sweep, which prints its own)."""
     _quiet_console()
     tc = TrainConfig.from_dict(cfg["train"])
     ctx = ray.train.get_context()
@@ -131,9 +150,15 @@ def train_loop_per_worker(cfg: dict) -> None:
     schedulers = tc.schedulers(optimizers, cfg["total_steps"])
 
     state = {"epoch": -1, "history": []}
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint() or cfg.get("init_checkpoint")
     if checkpoint:
         state = restore(checkpoint, model, optimizers, schedulers)
+        # The schedulers' saved state brings back the lr the checkpoint was trained with; this run's
+        # config decides it (a PBT trial restores another's checkpoint under a mutated lr).
+        for opt, sched in zip(optimizers, schedulers):
+            sched.base_lrs = [tc.lr] * len(opt.param_groups)
+            for group, lr in zip(opt.param_groups, sched.get_lr()):
+                group.update(initial_lr=tc.lr, lr=lr)
 
     to_batch = Collate(cfg["meta"])
     train_shard = ray.train.get_dataset_shard("train")
@@ -180,16 +205,20 @@ def train_loop_per_worker(cfg: dict) -> None:
                    "data_wait_s": waited}
         val_nll = _evaluate(model, val_split, bs, to_batch, device)
         if val_nll is not None:
-            metrics.update(val_nll=val_nll, nll_unit=model.nll_unit)
+            metrics.update(val_nll=val_nll, nll_unit=model.nll_unit,
+                           best_val_nll=min(val_nll, state.get("best_val_nll", math.inf)))
         if optimizers:  # count-based families have no training loss
             metrics.update(train_loss=loss_all / max(steps_all, 1), lr=schedulers[0].get_last_lr()[0])
+        if "measured" not in state:  # what constraints are put on: fixed by the architecture
+            state["measured"] = measure(model, cfg.get("latency_samples", 0), tc.seed) if rank == 0 else {}
+        metrics.update(state["measured"])
         state = {**state, "epoch": epoch, "history": state["history"] + [metrics]}
         # The epoch with the lowest validation NLL is kept beside the last: the run publishes it
         # (early stopping without cutting the run short, which resuming relies on).
         if val_nll is not None and math.isfinite(val_nll) and val_nll < state.get("best_val_nll", math.inf):
             state.update(best_val_nll=val_nll, best_epoch=epoch + 1,
                          best_weights=weights.to_bytes(model) if rank == 0 else None)
-        if rank == 0:
+        if rank == 0 and cfg.get("echo", True):
             print(f"[{tag}] epoch {epoch + 1}/{epochs} " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
         with tempfile.TemporaryDirectory() as d:

@@ -81,7 +81,7 @@ def model_config(spec: TrainSpec, meta: dict) -> dict:
 class TrainRun:
     """A TorchTrainer ready to fit, with what publishing its result needs."""
     spec: TrainSpec
-    trainer: object  # ray.train.torch.TorchTrainer
+    trainer: object  # ray.train.torch.TorchTrainer; None for a run only being published
     model_config: dict
     train_config: TrainConfig
     meta: dict  # the prepared data set's
@@ -93,19 +93,28 @@ class TrainRun:
         return result, time.time() - t0
 
 
-def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = None) -> TrainRun:
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
+def describe(spec: TrainSpec, storage: Storage) -> TrainRun:
+    """The run a spec asks for (data set prepared, settings checked), without a trainer yet."""
     spec = spec.resolved()
     meta = datasets.prepare(spec.dataset, storage)
     config = model_config(spec, meta)
     tc = spec.training_config(meta["modality"])
     if tc.defense != "none" and family_class(spec.family).kind != "classifier":
         raise ConfigError(f"defense {tc.defense!r} trains image classifiers, not {spec.family} models")
-    run_dir = storage.path("runs", spec.name)
+    return TrainRun(spec, None, config, tc, meta)
+
+
+def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = None, *, runs: str = "runs",
+                  loop: dict | None = None) -> TrainRun:
+    """A TorchTrainer for the spec; its checkpoints go to <storage>/<runs>/<spec.name>. `loop` adds
+    settings of the train loop (init_checkpoint, latency_samples)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    run = describe(spec, storage)
+    spec, meta, config, tc = run.spec, run.meta, run.model_config, run.train_config
     if spec.fresh:
-        storage.delete_dir(run_dir)
+        storage.delete_dir(storage.path(runs, spec.name))
     poison = spec.poisoning()
     if poison:
         poison.check(meta)
@@ -115,14 +124,14 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
     rows = min(meta["train_rows"], spec.limit or meta["train_rows"]) - len(spec.exclude)
     steps_per_epoch = math.ceil(math.ceil(rows / spec.workers) / tc.batch_size)
     loop_cfg = {"model": config, "train": tc.to_dict(), "meta": meta, "name": spec.name, "in_memory": in_memory,
-                "total_steps": steps_per_epoch * tc.epochs}
+                "total_steps": steps_per_epoch * tc.epochs, **(loop or {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,
         scaling_config=ray.train.ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu,
                                                resources_per_worker={"CPU": spec.cpus_per_worker}),
         run_config=ray.train.RunConfig(
-            name=spec.name, storage_path=storage.uri.rstrip("/") + "/runs", callbacks=callbacks,
+            name=spec.name, storage_path=storage.uri.rstrip("/") + "/" + runs, callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
         datasets=data,
@@ -133,13 +142,16 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
     return TrainRun(spec, trainer, config, tc, meta)
 
 
-def publish(run: TrainRun, result, wall_time_s: float, storage: Storage, name: str | None = None) -> ModelRecord:
+def publish(run: TrainRun, result, wall_time_s: float, storage: Storage, name: str | None = None,
+            extra: dict | None = None) -> ModelRecord:
     """Publish the weights of the run's best-validation epoch (its last, for a family without a
-    likelihood) to the registry, with the history and the settings that produced them."""
-    if result.checkpoint is None:
+    likelihood) to the registry, with the history and the settings that produced them (and
+    `extra` metrics). `result` is Ray Train's Result or a checkpoint of the run."""
+    checkpoint = getattr(result, "checkpoint", result)
+    if checkpoint is None:
         raise RuntimeError(f"run {run.spec.name!r} finished without a checkpoint")
     model = build(run.model_config)
-    state = restore(result.checkpoint, model, best=True)
+    state = restore(checkpoint, model, best=True)
     history = state["history"]
     chosen = history[state["best_epoch"] - 1] if "best_epoch" in state else (history[-1] if history else {})
     spec = run.spec
@@ -151,6 +163,7 @@ def publish(run: TrainRun, result, wall_time_s: float, storage: Storage, name: s
                "training": run.train_config.to_dict()}
     if spec.poison or spec.exclude:
         metrics.update(poison=spec.poisoning().to_dict() if spec.poison else None, excluded_rows=len(spec.exclude))
+    metrics.update(extra or {})
     return Registry(storage).publish(name or spec.name, model, metrics)
 
 

@@ -43,6 +43,13 @@ class AutoRegressive(GenerativeModel):
     def default_config(cls, meta: dict) -> dict:
         return {"family": cls.family, "max_order": min(16, meta.get("context", 16))}
 
+    @classmethod
+    def search_space(cls, meta: dict) -> dict[str, tuple]:
+        # Least squares, not gradients: the lag order and the ridge are what there is to choose.
+        top = meta.get("context", 16)
+        return {"max_order": ("choice", [p for p in (2, 4, 8, 16, 32) if p <= top] or [top]),
+                "ridge": ("loguniform", 1e-10, 1e-2)}
+
     # ---- statistics ---------------------------------------------------------------------
     def _design(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows X (N, P) and targets y (N,) of every value with max_order values of history in

@@ -97,6 +97,11 @@ class RealNVP(GenerativeModel):
         two = H % 2 == 0 and W % 2 == 0
         return {"family": cls.family, "shape": meta["shape"], "scales": 2 if two else 1, "hidden": 64}
 
+    @classmethod
+    def search_space(cls, meta: dict) -> dict[str, tuple]:
+        return {"lr": ("loguniform", 3e-4, 3e-3), "n_coupling": ("choice", [4, 6, 8]),
+                "hidden": ("choice", [16, 32, 64])}
+
     def flow(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) -> z of the same shape and log|det dz/dx| (B,)."""
         logdet = torch.zeros(x.shape[0], device=x.device)

@@ -48,6 +48,13 @@ class MarkovChain(SequenceModel):
         order = max([o for o in range(1, 4) if V ** (o + 1) <= MAX_TABLE], default=0)
         return {"family": cls.family, "vocab": meta["vocab"], "order": order}
 
+    @classmethod
+    def search_space(cls, meta: dict) -> dict[str, tuple]:
+        # Counts, not gradients: no learning rate; orders whose table fits.
+        V = len(meta["vocab"])
+        orders = [o for o in range(0, 7) if V ** (o + 1) <= MAX_TABLE]
+        return {"order": ("choice", orders), "discount": ("uniform", 0.3, 0.95)}
+
     def counts(self, k: int) -> torch.Tensor:
         return getattr(self, f"counts{k}")
 

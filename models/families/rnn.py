@@ -34,6 +34,12 @@ class RecurrentLM(SequenceModel):
         extra = {"hidden": 256, "dropout": 0.4} if meta["modality"] == "music" else {}
         return {"family": cls.family, "vocab": meta["vocab"], **extra}
 
+    @classmethod
+    def search_space(cls, meta: dict) -> dict[str, tuple]:
+        return {"lr": ("loguniform", 1e-3, 1e-2), "cell": ("choice", ["lstm", "gru"]),
+                "hidden": ("choice", [64, 128, 256]), "n_layer": ("choice", [1, 2]),
+                "dropout": ("uniform", 0.0, 0.4)}
+
     def logits(self, idx: torch.Tensor, state=None):
         """idx (B, T) -> logits (B, T, V) and the recurrent state after the last symbol."""
         out, state = self.rnn(self.embed(idx), state)  # (B, T, H)

@@ -90,6 +90,13 @@ class CharTransformer(SequenceModel):
         extra = {"dropout": 0.1, "block_size": 32} if meta["modality"] == "music" else {}
         return {"family": cls.family, "vocab": meta["vocab"], **extra}
 
+    @classmethod
+    def search_space(cls, meta: dict) -> dict[str, tuple]:
+        # Every width divides by every head count.
+        return {"lr": ("loguniform", 3e-4, 1e-2), "n_layer": ("choice", [1, 2, 3, 4]),
+                "n_embd": ("choice", [32, 64, 96, 128]), "n_head": ("choice", [2, 4]),
+                "dropout": ("uniform", 0.0, 0.2), "weight_decay": ("choice", [0.0, 0.1])}
+
     def make_optimizers(self, settings: OptimizerSettings):
         # Weight decay on matrices and embeddings only, not on biases and layer norms (nanoGPT).
         decay = [p for p in self.parameters() if p.dim() >= 2]
