@@ -160,6 +160,9 @@ def place(sizing: list[Sizing], nodes: dict[str, float]) -> tuple[dict[str, dict
             order = np.argsort(-(a[m] - counts[m]))
             n = next((n for n in order if room[n] >= cpus[m] - 1e-9), order[0])
             counts[m, n] += 1
+    over = [names[n] for n in range(N) if cpus @ counts[:, n] > cap[n] + 1e-9]
+    if over:  # whole replicas do not always pack where fractions did
+        raise Infeasible(f"the replicas do not pack onto the nodes without overloading {', '.join(over)}")
     placement = {names[n]: {s.model: int(counts[m, n]) for m, s in enumerate(sizing) if counts[m, n]}
                  for n in range(N)}
     return placement, {names[n]: float(cpus @ counts[:, n]) for n in range(N)}

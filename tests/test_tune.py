@@ -85,6 +85,8 @@ def test_constraints_and_pareto_front():
     ({"scheduler": "pbt", "searcher": "tpe"}, "use --searcher random"),
     ({"objectives": ["accuracy"]}, "objectives must be"),
     ({"constraints": ["speed<3"]}, "measured metrics are"),
+    ({"family": "classifier", "constraints": ["latency_ms<5"]}, "do not sample"),
+    ({"concurrency": 0}, "concurrency must be >= 1"),
 ])
 def test_bad_sweeps_are_refused_before_anything_runs(kwargs, message):
     args = {"family": "transformer", "name": "bad", **kwargs}
@@ -146,6 +148,24 @@ def test_asha_stops_a_trial_early_and_promotes_the_best_with_its_provenance(asha
     assert storage.read_bytes(summary["pictures"]["curves"])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_rerun_with_other_settings_is_refused_and_bad_spaces_fail_before_any_trial(asha, storage):
+    from genray.trainers.sweep import tune_sweep
+
+    changed = SweepSpec("transformer", name="asha", searcher="grid", scheduler="asha", max_epochs=3, workers=2,
+                        limit=128, grace_period=1, reduction_factor=2,
+                        space={**TINY, "n_embd": ("choice", [32]), "lr": ("choice", [1e-2, 3e-3, 1e-5, 2e-5])})
+    with pytest.raises(ConfigError, match="was started with other space"):
+        tune_sweep(changed, storage)
+    with pytest.raises(ConfigError, match="the grid has 6 configurations and --trials is 4"):
+        tune_sweep(SweepSpec("transformer", name="big-grid", searcher="grid", trials=4, limit=128,
+                             space={**TINY, "n_embd": ("choice", [16, 32]), "lr": ("loguniform", 1e-3, 1e-2)}),
+                   storage)
+    for bad, match in [({"lr": ("choice", ["abc"])}, "'lr': the value 'abc' fails"),
+                       ({"n_layr": ("choice", [2])}, "not a training setting nor a transformer setting")]:
+        with pytest.raises(ConfigError, match=match):
+            tune_sweep(SweepSpec("transformer", name="bad-space", limit=128, space=bad), storage)
+
+
 def test_promoted_model_samples(asha, storage):
     model, rec = Registry(storage).load("tuned")
     text = model.sample(2, generator=torch.Generator().manual_seed(0), max_tokens=20)
@@ -162,9 +182,9 @@ def test_multi_objective_sweep_with_a_constraint(ray_cluster, storage):
     """NSGA-II on (NLL, sampling latency); a parameter budget marks the wide models infeasible."""
     from genray.trainers.tuning import run_sweep
 
-    spec = SweepSpec("transformer", name="pareto", searcher="nsga2", scheduler="fifo", trials=4, max_epochs=1,
+    spec = SweepSpec("transformer", name="pareto", searcher="nsga2", scheduler="fifo", trials=3, max_epochs=1,
                      workers=1, limit=128, objectives=["val_nll", "latency_ms"], constraints=["params<12000"],
-                     space={**TINY, "n_embd": ("choice", [16, 48]), "lr": ("loguniform", 1e-3, 1e-2)}, seed=3)
+                     space={**TINY, "n_embd": ("choice", [16, 48]), "lr": ("loguniform", 1e-3, 1e-2)}, seed=5)
     out = run_sweep(spec, storage, echo=lambda line: None)
     infeasible = [r for r in out.rows if r.state == "infeasible"]
     feasible = [r for r in out.rows if r.feasible]
@@ -237,8 +257,8 @@ def test_lp_sizing_meets_the_rates_at_the_known_optimum():
     assert {s.model: (s.cpus, s.replicas) for s in capacity.size([slow, B], 10, utilisation=1.0).sizing}["A"] == (2, 3)
     with pytest.raises(capacity.Infeasible):
         capacity.size([A, B], capacity=6, utilisation=1.0)  # 7 CPUs are the least that meet the rates
-    # Headroom: at 80% utilisation A needs 56.25 req/s of capacity.
-    assert {s.model: s.replicas for s in capacity.size([A, B], 16).sizing} == {"A": 6, "B": 2}
+    # Headroom: at 80% utilisation A needs 56.25 req/s (6 CPUs either way), B 10 (2 CPUs).
+    assert capacity.size([A, B], 16).cpus == 8
 
 
 def test_qp_placement_balances_node_loads_within_capacity():
@@ -251,6 +271,9 @@ def test_qp_placement_balances_node_loads_within_capacity():
     assert loads == {"small": 2.0, "big": 5.0}
     with pytest.raises(capacity.Infeasible):
         capacity.place(p.sizing, {"a": 3, "b": 3})
+    # Three 2-CPU replicas fit two 3-CPU nodes as fractions, not as whole replicas.
+    with pytest.raises(capacity.Infeasible, match="do not pack"):
+        capacity.place([capacity.Sizing("C", 2, 3, 3, 30.0, 0.1)], {"a": 3, "b": 3})
     assert capacity.serve_args(p)["A"] == {"min_replicas": 5, "max_replicas": 5, "cpus": 1}
 
 

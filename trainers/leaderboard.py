@@ -23,7 +23,7 @@ class TrialRow:
     config: dict
     epochs: int
     val_nll: float | None  # the best epoch's
-    state: str  # "done" | "stopped" (by the scheduler) | "infeasible" | "error"
+    state: str  # "done" | "stopped" (by the scheduler) | "infeasible" | "error" | "unfinished" (interrupted)
     feasible: bool
     measured: dict = field(default_factory=dict)
     history: list = field(default_factory=list)  # [(epoch, val_nll)] in report order
@@ -39,8 +39,12 @@ class TrialRow:
 def rows(grid, spec: SweepSpec) -> list[TrialRow]:
     """Tune's ResultGrid -> ranked rows: feasible finished trials first by the first objective."""
     constraints = spec.constraint_list
+    # Tune's status of each trial, in the grid's order; unfinished ones were interrupted (Ctrl-C,
+    # the time budget) and resume with the sweep.
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    statuses = [t.status for t in trials] if len(trials) == len(grid) else ["TERMINATED"] * len(grid)
     out = []
-    for result in grid:
+    for result, status in zip(grid, statuses):
         last = result.metrics or {}
         frame = result.metrics_dataframe
         history = [] if frame is None or "val_nll" not in frame else \
@@ -49,16 +53,17 @@ def rows(grid, spec: SweepSpec) -> list[TrialRow]:
         broken = [c for c in constraints if c.holds(last) is False]
         epoch = int(last.get("epoch", 0))
         state = "error" if result.error else "infeasible" if broken else \
-            "stopped" if epoch < spec.max_epochs else "done"
+            "unfinished" if status != "TERMINATED" else "stopped" if epoch < spec.max_epochs else "done"
         out.append(TrialRow(
             trial=last.get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1], config=dict(result.config),
             epochs=len(history) or epoch, val_nll=best if finite(best) else None, state=state,
             # a constraint on something the trial never measured cannot be vouched for
-            feasible=not result.error and finite(best) and all(c.holds(last) is True for c in constraints),
+            feasible=state in ("done", "stopped") and finite(best) and all(c.holds(last) is True for c in constraints),
             measured={k: last[k] for k in MEASURED if k in last}, history=history,
             checkpoint_path=last.get("checkpoint_path"),
             error=f"{type(result.error).__name__}: {result.error}"[:300] if result.error else None))
-    feasible = sorted((r for r in out if r.feasible), key=lambda r: r.objective(spec.objectives[0]))
+    feasible = sorted((r for r in out if r.feasible and finite(r.objective(spec.objectives[0]))),
+                      key=lambda r: r.objective(spec.objectives[0]))
     for i, r in enumerate(feasible):
         r.rank = i + 1
     if len(spec.objectives) > 1:

@@ -205,8 +205,10 @@ def train_loop_per_worker(cfg: dict) -> None:
                    "data_wait_s": waited}
         val_nll = _evaluate(model, val_split, bs, to_batch, device)
         if val_nll is not None:
-            metrics.update(val_nll=val_nll, nll_unit=model.nll_unit,
-                           best_val_nll=min(val_nll, state.get("best_val_nll", math.inf)))
+            # a diverged epoch (NaN) does not erase the best so far
+            best = min([v for v in (val_nll, state.get("best_val_nll")) if v is not None and math.isfinite(v)],
+                       default=math.nan)
+            metrics.update(val_nll=val_nll, nll_unit=model.nll_unit, best_val_nll=best)
         if optimizers:  # count-based families have no training loss
             metrics.update(train_loss=loss_all / max(steps_all, 1), lr=schedulers[0].get_last_lr()[0])
         if "measured" not in state:  # what constraints are put on: fixed by the architecture

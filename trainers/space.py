@@ -27,6 +27,15 @@ def _value(text: str):
         return text
 
 
+def _number(v):
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
 def check(name: str, dim) -> tuple:
     """One dimension as a tuple (kind, ...), checked; a bare value becomes a one-value choice."""
     if isinstance(dim, str) and ":" in dim and dim.split(":", 1)[0] in KINDS:
@@ -36,6 +45,8 @@ def check(name: str, dim) -> tuple:
     if not isinstance(dim, (list, tuple)) or not dim or dim[0] not in KINDS:
         return ("choice", [dim])
     kind = dim[0]
+    if kind != "choice":  # YAML reads 1e-4 (no dot) as a string
+        dim = (kind, *[_number(v) for v in dim[1:]])
     if kind == "choice":
         if len(dim) != 2 or not isinstance(dim[1], (list, tuple)) or not dim[1]:
             raise ConfigError(f"search space {name!r}: choice takes a non-empty list of values, got {list(dim)}")
@@ -64,9 +75,15 @@ def load(path: str) -> dict[str, tuple]:
     if path.endswith((".yaml", ".yml")):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a search space file maps setting names to dimensions")
     return {name: check(name, dim) for name, dim in data.items()}
@@ -120,7 +137,7 @@ def to_grid(space: dict[str, tuple], points: int = 3) -> tuple[dict, int]:
 
 
 def mutations(space: dict[str, tuple]) -> dict:
-    """What PBT may perturb: the training settings (an architecture cannot change under a
-    restored checkpoint)."""
-    fixed = {name for name, dim in space.items() if dim[0] == "choice" and len(dim[1]) == 1}
-    return {name: dom for name, dom in to_tune(space).items() if name in TRAINING and name not in fixed}
+    """What PBT may perturb: the learning rate, if it varies. An architecture cannot change under a
+    restored checkpoint, and the loop re-applies only the lr over a restored optimizer's state."""
+    dim = space.get("lr")
+    return {} if dim is None or (dim[0] == "choice" and len(dim[1]) == 1) else {"lr": to_tune({"lr": dim})["lr"]}

@@ -15,6 +15,7 @@ pictures) and runs/sweeps/<sweep>/<trial>/ (each trial's Train run).
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -79,8 +80,14 @@ class SweepSpec:
             raise ConfigError(f"scheduler must be one of {list(SCHEDULERS)}, got {self.scheduler!r}")
         if self.trials < 1 or self.max_epochs < 1 or self.grace_period < 1 or self.reduction_factor < 2:
             raise ConfigError("trials, max_epochs and grace_period must be >= 1 and reduction_factor >= 2")
+        if (self.concurrency is not None and self.concurrency < 1) or not self.cpus_per_worker > 0:
+            raise ConfigError("concurrency must be >= 1 and cpus_per_worker > 0")
+        if self.time_budget_s is not None and not self.time_budget_s > 0:
+            raise ConfigError("the time budget must be > 0")
         objectives(self.objectives)
-        self.constraint_list  # noqa: B018  (parses each; a bad one fails here)
+        measured = {c.metric for c in self.constraint_list} | set(self.objectives)
+        if "latency_ms" in measured and cls.kind != "generative":
+            raise ConfigError(f"{self.family} models do not sample: no latency_ms to constrain or optimise")
         if len(self.objectives) > 1:
             if self.scheduler != "fifo":
                 raise ConfigError("several objectives: a scheduler stops trials on one metric; use --scheduler fifo")
@@ -114,13 +121,16 @@ def runs_dir(sweep: str) -> str:
     return f"runs/sweeps/{sweep}"
 
 
-def _relay(queue):
-    """A Train callback that forwards each report (rank 0's metrics, the checkpoint) to the trial."""
+def _relay(queue, ack):
+    """A Train callback that forwards each report (rank 0's metrics, the checkpoint) to the trial and
+    waits until Tune has taken it: a scheduler's decision comes before the next epoch, and the
+    checkpoint a trial last reported is one Train still keeps."""
     from ray.train.v2.api.callback import UserCallback
 
     class Relay(UserCallback):
         def after_report(self, run_context, metrics, checkpoint):
             queue.put((metrics[0], checkpoint))
+            ack.get()
 
     return Relay()
 
@@ -139,8 +149,8 @@ def run_trial(params: dict, *, sweep: dict, storage_root: str) -> None:
     # new Train run; a retry from the same checkpoint finds that run and resumes it.
     run_name = trial_id if start is None else f"{trial_id}-{hashlib.sha1(start.path.encode()).hexdigest()[:8]}"
     loop = {"latency_samples": spec.latency_samples, "echo": False, **({"init_checkpoint": start} if start else {})}
-    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})  # Train waits while Tune decides
-    run = build_trainer(spec.trial_spec(params, run_name), storage, callbacks=[_relay(queue)],
+    queue, ack = (Queue(maxsize=1, actor_options={"num_cpus": 0}) for _ in range(2))
+    run = build_trainer(spec.trial_spec(params, run_name), storage, callbacks=[_relay(queue, ack)],
                         runs=runs_dir(spec.name), loop=loop)
     failure: list[BaseException] = []
 
@@ -165,6 +175,7 @@ def run_trial(params: dict, *, sweep: dict, storage_root: str) -> None:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
         else:
             tune.report(metrics)
+        ack.put(True)  # Tune asked for the next result: the trial goes on
     if failure:
         raise failure[0]
 
@@ -182,7 +193,9 @@ def make_searcher(spec: SweepSpec, running: int):
     samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=spec.seed),
                 "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=spec.seed, warn_independent_sampling=False),
                 "gp": lambda: optuna.samplers.GPSampler(seed=spec.seed),
-                "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=spec.seed)}
+                # The first generation is random: a small sweep gets a small one, so it evolves.
+                "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=spec.seed,
+                                                               population_size=min(50, max(4, spec.trials // 3)))}
     metric = [REPORTED.get(o, o) for o in spec.objectives]
     mode = [METRICS[o] for o in spec.objectives]
     if len(metric) == 1:
@@ -222,8 +235,9 @@ def concurrency(spec: SweepSpec) -> int:
     import ray
 
     cpus, need = ray.cluster_resources().get("CPU", 1), spec.workers * spec.cpus_per_worker
-    if need > cpus:
-        raise ConfigError(f"a trial's {spec.workers} worker(s) need {need:g} CPUs; the cluster has {cpus:g}")
+    if need + DRIVER_CPU > cpus:
+        raise ConfigError(f"a trial's {spec.workers} worker(s) need {need:g} CPUs (and its driver "
+                          f"{DRIVER_CPU:g}); the cluster has {cpus:g}")
     fits = max(1, int((cpus - 1) // need))  # one CPU left for Ray Data's tasks
     return min(fits, spec.concurrency) if spec.concurrency else fits
 
@@ -239,13 +253,12 @@ def tune_sweep(spec: SweepSpec, storage: Storage, callbacks: list | None = None)
     spec = spec.resolved()
     run = describe(spec.trial_spec({}, "probe"), storage)
     space_ = spec.search_space(run.meta)
-    for name in space_:  # a misspelt setting fails here, not in every trial
-        if name not in space.TRAINING and name not in _architecture(run):
-            raise ConfigError(f"search space {name!r}: not a training setting nor a {spec.family} setting")
+    _check_values(spec, run, space_)
     path = experiment_path(storage, spec.name)
     if spec.fresh:
         storage.delete_dir(storage.path("sweeps", spec.name))
         storage.delete_dir(storage.path(runs_dir(spec.name)))
+    _same_as_before(spec, storage)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, sweep=asdict(spec), storage_root=storage.uri), {"cpu": DRIVER_CPU})
     t0 = time.time()
@@ -254,7 +267,10 @@ def tune_sweep(spec: SweepSpec, storage: Storage, callbacks: list | None = None)
     else:
         param_space, samples = space.to_tune(space_), spec.trials
         if spec.searcher == "grid":
-            param_space, _ = space.to_grid(space_)
+            param_space, size = space.to_grid(space_)
+            if size > spec.trials:
+                raise ConfigError(f"the grid has {size} configurations and --trials is {spec.trials}: "
+                                  f"narrow the space with --space, or raise --trials")
             samples = 1
         tuner = tune.Tuner(
             trainable, param_space=param_space,
@@ -270,10 +286,52 @@ def tune_sweep(spec: SweepSpec, storage: Storage, callbacks: list | None = None)
     return grid, space_, time.time() - t0
 
 
-def _architecture(run) -> set[str]:
+SPEC = "genray-spec.json"
+# What a rerun may change: how long and how wide it runs, not what it searches.
+MAY_CHANGE = {"fresh", "time_budget_s", "concurrency", "max_failures"}
+
+
+def _same_as_before(spec: SweepSpec, storage: Storage) -> None:
+    """A sweep resumes with the settings it started with (Tune restores its searcher, space and
+    stopper): a rerun that asks for other ones is refused rather than mixed in."""
+    path = storage.path("sweeps", spec.name, SPEC)
+    mine = {k: v for k, v in json.loads(json.dumps(asdict(spec))).items() if k not in MAY_CHANGE}
+    if storage.exists(path):
+        before = {k: v for k, v in storage.read_json(path).items() if k not in MAY_CHANGE}
+        changed = sorted(k for k in mine if before.get(k) != mine[k])
+        if changed:
+            raise ConfigError(f"sweep {spec.name!r} was started with other {', '.join(changed)}: rerun it with the "
+                              f"same settings to resume, or pass --fresh to start it over")
+    else:
+        storage.write_json(path, mine)
+
+
+def _check_values(spec: SweepSpec, run, space_: dict) -> None:
+    """Each dimension's values (a range's ends) make a valid training config and model, an
+    architecture value on the first value of the other architecture dimensions: a misspelt name or a
+    bad value fails here, not in every trial."""
     import inspect
 
-    return set(inspect.signature(family_class(run.spec.family).__init__).parameters) - {"self"}
+    arch = set(inspect.signature(family_class(spec.family).__init__).parameters) - {"self"}
+    # Training settings stand alone; an architecture setting goes with the others (n_embd and n_head).
+    base = {name: space.grid_values(dim, 2)[0] for name, dim in space_.items() if name not in space.TRAINING}
+    for name in space_:
+        if name not in space.TRAINING and name not in arch:
+            raise ConfigError(f"search space {name!r}: not a training setting nor a {spec.family} setting")
+    for name, dim in space_.items():
+        for value in space.grid_values(dim, 2):
+            try:
+                _probe(spec, run, {name: value} if name in space.TRAINING else {**base, name: value})
+            except (ConfigError, TypeError, ValueError) as e:
+                raise ConfigError(f"search space {name!r}: the value {value!r} fails: {e}") from None
+
+
+def _probe(spec: SweepSpec, run, params: dict) -> None:
+    from genray.trainers.run import model_config
+
+    trial = spec.trial_spec(params, "probe")
+    model_config(trial, run.meta)
+    trial.training_config(run.meta["modality"])
 
 
 class Infeasible:

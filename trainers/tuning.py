@@ -43,7 +43,11 @@ def run_sweep(spec: SweepSpec, storage: Storage, promote_as: str | None = None, 
     quiet_tune()
     grid, space_, wall = tune_sweep(spec, storage, callbacks=[leaderboard.Progress(spec, echo)])
     rows = leaderboard.rows(grid, spec)
+    summary = leaderboard.save(storage, spec, rows, space_, wall)
     best = next((r for r in rows if r.rank == 1), None)
-    record = promote(spec, best, storage, promote_as, wall) if promote_as and best else None
-    summary = leaderboard.save(storage, spec, rows, space_, wall, promoted=record.ref if record else None)
+    record = None
+    # An interrupted sweep promotes nothing: its best so far may not be its best.
+    if promote_as and best and not any(r.state == "unfinished" for r in rows):
+        record = promote(spec, best, storage, promote_as, wall)
+        summary = leaderboard.save(storage, spec, rows, space_, wall, promoted=record.ref)
     return SweepOutcome(spec, rows, summary, record)

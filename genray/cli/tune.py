@@ -85,20 +85,29 @@ def run(args) -> int:
                      grace_period=args.grace_period, seed=args.seed, limit=args.limit,
                      model=key_values(args.set, "--set"), train=key_values(args.train_set, "--train-set"),
                      max_failures=args.max_failures, fresh=args.fresh).resolved()
+    promote_as = (args.promote or spec.name) if args.promote is not None else None
+    if promote_as:
+        from genray.cluster.registry import parse_ref
+
+        parse_ref(promote_as)  # a bad name fails now, not after the sweep
     connect(args.address)
     storage = Storage(args.storage)
     print(f"sweep {spec.name}: {spec.family} on {spec.dataset}, {spec.trials} trial(s) of up to {spec.max_epochs} "
           f"epoch(s) x {spec.workers} worker(s), {spec.searcher} + {spec.scheduler}")
-    out = run_sweep(spec, storage, promote_as=(args.promote or spec.name) if args.promote is not None else None)
+    out = run_sweep(spec, storage, promote_as=promote_as)
     print()
     print(leaderboard.table(out.rows, spec.objectives))
     s = out.summary
     print(f"\n{len(out.rows)} trial(s), {s['epochs_run']} epoch(s) run in {s['wall_time_s']:.0f} s; "
           f"learning curves: {s['pictures']['curves']}" + (f"; Pareto front: {s['pictures']['pareto']}"
                                                             if "pareto" in s["pictures"] else ""))
+    if any(r.state == "unfinished" for r in out.rows):
+        print(f"interrupted: rerun the same command to resume sweep {spec.name}" +
+              ("; nothing promoted yet" if promote_as else ""))
+        return 1
     if out.best is None:
         print("no feasible trial: nothing to promote")
-        return 1 if args.promote is not None else 0
+        return 1 if promote_as else 0
     if out.promoted:
         print(f"promoted {out.best.trial} as {out.promoted.ref} (val_nll {out.best.val_nll:.4f})")
     return 0
