@@ -30,7 +30,7 @@ from genray.models.errors import ConfigError
 from genray.models.registry import family_class
 from genray.trainers import presets, space
 from genray.trainers.constraints import METRICS, Constraint, objectives
-from genray.trainers.run import TrainSpec, build_trainer, describe
+from genray.trainers.run import TrainSpec, build_trainer, describe, model_config
 
 SEARCHERS = ("random", "grid", "tpe", "cmaes", "gp", "nsga2")
 SCHEDULERS = ("fifo", "asha", "hyperband", "pbt")
@@ -327,8 +327,6 @@ def _check_values(spec: SweepSpec, run, space_: dict) -> None:
 
 
 def _probe(spec: SweepSpec, run, params: dict) -> None:
-    from genray.trainers.run import model_config
-
     trial = spec.trial_spec(params, "probe")
     model_config(trial, run.meta)
     trial.training_config(run.meta["modality"])
@@ -348,7 +346,6 @@ class Infeasible:
 def quiet_tune() -> None:
     """Tune's own console output (its boxes and tables) off: the sweep prints its progress."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     os.environ.setdefault("RAY_TUNE_DISABLE_DEPRECATION_WARNINGS", "1")
 
 
