@@ -7,6 +7,7 @@ the loop. Families register by name in models/registry.py.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
 import torch
@@ -16,6 +17,21 @@ from genray.models.optim import OptimizerSettings
 from genray.models.registry import Configurable
 
 AllReduce = Callable[[torch.Tensor], None]  # sums a tensor in place across workers
+STRATEGIES = ("ddp", "fsdp", "tensor", "pipeline", "hybrid")
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    """How a model splits across workers, as names; trainers/strategies.py applies it.
+
+    blocks: the ModuleList of repeated blocks (FSDP shards each one; pipeline stages take runs of
+    them). tensor: per block, submodule -> "colwise" | "rowwise" (Megatron's pairs: a column-split
+    layer feeds a row-split one, one all-reduce per pair). first, last: the modules before and
+    after the blocks, which the first and last pipeline stages hold."""
+    blocks: str = ""
+    tensor: dict[str, str] = field(default_factory=dict)
+    first: tuple[str, ...] = ()
+    last: tuple[str, ...] = ()
 
 
 class TrainableModel(Configurable):
@@ -26,6 +42,10 @@ class TrainableModel(Configurable):
     # Keyword arguments for DistributedDataParallel, e.g. find_unused_parameters for a family whose
     # forward passes use different parameter subsets.
     ddp_options: ClassVar[dict] = {}
+    # The training strategies (STRATEGIES) this family supports. "ddp" all-reduces gradients, or,
+    # for a count-based family, sums its counts; "fsdp" needs train_step to call the forward it is
+    # given (as the one below does); the model-parallel ones need a parallel_plan().
+    strategies: ClassVar[tuple[str, ...]] = ("ddp", "fsdp")
 
     @classmethod
     def default_config(cls, meta: dict) -> dict:
@@ -44,6 +64,22 @@ class TrainableModel(Configurable):
         TrainConfig field, e.g. lr); trainers/ turns the space into Ray Tune's domains."""
         return {"lr": ("loguniform", 3e-4, 1e-2)}
 
+    def parallel_plan(self) -> ParallelPlan:
+        return ParallelPlan()
+
+    # ---- pipeline parallelism: the forward cut into stages ----------------------------
+    def pipeline_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of a batch, each split along dim 0 into microbatches."""
+        raise NotImplementedError(f"{self.family} models have no pipeline stages")
+
+    def stage_forward(self, x: torch.Tensor, blocks: Sequence[torch.nn.Module], first: bool, last: bool):
+        """One stage's part of the forward: the first stage takes the inputs, the last returns
+        the outputs that pipeline_nll scores."""
+        raise NotImplementedError(f"{self.family} models have no pipeline stages")
+
+    def pipeline_nll(self, outputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        raise NotImplementedError(f"{self.family} models have no pipeline stages")
+
     # ---- training -----------------------------------------------------------------
     def make_optimizers(self, settings: OptimizerSettings) -> list[torch.optim.Optimizer]:
         """The family's optimizers (none for count-based families), with the training config's numbers."""
@@ -60,18 +96,25 @@ class TrainableModel(Configurable):
         optimizers: Sequence[torch.optim.Optimizer],
         forward: Callable[..., dict] | None = None,
         max_grad_norm: float | None = None,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> dict[str, float]:
-        """One optimisation step. `forward` is this module's forward, possibly wrapped for data
-        parallelism (DDP); calling it rather than self keeps gradients in sync. The gradient norm
-        is clipped to max_grad_norm, if set."""
+        """One optimisation step. `forward` is this module's forward, possibly wrapped for a
+        training strategy (DDP, FSDP) or autocast; calling it rather than self keeps gradients in
+        sync. The gradient norm is clipped to max_grad_norm, if set; with fp16, `scaler` scales
+        the loss."""
         out = (forward or self)(batch)
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        (scaler.scale(out["loss"]) if scaler else out["loss"]).backward()
+        if scaler:
+            for opt in optimizers:
+                scaler.unscale_(opt)
         if max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), max_grad_norm)
+            clip_grad_norm(self.parameters(), max_grad_norm)
         for opt in optimizers:
-            opt.step()
+            scaler.step(opt) if scaler else opt.step()
+        if scaler:
+            scaler.update()
         return {k: float(v.detach()) for k, v in out.items()}
 
     def reduce_statistics(self, all_reduce: AllReduce) -> None:
@@ -165,6 +208,25 @@ class LatentImageModel(GenerativeModel):
                 raise OptionError("this model is not class-conditional", "label")
             if not 0 <= int(lab) < self.num_classes:
                 raise OptionError(f"label must be in [0, {self.num_classes - 1}], got {lab}", "label")
+
+
+def clip_grad_norm(parameters, max_norm: float) -> torch.Tensor:
+    """Scale gradients so that their global norm is at most max_norm, as torch's clip_grad_norm_,
+    for gradients that may be DTensors (sharded or split by a training strategy) mixed with
+    plain ones: a DTensor's norm is of the whole tensor, not the worker's part."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    norms = []
+    for g in grads:
+        n = torch.linalg.vector_norm(g, dtype=torch.float32)
+        norms.append(n.full_tensor() if hasattr(n, "full_tensor") else n)
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    coef = max_norm / (float(total) + 1e-6)  # one host synchronisation per step
+    if coef < 1:
+        for g in grads:
+            g.mul_(coef)
+    return total
 
 
 # ---- helpers for per-row sampling ---------------------------------------------------------

@@ -7,7 +7,11 @@ from torch import nn
 
 
 def to_bytes(module: nn.Module) -> bytes:
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    return state_to_bytes(module.state_dict())
+
+
+def state_to_bytes(state: dict) -> bytes:
+    state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     # safetensors refuses tensors that share memory (tied weights): store repeats as copies.
     seen: set[int] = set()
     for k, v in state.items():
@@ -21,4 +25,5 @@ def to_bytes(module: nn.Module) -> bytes:
 def load_bytes(module: nn.Module, data: bytes) -> nn.Module:
     module.load_state_dict(st_load(data))
     return module
+
 

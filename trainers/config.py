@@ -8,11 +8,14 @@ from dataclasses import dataclass
 
 import torch
 
+from genray.models.base import STRATEGIES  # trainers/strategies.py applies them
 from genray.models.errors import ConfigError
 from genray.models.optim import OptimizerSettings
 
 SCHEDULES = ("constant", "cosine")
 DEFENSES = ("none", "augment", "adversarial")  # trainers/defenses.py; for image classifiers
+PRECISIONS = ("fp32", "bf16", "fp16")
+PIPELINE_SCHEDULES = ("gpipe", "1f1b")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,12 @@ class TrainConfig:
     # The budget rises linearly from 0 to defense_eps over this fraction of the run's steps: deeper
     # networks trained at the full budget from the start can stall at chance.
     defense_ramp: float = 0.0
+    # How the workers share the model (trainers/strategies.py), and autocast's precision.
+    strategy: str = "ddp"
+    precision: str = "fp32"
+    tensor_parallel: int = 2  # hybrid: workers per tensor-parallel group (the mesh is dp x this)
+    microbatches: int = 4  # pipeline: microbatches per batch
+    pipeline_schedule: str = "gpipe"
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -51,6 +60,12 @@ class TrainConfig:
             raise ConfigError("defense_norm must be linf or l2, defense_eps > 0 and defense_steps in [1, 100]")
         if not 0 <= self.defense_ramp <= 1:
             raise ConfigError("defense_ramp must be in [0, 1]")
+        for name, value, known in (("strategy", self.strategy, STRATEGIES), ("precision", self.precision, PRECISIONS),
+                                   ("pipeline_schedule", self.pipeline_schedule, PIPELINE_SCHEDULES)):
+            if value not in known:
+                raise ConfigError(f"{name} must be one of {list(known)}, got {value!r}")
+        if self.tensor_parallel < 2 or self.microbatches < 1:
+            raise ConfigError("tensor_parallel must be >= 2 and microbatches >= 1")
         self.optimizer()  # checks lr, betas, weight decay
 
     @classmethod

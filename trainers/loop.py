@@ -1,9 +1,12 @@
 """The one train_loop_per_worker that trains every family through the GenerativeModel contract.
 
-Per epoch: each worker runs train_step over its Ray Data shard (gradients synchronised by
-DDP when the family has parameters), then reduce_statistics() sums count-based sufficient
-statistics, then each worker scores the validation split, which is not sharded. Rank 0 writes a
-checkpoint; restarting the run (same name) or a failed worker resumes from the last one.
+Per epoch: each worker runs train_step over its Ray Data shard, through the model as the run's
+strategy spreads it (trainers/strategies.py: gradients all-reduced under DDP, or the model sharded
+or split), then reduce_statistics() sums count-based sufficient statistics, then each worker
+scores the validation split, which is not sharded. Rank 0 writes a checkpoint with the whole
+model's weights; under a sharding strategy every worker adds its shard of the training state
+(torch.distributed.checkpoint), and Ray Train gathers the files into one checkpoint. Restarting
+the run (same name) or a failed worker resumes from the last one.
 """
 from __future__ import annotations
 
@@ -22,13 +25,16 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 
 from genray.models import weights
 from genray.models.base import GenerativeModel
+from genray.models.errors import ConfigError
 from genray.models.registry import build
+from genray.trainers import strategies
 from genray.trainers.config import TrainConfig
 from genray.trainers.datasets import to_tensors
 from genray.trainers.defenses import batch_transform
 
 CKPT_WEIGHTS, CKPT_BEST = "model.safetensors", "best.safetensors"
 CKPT_OPTIM, CKPT_STATE = "optimizers.pt", "state.json"
+CKPT_SHARDED = "sharded"  # a DCP checkpoint: parameters and optimizer state, one file per worker
 
 
 class Collate(NumpyBatchCollateFn):
@@ -50,10 +56,12 @@ def _sum(*values: float) -> list[float]:
     return t.tolist()
 
 
-def restore(checkpoint, model: GenerativeModel, optimizers=(), schedulers=(), best: bool = False) -> dict:
+def restore(checkpoint, model: GenerativeModel, optimizers=(), schedulers=(), best: bool = False,
+            par: strategies.Parallel | None = None) -> dict:
     """Load a checkpoint written by this loop into model (and optimizers, schedulers); returns its state:
     the last finished epoch, the metrics history and the best epoch so far. With best, the
-    model gets the weights of the epoch with the lowest validation NLL instead of the last."""
+    model gets the weights of the epoch with the lowest validation NLL instead of the last. With
+    a sharding strategy's `par`, the model and optimizers resume from the sharded state."""
     with checkpoint.as_directory() as d:
         def read(name: str) -> bytes | None:
             path = os.path.join(d, name)
@@ -62,42 +70,56 @@ def restore(checkpoint, model: GenerativeModel, optimizers=(), schedulers=(), be
             with open(path, "rb") as f:
                 return f.read()
 
+        state = json.loads(read(CKPT_STATE))
+        sharded = par is not None and par.sharded
+        if optimizers and state.get("strategy", "ddp") != (par.name if par else "ddp"):
+            raise ConfigError(f"the checkpoint was trained with strategy {state.get('strategy', 'ddp')!r}: resume "
+                              "it with that strategy, or start afresh")
         best_weights = read(CKPT_BEST)
-        weights.load_bytes(model, best_weights if best and best_weights else read(CKPT_WEIGHTS))
-        if optimizers:
+        if sharded:
+            par.load_sharded(optimizers, os.path.join(d, CKPT_SHARDED))
+        else:
+            weights.load_bytes(model, best_weights if best and best_weights else read(CKPT_WEIGHTS))
+        if optimizers or schedulers:
             states = torch.load(os.path.join(d, CKPT_OPTIM), weights_only=True)  # written by _save below
-            for opt, st in zip(optimizers, states["optimizers"]):
+            for opt, st in zip(optimizers if not sharded else (), states["optimizers"]):
                 opt.load_state_dict(st)
             for sched, st in zip(schedulers, states["schedulers"]):
                 sched.load_state_dict(st)
-        state = json.loads(read(CKPT_STATE))
         if best_weights:
             state["best_weights"] = best_weights
         return state
 
 
-def _save(model: GenerativeModel, optimizers, schedulers, state: dict, d: str) -> None:
+def _save(par: strategies.Parallel, model_bytes: bytes | None, optimizers, schedulers, state: dict, d: str) -> None:
+    """Rank 0 writes the whole model, the best weights and the run's state; under a sharding
+    strategy every worker writes its shard of the training state."""
+    if par.sharded:
+        par.save_sharded(optimizers, os.path.join(d, CKPT_SHARDED))
+    if par.rank:
+        return
     with open(os.path.join(d, CKPT_WEIGHTS), "wb") as f:
-        f.write(weights.to_bytes(model))
+        f.write(model_bytes)
     if state.get("best_weights"):
         with open(os.path.join(d, CKPT_BEST), "wb") as f:
             f.write(state["best_weights"])
-    torch.save({"optimizers": [opt.state_dict() for opt in optimizers],
+    torch.save({"optimizers": [] if par.sharded else [opt.state_dict() for opt in optimizers],
                 "schedulers": [s.state_dict() for s in schedulers]}, os.path.join(d, CKPT_OPTIM))
     with open(os.path.join(d, CKPT_STATE), "w") as f:
         json.dump({k: v for k, v in state.items() if k != "best_weights"}, f)
 
 
-def _evaluate(model: GenerativeModel, val, batch_size: int, to_batch, device) -> float | None:
+def _evaluate(par: strategies.Parallel, val, batch_size: int, to_batch, device) -> float | None:
     """Validation NLL per unit over the whole validation split (each worker holds all of it);
     None for a family without a likelihood."""
-    if model.nll_unit is None:
+    if par.model.nll_unit is None:
         return None
-    model.eval()
+    par.model.eval()
     nll, units = 0.0, 0
-    for batch in val.iter_torch_batches(batch_size=batch_size, collate_fn=to_batch):
-        s, u = model.eval_nll({k: v.to(device) for k, v in batch.items()})
-        nll, units = nll + s, units + u
+    with par.eval_scope():
+        for batch in val.iter_torch_batches(batch_size=batch_size, collate_fn=to_batch):
+            s, u = par.eval_nll({k: v.to(device) for k, v in batch.items()})
+            nll, units = nll + s, units + u
     return nll / units if units else math.nan
 
 
@@ -114,6 +136,21 @@ def measure(model: GenerativeModel, latency_samples: int, seed: int) -> dict:
             model.sample(latency_samples, generator=torch.Generator().manual_seed(seed))
             out["latency_ms"] = (time.perf_counter() - t0) * 1000 / latency_samples
         model.train(was_training)
+    return out
+
+
+def _memory(par: strategies.Parallel, optimizers) -> dict:
+    """The most bytes of parameters, gradients and optimizer state any worker holds (measured
+    after the first epoch, so gradients and optimizer state exist), and, for a model-parallel
+    strategy, the share of the split layers' parameters a worker holds."""
+    mem = par.memory(optimizers)
+    held, full = par.sharded_layer_bytes()
+    t = torch.tensor([mem["param_bytes"], mem["grad_bytes"], mem["optim_bytes"], held], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    out = {"rank_param_bytes": int(t[0]), "rank_grad_bytes": int(t[1]), "rank_optim_bytes": int(t[2])}
+    if full:
+        out["split_layer_share"] = float(t[3]) / full
     return out
 
 
@@ -135,24 +172,21 @@ def train_loop_per_worker(cfg: dict) -> None:
     tc = TrainConfig.from_dict(cfg["train"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
-    torch.manual_seed(tc.seed + rank)
     device = ray.train.torch.get_device()
 
+    torch.manual_seed(tc.seed)  # the same initial weights on every worker, which strategies split
     model = build(cfg["model"]).to(device)
-    trainable = any(p.requires_grad for p in model.parameters())
-    # DDP wraps the module's forward; train_step calls through it so gradients are all-reduced.
-    forward = model
-    if trainable and ctx.get_world_size() > 1:
-        forward = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=dict(model.ddp_options) or None)
-    optimizers = model.make_optimizers(tc.optimizer())
+    torch.manual_seed(tc.seed + rank)
+    par = strategies.wrap(model, device, tc)
+    optimizers = par.optimizers(model.make_optimizers(tc.optimizer()))
     # A training-time defense (augmentation, adversarial examples) transforms each batch first.
     defend = batch_transform(tc, model, torch.Generator().manual_seed(tc.seed * 1_000_003 + rank), cfg["total_steps"])
     schedulers = tc.schedulers(optimizers, cfg["total_steps"])
 
-    state = {"epoch": -1, "history": []}
+    state = {"epoch": -1, "history": [], "strategy": tc.strategy}
     checkpoint = ray.train.get_checkpoint() or cfg.get("init_checkpoint")
     if checkpoint:
-        state = restore(checkpoint, model, optimizers, schedulers)
+        state = restore(checkpoint, model, optimizers, schedulers, par=par)
         # The schedulers' saved state brings back the lr the checkpoint was trained with; this run's
         # config decides it (a PBT trial restores another's checkpoint under a mutated lr).
         for opt, sched in zip(optimizers, schedulers):
@@ -187,11 +221,10 @@ def train_loop_per_worker(cfg: dict) -> None:
             batch = {k: v.to(device) for k, v in batch.items()}
             if defend:  # the optimizer steps so far, restored with the schedule on resume
                 batch = defend(batch, schedulers[0].last_epoch)
-            out = model.train_step(batch, optimizers, forward,
-                                   max_grad_norm=tc.max_grad_norm)
+            rows += next(iter(batch.values())).shape[0]
+            out = par.train_step(par.batch(batch), optimizers, max_grad_norm=tc.max_grad_norm)
             for sched in schedulers:
                 sched.step()
-            rows += next(iter(batch.values())).shape[0]
             steps += 1
             loss_sum += out.get("loss", 0.0)
             if rank == 0 and log_every and steps % log_every == 0:
@@ -203,7 +236,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         rows_all, steps_all, loss_all = _sum(rows, steps, loss_sum)
         metrics = {"epoch": epoch + 1, "samples_per_s": rows_all / train_time, "epoch_time_s": train_time,
                    "data_wait_s": waited}
-        val_nll = _evaluate(model, val_split, bs, to_batch, device)
+        val_nll = _evaluate(par, val_split, bs, to_batch, device)
         if val_nll is not None:
             # a diverged epoch (NaN) does not erase the best so far
             best = min([v for v in (val_nll, state.get("best_val_nll")) if v is not None and math.isfinite(v)],
@@ -211,19 +244,28 @@ def train_loop_per_worker(cfg: dict) -> None:
             metrics.update(val_nll=val_nll, nll_unit=model.nll_unit, best_val_nll=best)
         if optimizers:  # count-based families have no training loss
             metrics.update(train_loss=loss_all / max(steps_all, 1), lr=schedulers[0].get_last_lr()[0])
+        # The whole model, on rank 0: what the checkpoint keeps and the registry publishes.
+        whole = model if not par.sharded else None
+        if par.sharded:
+            full = par.full_state()
+            if rank == 0:
+                whole = build(cfg["model"])
+                whole.load_state_dict(full)
+        model_bytes = weights.to_bytes(whole) if rank == 0 else None
         if "measured" not in state:  # what constraints are put on: fixed by the architecture
-            state["measured"] = measure(model, cfg.get("latency_samples", 0), tc.seed) if rank == 0 else {}
+            state["measured"] = measure(whole, cfg.get("latency_samples", 0), tc.seed) if rank == 0 else {}
+            state["measured"].update(_memory(par, optimizers))
         metrics.update(state["measured"])
         state = {**state, "epoch": epoch, "history": state["history"] + [metrics]}
         # The epoch with the lowest validation NLL is kept beside the last: the run publishes it
         # (early stopping without cutting the run short, which resuming relies on).
         if val_nll is not None and math.isfinite(val_nll) and val_nll < state.get("best_val_nll", math.inf):
-            state.update(best_val_nll=val_nll, best_epoch=epoch + 1,
-                         best_weights=weights.to_bytes(model) if rank == 0 else None)
+            state.update(best_val_nll=val_nll, best_epoch=epoch + 1, best_weights=model_bytes)
         if rank == 0 and cfg.get("echo", True):
             print(f"[{tag}] epoch {epoch + 1}/{epochs} " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
         with tempfile.TemporaryDirectory() as d:
-            if rank == 0:
-                _save(model, optimizers, schedulers, state, d)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d) if rank == 0 else None)
+            _save(par, model_bytes, optimizers, schedulers, state, d)
+            # Ray Train gathers every reporting worker's files into the one checkpoint.
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d)
+                             if rank == 0 or par.sharded else None)

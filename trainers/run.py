@@ -13,7 +13,7 @@ from genray.cluster.storage import Storage
 from genray.models.errors import ConfigError, DataError
 from genray.models.registry import build, family_class
 from genray.models.robustness.poison import Poison
-from genray.trainers import datasets, poisoning, presets
+from genray.trainers import datasets, poisoning, presets, strategies
 from genray.trainers.config import TrainConfig
 from genray.trainers.loop import restore, train_loop_per_worker
 
@@ -36,6 +36,7 @@ class TrainSpec:
     exclude: list[str] = field(default_factory=list)  # row keys a defense removes from the training split
     cpus_per_worker: float = 1.0
     use_gpu: bool = False
+    placement: str = "PACK"  # Ray's placement of the workers: PACK (fewest nodes) or SPREAD (across nodes)
     max_failures: int = 1
     fresh: bool = False  # discard the run's checkpoints instead of resuming
 
@@ -49,6 +50,8 @@ class TrainSpec:
             raise ConfigError(f"family {self.family!r} has no default data set: pass one")
         if self.workers < 1:
             raise ConfigError("workers must be >= 1")
+        if self.placement not in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
+            raise ConfigError(f"placement must be PACK, SPREAD, STRICT_PACK or STRICT_SPREAD, got {self.placement!r}")
         self.training_config("text")  # bad training settings fail here too
         self.poisoning()
         return self
@@ -101,6 +104,7 @@ def describe(spec: TrainSpec, storage: Storage) -> TrainRun:
     tc = spec.training_config(meta["modality"])
     if tc.defense != "none" and family_class(spec.family).kind != "classifier":
         raise ConfigError(f"defense {tc.defense!r} trains image classifiers, not {spec.family} models")
+    strategies.check(build(config), tc, spec.workers)
     return TrainRun(spec, None, config, tc, meta)
 
 
@@ -115,6 +119,7 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
     spec, meta, config, tc = run.spec, run.meta, run.model_config, run.train_config
     if spec.fresh:
         storage.delete_dir(storage.path(runs, spec.name))
+    _check_resumable(storage, storage.path(runs, spec.name), tc)
     poison = spec.poisoning()
     if poison:
         poison.check(meta)
@@ -128,8 +133,10 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_cfg,
+        # With GPUs, Ray Train's process group is NCCL's; on CPUs, gloo's.
         scaling_config=ray.train.ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu,
-                                               resources_per_worker={"CPU": spec.cpus_per_worker}),
+                                               resources_per_worker={"CPU": spec.cpus_per_worker},
+                                               placement_strategy=spec.placement),
         run_config=ray.train.RunConfig(
             name=spec.name, storage_path=storage.uri.rstrip("/") + "/" + runs, callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
@@ -140,6 +147,19 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
     return TrainRun(spec, trainer, config, tc, meta)
+
+
+def _check_resumable(storage: Storage, run_dir: str, tc: TrainConfig) -> None:
+    """A run resumes its last checkpoint under the strategy that wrote it (a sharded checkpoint
+    holds the optimizer's state in that strategy's shards)."""
+    names = storage.listdir(run_dir) if storage.exists(run_dir) else []
+    states = sorted(f"{run_dir}/{n}/state.json" for n in names if n.startswith("checkpoint_")
+                    and storage.exists(f"{run_dir}/{n}/state.json"))  # named by time
+    if states:
+        was = storage.read_json(states[-1]).get("strategy", "ddp")
+        if was != tc.strategy:
+            raise ConfigError(f"the run's checkpoint was trained with strategy {was!r}: resume it with that "
+                              f"strategy, or start afresh (--fresh)")
 
 
 def publish(run: TrainRun, result, wall_time_s: float, storage: Storage, name: str | None = None,

@@ -31,6 +31,16 @@ def add_parser(sub, storage, ray) -> None:
     t.add_argument("--poison-target", type=int, default=0, help="badnets: the label triggered images get")
     t.add_argument("--poison-set", action="append", metavar="KEY=VALUE",
                    help="other poisoning settings, e.g. --poison-set patch=2 --poison-set 'trigger= zqx '")
+    t.add_argument("--strategy", choices=["ddp", "fsdp", "tensor", "pipeline", "hybrid"],
+                   help="how the workers share the model: data parallel (default), fully sharded, tensor "
+                        "parallel, pipeline stages, or a dp x tp mesh (see docs/SCALING.md)")
+    t.add_argument("--tensor-parallel", type=int, help="hybrid: workers per tensor-parallel group (default 2)")
+    t.add_argument("--microbatches", type=int, help="pipeline: microbatches per batch (default 4)")
+    t.add_argument("--pipeline-schedule", choices=["gpipe", "1f1b"], help="pipeline: the schedule (default gpipe)")
+    t.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="autocast precision (default fp32)")
+    t.add_argument("--profile", choices=["gpu"], help="architecture and training settings sized for one "
+                                                      "accelerator (trainers/presets.py), under --set/--train-set")
+    t.add_argument("--spread", action="store_true", help="place the workers across the cluster's nodes (SPREAD)")
     t.add_argument("--gpu", action="store_true", help="one GPU per worker")
     t.add_argument("--cpus-per-worker", type=float, default=1.0)
     t.add_argument("--max-failures", type=int, default=1, help="worker failures to recover from")
@@ -41,13 +51,16 @@ def add_parser(sub, storage, ray) -> None:
 def run(args) -> int:
     from genray.cluster.connect import connect
     from genray.cluster.storage import Storage
+    from genray.trainers.presets import profile
     from genray.trainers.run import TrainSpec, train
 
+    prof = profile(args.profile, args.family) if args.profile else {"model": {}, "train": {}}
     spec = TrainSpec(args.family, name=args.name, dataset=args.dataset, workers=args.workers, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, limit=args.limit,
-                     model=key_values(args.set, "--set"), train=_training(args), poison=_poison(args),
+                     model={**prof["model"], **key_values(args.set, "--set")},
+                     train={**prof["train"], **_training(args)}, poison=_poison(args),
                      use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
-                     fresh=args.fresh)
+                     fresh=args.fresh, placement="SPREAD" if args.spread else "PACK")
     spec.resolved()  # bad arguments fail before Ray starts
     connect(args.address)
     rec = train(spec, Storage(args.storage))
@@ -68,5 +81,7 @@ def _poison(args) -> dict | None:
 
 
 def _training(args) -> dict:
-    flags = {"defense": args.defense, "defense_eps": args.eps, "defense_steps": args.defense_steps}
+    flags = {"defense": args.defense, "defense_eps": args.eps, "defense_steps": args.defense_steps,
+             "strategy": args.strategy, "precision": args.precision, "tensor_parallel": args.tensor_parallel,
+             "microbatches": args.microbatches, "pipeline_schedule": args.pipeline_schedule}
     return {**key_values(args.train_set, "--train-set"), **{k: v for k, v in flags.items() if v is not None}}

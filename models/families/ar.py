@@ -22,6 +22,7 @@ from genray.models.registry import register
 @register
 class AutoRegressive(GenerativeModel):
     family = "ar"
+    strategies = ("ddp",)  # one least-squares solve over summed statistics
     modality = "series"
     sample_options = frozenset({"prompt", "max_tokens", "temperature"})
     nll_unit = "nats/value"

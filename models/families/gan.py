@@ -21,6 +21,7 @@ class ConditionalGAN(LatentImageModel):
     nll_unit = None
     # The discriminator step runs the generator without gradients: DDP must allow unused parameters.
     ddp_options = {"find_unused_parameters": True}
+    strategies = ("ddp",)  # its train_step drives generator and discriminator itself
 
     def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 64, hidden: int = 64):
         super().__init__(shape, num_classes, latent_dim, hidden)

@@ -19,6 +19,7 @@ MAX_TABLE = 2**26  # dense count cells in the top order (256 MiB of float32)
 @register
 class MarkovChain(SequenceModel):
     family = "markov"
+    strategies = ("ddp",)  # counts summed across workers
     sample_options = frozenset({"prompt", "max_tokens", "temperature"})
 
     def __init__(self, vocab: str | list[str], order: int = 3, discount: float = 0.75):

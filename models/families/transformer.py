@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genray.models.base import SequenceModel, draw_categorical, top_k_filter
+from genray.models.base import STRATEGIES, ParallelPlan, SequenceModel, draw_categorical, top_k_filter
 from genray.models.errors import ConfigError
 from genray.models.optim import OptimizerSettings
 from genray.models.registry import register
@@ -17,24 +17,37 @@ IGNORE = -100  # a target position that is not scored (cross_entropy's ignore_in
 
 
 class CausalSelfAttention(nn.Module):
+    # Separate query, key and value projections, so that tensor parallelism can give each worker
+    # whole heads (a column split of one fused projection would cut across q, k and v).
     def __init__(self, n_embd: int, n_head: int, dropout: float):
         super().__init__()
-        self.n_head = n_head
-        self.c_attn = nn.Linear(n_embd, 3 * n_embd)
+        self.head_size = n_embd // n_head
+        self.q, self.k, self.v = (nn.Linear(n_embd, n_embd) for _ in range(3))
         self.c_proj = nn.Linear(n_embd, n_embd)
         self.dropout = dropout
+        self._register_load_state_dict_pre_hook(_split_fused_qkv)
 
     def forward(self, x, past: tuple[torch.Tensor, torch.Tensor] | None = None):
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        B, T, _ = x.shape
+        # -1 heads: under tensor parallelism a worker holds n_head / workers of them.
+        q, k, v = (p(x).view(B, T, -1, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+                   for p in (self.q, self.k, self.v))
         if past is not None:
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         # With a cache, new queries see every cached key; T > 1 only happens without one.
         y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and T > 1,
                                            dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, -1)
         return self.c_proj(y), (k, v)
+
+
+def _split_fused_qkv(state, prefix, *_):
+    """Weights saved with one fused c_attn projection load into q, k and v."""
+    for kind in ("weight", "bias"):
+        fused = state.pop(f"{prefix}c_attn.{kind}", None)
+        if fused is not None:
+            for name, part in zip("qkv", fused.chunk(3, dim=0)):
+                state[f"{prefix}{name}.{kind}"] = part
 
 
 class Block(nn.Module):
@@ -89,6 +102,27 @@ class CharTransformer(SequenceModel):
         # Melodies are short and few: a shorter context and dropout overfit less.
         extra = {"dropout": 0.1, "block_size": 32} if meta["modality"] == "music" else {}
         return {"family": cls.family, "vocab": meta["vocab"], **extra}
+
+    strategies = STRATEGIES
+
+    def parallel_plan(self) -> ParallelPlan:
+        return ParallelPlan(blocks="h", first=("wte", "wpe", "drop"), last=("ln_f", "lm_head"),
+                            tensor={"attn.q": "colwise", "attn.k": "colwise", "attn.v": "colwise",
+                                    "attn.c_proj": "rowwise", "mlp.0": "colwise", "mlp.2": "rowwise"})
+
+    def pipeline_inputs(self, batch):
+        return self._windows(batch["tokens"])  # (B * windows, T) each
+
+    def stage_forward(self, x, blocks, first, last):
+        if first:  # x: symbols (b, T) -> (b, T, C)
+            x = self.drop(self.wte(x) + self.wpe(torch.arange(x.shape[1], device=x.device)))
+        for block in blocks:
+            x, _ = block(x)
+        return self.lm_head(self.ln_f(x)) if last else x  # (b, T, V) or (b, T, C)
+
+    def pipeline_nll(self, outputs, targets, reduction="mean"):
+        return F.cross_entropy(outputs.reshape(-1, outputs.shape[-1]).float(), targets.reshape(-1),
+                               ignore_index=IGNORE, reduction=reduction)
 
     @classmethod
     def search_space(cls, meta: dict) -> dict[str, tuple]:
