@@ -77,3 +77,48 @@ def test_unsupported_strategies_are_refused_by_name(storage, family, strategy, m
                      else {})
     with pytest.raises(ConfigError, match=match):
         train(spec, storage)
+
+
+def test_a_two_node_run_survives_a_killed_worker(storage, tmp_path):
+    """A real 2-node cluster (a head and a worker raylet, 2 CPUs each) beside the session's: the
+    workers spread over both nodes, a training worker on the second node is SIGKILLed after
+    the first checkpoint, and the run resumes from it, finishes and publishes."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cluster = subprocess.Popen([sys.executable, "-m", "genray.cluster.local", "--nodes", "2", "--cpus", "2"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        info = json.loads(cluster.stdout.readline())
+        run = subprocess.Popen(
+            [sys.executable, "-m", "genray", "train", "transformer", "--name", "two-node", "--address",
+             info["address"], "--storage", storage.uri, "--spread", "--workers", "2", "--epochs", "4",
+             "--limit", "256", "--batch-size", "4", "--set", "n_layer=1", "--set", "n_embd=32",
+             "--set", "n_head=2", "--set", "block_size=64", "--max-failures", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        run_dir, killed = storage.path("runs", "two-node"), None
+        deadline = time.time() + 300
+        while run.poll() is None and killed is None and time.time() < deadline:
+            if storage.exists(run_dir) and any(n.startswith("checkpoint_2") for n in storage.listdir(run_dir)):
+                raylet = psutil.Process(info["nodes"][1]["raylet_pid"])
+                workers = [p for p in raylet.children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
+                if workers:
+                    killed = workers[0].pid
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.2)
+        out, _ = run.communicate(timeout=300)
+        assert run.returncode == 0, out[-3000:]
+        assert killed is not None, "training finished before a worker could be killed"
+    finally:
+        cluster.communicate("quit\n", timeout=60)
+    m = Registry(storage).record("two-node").metrics
+    assert m["nodes"] == 2  # SPREAD: one worker on each node
+    assert [h["epoch"] for h in m["history"]] == [1, 2, 3, 4]
+    assert m["history"][-1]["val_nll"] < m["history"][0]["val_nll"]

@@ -17,6 +17,7 @@ import os
 import tempfile
 import time
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -139,16 +140,20 @@ def measure(model: GenerativeModel, latency_samples: int, seed: int) -> dict:
     return out
 
 
-def _memory(par: strategies.Parallel, optimizers) -> dict:
+def _footprint(par: strategies.Parallel, optimizers, node_id: str) -> dict:
     """The most bytes of parameters, gradients and optimizer state any worker holds (measured
-    after the first epoch, so gradients and optimizer state exist), and, for a model-parallel
-    strategy, the share of the split layers' parameters a worker holds."""
+    after the first epoch, so gradients and optimizer state exist); for a model-parallel
+    strategy, the share of the split layers' parameters a worker holds; the nodes the workers ran on."""
     mem = par.memory(optimizers)
     held, full = par.sharded_layer_bytes()
     t = torch.tensor([mem["param_bytes"], mem["grad_bytes"], mem["optim_bytes"], held], dtype=torch.float64)
+    nodes = [node_id]
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    out = {"rank_param_bytes": int(t[0]), "rank_grad_bytes": int(t[1]), "rank_optim_bytes": int(t[2])}
+        nodes = [None] * dist.get_world_size()
+        dist.all_gather_object(nodes, node_id)  # Ray node ids: nodes on one machine share an IP
+    out = {"rank_param_bytes": int(t[0]), "rank_grad_bytes": int(t[1]), "rank_optim_bytes": int(t[2]),
+           "nodes": len(set(nodes))}
     if full:
         out["split_layer_share"] = float(t[3]) / full
     return out
@@ -254,7 +259,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         model_bytes = weights.to_bytes(whole) if rank == 0 else None
         if "measured" not in state:  # what constraints are put on: fixed by the architecture
             state["measured"] = measure(whole, cfg.get("latency_samples", 0), tc.seed) if rank == 0 else {}
-            state["measured"].update(_memory(par, optimizers))
+            state["measured"].update(_footprint(par, optimizers, ray.get_runtime_context().get_node_id()))
         metrics.update(state["measured"])
         state = {**state, "epoch": epoch, "history": state["history"] + [metrics]}
         # The epoch with the lowest validation NLL is kept beside the last: the run publishes it
