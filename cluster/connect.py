@@ -10,6 +10,9 @@ LOCAL_DEFAULTS = {
     "RAY_AUTH_MODE": "disabled",
     # Train's print patch echoes each worker print twice on a local cluster.
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+    # How often Train's controller polls its workers (default 2 s): a run's start and end are
+    # noticed sooner, about 4 s less per run on a small machine, for a few cheap local calls.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
 }
 
 

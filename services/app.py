@@ -44,6 +44,9 @@ class ServeOptions:
     explain_max_ongoing: int = 1
     explain_max_queued: int = 8
     explain_cpus: float | None = None
+    # GPUs per model-server replica (fractions share one card); with any, the replica's model runs
+    # on CUDA and its samples come back as the same CPU objects.
+    gpus_per_replica: float = 0.0
     # Per model, from `genray plan`: {name: {"min_replicas", "max_replicas", "cpus"}} in place of the
     # defaults above for that model's deployment.
     replicas: dict | None = None
@@ -93,8 +96,9 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
             name=f"model-{rec.name}", autoscaling_config={**autoscaling, **{
                 k: planned[k] for k in ("min_replicas", "max_replicas") if k in planned}},
             max_ongoing_requests=o.max_ongoing_requests, max_queued_requests=o.max_queued_requests,
-            ray_actor_options={"num_cpus": own_cpus},
-        ).bind(registry.storage.uri, rec.ref, o.max_batch_size, o.batch_wait_timeout_s, max(1, round(own_cpus)))
+            ray_actor_options={"num_cpus": own_cpus, "num_gpus": o.gpus_per_replica},
+        ).bind(registry.storage.uri, rec.ref, o.max_batch_size, o.batch_wait_timeout_s, max(1, round(own_cpus)),
+               "cuda" if o.gpus_per_replica else "cpu")
     robust = {r.name: r.ref for r in records if {"attack", "defend"} & set(models[r.name]["endpoints"])}
     robustness = RobustnessServer.options(
         name="robustness", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},

@@ -77,8 +77,11 @@ class ModelServer:
     """Holds one registry model and generates for batches of requests."""
 
     def __init__(self, storage_uri: str, ref: str, max_batch_size: int, batch_wait_timeout_s: float,
-                 threads: int = 1):
+                 threads: int = 1, device: str = "cpu"):
         self.model, self.record = Registry(Storage(storage_uri)).load(ref)
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"{ref}: the replica was given a GPU but torch sees no CUDA device")
+        self.model.to(device)
         torch.set_num_threads(threads)
         self._batch.set_max_batch_size(max_batch_size)
         self._batch.set_batch_wait_timeout_s(batch_wait_timeout_s)

@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECT = {
     "explain.py": "| IG on one image, concurrency 1 | served (median) |",
     "gpu_check.py": "same as cpu",
+    "parallel.py": "## Recovery: a training worker on the second node SIGKILLed",
     "quality.py": "| series | quality-ar (sunspots) | one-step MSE |",
     "robustness.py": "| eps | scored real (clean) | scored real (attacked) | fooled | time |",
     "serve_throughput.py": "plain FastAPI (unbatched)",

@@ -3,6 +3,7 @@ publishes one consolidated version that samples, and a sharded run resumes from 
 import pytest
 
 from genray.cluster.registry import Registry
+from genray.cluster.storage import Storage
 from genray.models.errors import ConfigError
 from genray.trainers.run import TrainSpec, train
 
@@ -15,6 +16,12 @@ def _spec(strategy: str, name: str, epochs: int = 1, workers: int = 2, **train_s
     return TrainSpec("transformer", name=name, workers=workers, epochs=epochs, batch_size=4, limit=160,
                      model=MODEL, cpus_per_worker=2 / workers,
                      train={"strategy": strategy, "log_every": 0, "microbatches": 2, **train_settings})
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> Storage:
+    """A registry of this module's own: the served test app serves every model in the session's."""
+    return Storage(str(tmp_path_factory.mktemp("genray-parallel")))
 
 
 @pytest.fixture(scope="module")

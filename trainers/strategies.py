@@ -70,7 +70,7 @@ class Parallel:
 
     def __init__(self, model: TrainableModel, device: torch.device, precision: str = "fp32"):
         self.model, self.device = model, device
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
         dtype = PRECISIONS[precision]
         self.autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
         # fp16's narrow range needs the loss scaled; bf16 keeps fp32's exponent and does not.
@@ -419,7 +419,7 @@ def _clip_pipeline(stage: nn.Module, tied: list, max_norm: float, rank: int) -> 
 
 def wrap(model: TrainableModel, device: torch.device, tc: TrainConfig) -> Parallel:
     """The model wrapped for the config's strategy on this worker (the process group is up)."""
-    check(model, tc, dist.get_world_size())
+    check(model, tc, dist.get_world_size() if dist.is_initialized() else 1)
     if tc.strategy == "fsdp":
         return FSDP(model, device, tc.precision)
     if tc.strategy == "tensor":

@@ -18,6 +18,8 @@ def add_http_options(c) -> None:
     c.add_argument("--host", default="127.0.0.1")
     c.add_argument("--port", type=int, default=8000)
     c.add_argument("--max-replicas", type=int, default=2, help="autoscaling limit per model")
+    c.add_argument("--gpus-per-replica", type=float, default=0.0,
+                   help="GPUs per model replica (e.g. 0.25: four replicas share a card); the models run on CUDA")
 
 
 def run(args) -> int:
@@ -76,7 +78,8 @@ def serve_forever(args, storage, refs: list[str] | None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    application = build_app(storage.uri, refs, ServeOptions(max_replicas=args.max_replicas))
+    options = ServeOptions(max_replicas=args.max_replicas, gpus_per_replica=args.gpus_per_replica)
+    application = build_app(storage.uri, refs, options)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(application, name="genray", route_prefix="/")
     names = refs or [r.name for r in Registry(storage).list() if endpoints(r)]

@@ -1,0 +1,188 @@
+"""Training strategies and a two-node cluster, measured on a local multi-node Ray cluster
+(genray.cluster.local: a head and a worker raylet, each with its own CPUs) through `genray train`.
+
+1. strategies: the char transformer under ddp, fsdp, tensor and pipeline on 2 workers, and hybrid
+   (2 x 2 mesh) on 4 workers of 0.5 CPU: the most bytes of parameters, gradients and optimizer
+   state any worker holds (and the ratio to DDP's), the share of the split layers' parameters a
+   worker holds, samples/s, and the training loss and validation NLL after the same steps.
+2. nodes: a model whose step compute dominates, on 1 worker (one node) and on 2 workers spread
+   over the two nodes (SPREAD): samples/s and the ratio.
+3. recovery: the 2-worker run again, with the training worker on the second node SIGKILLed after
+   the first checkpoint: the time from the kill to the first progress line of the resumed run,
+   and whether its final weights equal the uninterrupted run's (bit for bit, else the NLL gap).
+
+    python benchmarks/parallel.py [--parts strategies,nodes,recovery] [--smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+ENV = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+
+class Cluster:
+    """genray.cluster.local in a subprocess: the address, the nodes, and `kill N` on demand."""
+
+    def __init__(self, nodes: int, cpus: float):
+        self.proc = subprocess.Popen([sys.executable, "-m", "genray.cluster.local", "--nodes", str(nodes),
+                                      "--cpus", str(cpus)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=ENV, cwd=ROOT)
+        self.info = json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.communicate("quit\n", timeout=120)
+
+
+def train(cluster: Cluster, storage: str, name: str, args: list[str]) -> tuple[dict, list]:
+    """One `genray train` on the cluster; its published metrics and its timestamped output lines."""
+    cmd = [sys.executable, "-m", "genray", "train", "transformer", "--name", name, "--address",
+           cluster.info["address"], "--storage", storage, "--fresh", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
+    lines = []
+    for line in proc.stdout:
+        lines.append((time.time(), line.rstrip()))
+    if proc.wait() != 0:
+        raise SystemExit(f"genray train {name} failed:\n" + "\n".join(t for _, t in lines[-40:]))
+    from genray.cluster.registry import Registry
+    from genray.cluster.storage import Storage
+
+    return Registry(Storage(storage)).record(name).metrics, lines
+
+
+def weights_digest(storage: str, name: str) -> str:
+    from genray.cluster.registry import Registry
+    from genray.cluster.storage import Storage
+    from genray.models.weights import to_bytes
+
+    model, _ = Registry(Storage(storage)).load(name)
+    return hashlib.sha256(to_bytes(model)).hexdigest()
+
+
+def model_args(model: dict) -> list[str]:
+    return [a for k, v in model.items() for a in ("--set", f"{k}={v}")]
+
+
+def strategies(cluster, storage, model, limit, batch, smoke: bool) -> None:
+    print(f"\n## Strategies: transformer {model}, {limit} rows, batch {batch} per worker\n")
+    print("| strategy | workers | params/worker | grads/worker | optimizer/worker | vs DDP (all three) "
+          "| split layers held | samples/s | train loss | val NLL |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    runs = [("ddp", 2, 1.0), ("fsdp", 2, 1.0), ("tensor", 2, 1.0), ("pipeline", 2, 1.0), ("hybrid", 4, 0.5)]
+    runs = runs[:2] if smoke else runs
+    ref = None
+    for strategy, workers, cpus in runs:
+        m, _ = train(cluster, storage, f"par-{strategy}", [
+            "--strategy", strategy, "--workers", str(workers), "--cpus-per-worker", str(cpus), "--epochs", "1",
+            "--limit", str(limit), "--batch-size", str(batch), "--microbatches", "2", "--train-set", "log_every=0",
+            *model_args(model)])
+        total = m["rank_param_bytes"] + m["rank_grad_bytes"] + m["rank_optim_bytes"]
+        ref = ref or total
+        share = f"{m['split_layer_share']:.2f}" if "split_layer_share" in m else "-"
+        print(f"| {strategy} | {workers} x {cpus:g} CPU | {m['rank_param_bytes'] / 1e6:.2f} MB | "
+              f"{m['rank_grad_bytes'] / 1e6:.2f} MB | {m['rank_optim_bytes'] / 1e6:.2f} MB | {total / ref:.2f} | "
+              f"{share} | {m['samples_per_s']:.1f} | {m['train_loss']:.5f} | {m['val_nll']:.5f} |", flush=True)
+
+
+def nodes_and_recovery(cluster, storage, model, limit, batch, epochs, parts, smoke: bool) -> None:
+    common = ["--epochs", str(epochs), "--limit", str(limit), "--batch-size", str(batch),
+              "--train-set", "log_every=5", *model_args(model)]
+    two, _ = train(cluster, storage, "nodes-2", ["--workers", "2", "--spread", *common])
+    if "nodes" in parts and not smoke:
+        one, _ = train(cluster, storage, "nodes-1", ["--workers", "1", *common])
+        rate = lambda m: sum(h["samples_per_s"] for h in m["history"]) / len(m["history"])  # noqa: E731
+        print(f"\n## Two nodes: transformer {model} ({two['params']:,} parameters), batch {batch} per worker\n")
+        print("| run | nodes used | samples/s (mean over epochs) |")
+        print("|---|---|---|")
+        print(f"| 1 worker | {one['nodes']} | {rate(one):.1f} |")
+        print(f"| 2 workers, SPREAD | {two['nodes']} | {rate(two):.1f} |")
+        print(f"2-node throughput / 1 node: {rate(two) / rate(one):.2f}x", flush=True)
+    if "recovery" not in parts:
+        return
+    run_dir = os.path.join(storage, "runs", "nodes-killed")
+    killed: dict = {}
+
+    def watch():
+        if killed or not os.path.isdir(run_dir) or not any(n.startswith("checkpoint_2") for n in os.listdir(run_dir)):
+            return
+        import psutil
+
+        raylet = psutil.Process(cluster.info["nodes"][1]["raylet_pid"])
+        workers = [p for p in raylet.children(recursive=True) if "RayTrainWorker" in " ".join(p.cmdline())]
+        if workers:
+            os.kill(workers[0].pid, signal.SIGKILL)
+            killed["t"] = time.time()
+
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set() and not killed:
+            watch()
+            time.sleep(0.2)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        hurt, lines = train(cluster, storage, "nodes-killed", ["--workers", "2", "--spread", *common])
+    finally:
+        stop.set()
+        poller.join()
+    print("\n## Recovery: a training worker on the second node SIGKILLed after the first checkpoint\n")
+    if not killed:
+        print("the run finished before a worker could be killed")
+        return
+    resumed = next((t for t, line in lines if t > killed["t"] and " step " in line), None)
+    same = weights_digest(storage, "nodes-killed") == weights_digest(storage, "nodes-2")
+    gap = abs(hurt["val_nll"] - two["val_nll"]) / two["val_nll"]
+    print("| | uninterrupted | killed and resumed |")
+    print("|---|---|---|")
+    print(f"| epochs | {len(two['history'])} | {len(hurt['history'])} |")
+    print(f"| final val NLL | {two['history'][-1]['val_nll']:.6f} | {hurt['history'][-1]['val_nll']:.6f} |")
+    print(f"| wall time | {two['wall_time_s']:.0f} s | {hurt['wall_time_s']:.0f} s |")
+    print(f"kill -> first progress line of the resumed run: "
+          f"{resumed - killed['t']:.1f} s" if resumed else "kill -> resumed: no progress line after the kill")
+    print(f"final weights bit-identical: {'yes' if same else 'no'}; published val NLL gap {gap:.2e} (relative)")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--parts", default="strategies,nodes,recovery")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny model and data; ddp and fsdp only, no one-node baseline: checks it runs")
+    args = p.parse_args()
+    parts = set(args.parts.split(","))
+    if args.smoke:
+        model = {"n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 64}
+        big, limit, batch, epochs = model, 64, 4, 2
+    else:
+        model = {"n_layer": 4, "n_embd": 128, "n_head": 4, "block_size": 128}
+        # Wide enough that a step's compute outweighs its gradient all-reduce on loopback.
+        big, limit, batch, epochs = {"n_layer": 4, "n_embd": 256, "n_head": 4, "block_size": 256}, 320, 8, 3
+    cluster = Cluster(2, 2)
+    print(f"cluster: {cluster.info['address']}, {len(cluster.info['nodes'])} nodes x 2 CPUs; "
+          f"host cores: {os.cpu_count()}", flush=True)
+    try:
+        with tempfile.TemporaryDirectory() as storage:
+            if "strategies" in parts:
+                strategies(cluster, storage, model, limit, batch, args.smoke)
+            if parts & {"nodes", "recovery"}:
+                nodes_and_recovery(cluster, storage, big, limit if args.smoke else 160, batch, epochs, parts,
+                                   args.smoke)
+    finally:
+        cluster.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
