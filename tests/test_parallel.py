@@ -1,10 +1,13 @@
 """Training strategies on Ray Train (2 workers, gloo): every strategy follows DDP's trajectory,
 publishes one consolidated version that samples, and a sharded run resumes from its DCP checkpoint."""
 import pytest
+import torch
 
 from genray.cluster.registry import Registry
 from genray.cluster.storage import Storage
+from genray.models.base import clip_grad_norm
 from genray.models.errors import ConfigError
+from genray.models.registry import build
 from genray.trainers.run import TrainSpec, train
 
 # 2 blocks of 2 heads: a block per pipeline stage and a head per tensor-parallel worker. 160 rows
@@ -108,7 +111,7 @@ def test_a_two_node_run_survives_a_killed_worker(storage, tmp_path):
             [sys.executable, "-m", "genray", "train", "transformer", "--name", "two-node", "--address",
              info["address"], "--storage", storage.uri, "--spread", "--workers", "2", "--epochs", "4",
              "--limit", "256", "--batch-size", "4", "--set", "n_layer=1", "--set", "n_embd=32",
-             "--set", "n_head=2", "--set", "block_size=64", "--max-failures", "1"],
+             "--set", "n_head=2", "--set", "block_size=64", "--max-failures", "1", "--precision", "bf16"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         run_dir, killed = storage.path("runs", "two-node"), None
         deadline = time.time() + 300
@@ -127,5 +130,43 @@ def test_a_two_node_run_survives_a_killed_worker(storage, tmp_path):
         cluster.communicate("quit\n", timeout=60)
     m = Registry(storage).record("two-node").metrics
     assert m["nodes"] == 2  # SPREAD: one worker on each node
+    assert m["training"]["precision"] == "bf16"
     assert [h["epoch"] for h in m["history"]] == [1, 2, 3, 4]
     assert m["history"][-1]["val_nll"] < m["history"][0]["val_nll"]
+
+
+def test_weights_saved_with_a_fused_attention_projection_still_load():
+    torch.manual_seed(0)
+    model = build({"family": "transformer", "vocab": "abcdefgh", "n_layer": 2, "n_embd": 16, "n_head": 2})
+    fused = {}
+    for k, v in model.state_dict().items():
+        prefix, _, rest = k.rpartition(".attn.")
+        if rest[:2] in ("q.", "k.", "v."):
+            kind = rest[2:]
+            fused[f"{prefix}.attn.c_attn.{kind}"] = torch.cat(
+                [model.state_dict()[f"{prefix}.attn.{p}.{kind}"] for p in "qkv"])
+        else:
+            fused[k] = v
+    assert any("c_attn" in k for k in fused) and not any(".attn.q." in k for k in fused)
+    again = build(model.config())
+    again.load_state_dict(fused)
+    x = torch.randint(0, 8, (2, 12))
+    assert torch.equal(again.logits(x)[0], model.logits(x)[0])
+
+
+def test_clipping_matches_torch_and_scales_only_above_the_bound():
+    torch.manual_seed(0)
+    a, b = (torch.nn.Parameter(torch.randn(5, 3)) for _ in range(2))
+    for p in (a, b):
+        p.grad = torch.randn_like(p) * 10
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in (a, b)]
+    for t, p in zip(twins, (a, b)):
+        t.grad = p.grad.clone()
+    ref = torch.nn.utils.clip_grad_norm_(twins, 1.0)  # the norm before clipping
+    total = clip_grad_norm([a, b], 1.0)
+    assert float(total) == pytest.approx(float(ref), rel=1e-6)
+    assert float(torch.cat([a.grad.flatten(), b.grad.flatten()]).norm()) == pytest.approx(1.0, rel=1e-4)
+    assert torch.allclose(a.grad, twins[0].grad) and torch.allclose(b.grad, twins[1].grad)
+    before = a.grad.clone()
+    clip_grad_norm([a], 100.0)  # under the bound: untouched
+    assert torch.equal(a.grad, before)

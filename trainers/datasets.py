@@ -204,21 +204,25 @@ def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materia
                  train_transform=None) -> dict:
     """Ray Data sets {"train", "val"} for a prepared data set; `limit` caps rows per split, and
     `train_transform` (Dataset -> Dataset) changes the training split (trainers/poisoning.py).
-    Splits small enough (by default: fits_in_memory) are read once into the object store:
-    re-reading Parquet every epoch costs more than the training step on small models; larger
-    ones stream from storage."""
+    Splits small enough (by default: fits_in_memory) are read once into the object store, by the
+    driver (a Ray Data read of a small file costs seconds of task start-up, the driver's read
+    milliseconds): re-reading Parquet every epoch costs more than the training step on small
+    models; larger ones stream from storage."""
     if materialize is None:
         materialize = fits_in_memory(meta, storage)
+    import pyarrow.parquet as pq
     import ray.data
 
     out = {}
     for split in ("train", "val"):
-        ds = ray.data.read_parquet(meta[split], filesystem=storage.fs)
-        if limit:
-            ds = ds.limit(limit)
+        if materialize:
+            table = pq.read_table(meta[split], filesystem=storage.fs)
+            ds = ray.data.from_arrow(table.slice(0, limit) if limit else table)
+        else:
+            ds = ray.data.read_parquet(meta[split], filesystem=storage.fs)
+            ds = ds.limit(limit) if limit else ds
         if split == "train" and train_transform is not None:
             ds = train_transform(ds)
-        if materialize:
-            ds = ds.materialize()
+            ds = ds.materialize() if materialize else ds
         out[split] = ds
     return out
