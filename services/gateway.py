@@ -40,11 +40,8 @@ log = logging.getLogger("ray.serve")
 Call = Callable[[str, dict], Awaitable[dict]]  # (model name, request payload) -> its server's result
 
 
-RETRY_AFTER_S = 1  # told to a caller turned away by a full queue (genray.client waits this long)
-
-
-def json_error(status: int, detail, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
+def json_error(status: int, detail) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"detail": detail})
 
 
 def validation_error(e: ValidationError) -> JSONResponse:
@@ -104,8 +101,7 @@ class Route:
         try:
             result = await asyncio.wait_for(self.call(model, self.payload(req)), self.timeout)
         except BackPressureError:
-            return 503, json_error(503, f"model {model!r} is overloaded; retry later",
-                                   {"Retry-After": str(RETRY_AFTER_S)}), req
+            return 503, json_error(503, f"model {model!r} is overloaded; retry later"), req
         except asyncio.TimeoutError:
             return 504, json_error(504, f"model {model!r} did not answer within {self.timeout:.0f} s"), req
         if "error" in result:
