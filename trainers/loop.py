@@ -249,15 +249,14 @@ def train_loop_per_worker(cfg: dict) -> None:
             metrics.update(val_nll=val_nll, nll_unit=model.nll_unit, best_val_nll=best)
         if optimizers:  # count-based families have no training loss
             metrics.update(train_loss=loss_all / max(steps_all, 1), lr=schedulers[0].get_last_lr()[0])
-        # The whole model, on rank 0: what the checkpoint keeps and the registry publishes.
-        whole = model if not par.sharded else None
-        if par.sharded:
-            full = par.full_state()
-            if rank == 0:
-                whole = build(cfg["model"])
-                whole.load_state_dict(full)
-        model_bytes = weights.to_bytes(whole) if rank == 0 else None
+        # The whole model's weights, on rank 0: what the checkpoint keeps and the registry publishes.
+        full = par.full_state() if par.sharded else None
+        if rank == 0:
+            model_bytes = weights.state_to_bytes(full) if par.sharded else weights.to_bytes(model)
+        else:
+            model_bytes = None
         if "measured" not in state:  # what constraints are put on: fixed by the architecture
+            whole = model if rank or not par.sharded else weights.load_bytes(build(cfg["model"]), model_bytes)
             state["measured"] = measure(whole, cfg.get("latency_samples", 0), tc.seed) if rank == 0 else {}
             state["measured"].update(_footprint(par, optimizers, ray.get_runtime_context().get_node_id()))
         metrics.update(state["measured"])

@@ -112,10 +112,10 @@ class Parallel:
         """Around a validation pass (FSDP gathers the root's parameters for it)."""
         return contextlib.nullcontext()
 
-    # ---- state ------------------------------------------------------------------------
+    # ---- state (sharded strategies: the loop gathers the whole model with full_state) ----------
     def full_state(self) -> dict[str, torch.Tensor] | None:
         """The whole model's state dict on CPU, on rank 0 (None elsewhere). Every worker calls it."""
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()} if self.rank == 0 else None
+        raise NotImplementedError
 
     def save_sharded(self, optimizers, path: str) -> None:
         raise NotImplementedError
@@ -357,15 +357,8 @@ class Pipeline(Parallel):
         dist.gather_object(mine, parts, dst=0)
         if self.rank:
             return None
-        merged = {k: v for part in parts for k, v in part.items()}
-        # Keys of the model that name a tensor held under another name (tied weights).
-        full = self.model.state_dict(keep_vars=True)
-        for k in full:
-            if k not in merged:
-                twin = next((n for n, t in full.items() if t is full[k] and n in merged), None)
-                if twin is not None:
-                    merged[k] = merged[twin]
-        return merged
+        # Every key is some stage's; a tied weight under each end stage's own name.
+        return {k: v for part in parts for k, v in part.items()}
 
     def save_sharded(self, optimizers, path):
         import torch.distributed.checkpoint as dcp
