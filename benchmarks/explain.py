@@ -137,7 +137,9 @@ def serving_overhead(args, storage) -> list[list]:
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(storage.uri, [rec.ref], ServeOptions(max_replicas=1)), name="explain-bench", route_prefix="/")
+    # Loopback only, timing explanations: no API keys.
+    serve.run(build_app(storage.uri, [rec.ref], ServeOptions(max_replicas=1, auth=False)), name="explain-bench",
+              route_prefix="/")
     served, direct = {64: [], 256: []}, {64: [], 256: []}
     threads = torch.get_num_threads()
     try:

@@ -149,7 +149,8 @@ def fit(data: dict, device: str, seconds: float, target: float, out: str | None)
     steps_per_epoch = len(train) // tc.batch_size
     opts = model.make_optimizers(tc.optimizer())
     scheds = tc.schedulers(opts, tc.epochs * steps_per_epoch)
-    n_params = sum(p.numel() for p in model.parameters()) - model.wpe.weight.numel()
+    # nanoGPT's count leaves out position embeddings (rotary positions have none).
+    n_params = sum(p.numel() for p in model.parameters()) - (model.wpe.weight.numel() if model.wpe is not None else 0)
     cfg = model.config()
     T = cfg["block_size"]
     flops_per_token = 6 * n_params + 12 * cfg["n_layer"] * cfg["n_embd"] * T

@@ -50,12 +50,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load(url: str, n: int, concurrency: int, seconds: float) -> dict:
+async def load(url: str, n: int, concurrency: int, seconds: float, headers: dict | None = None) -> dict:
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers=headers) as client:
         async def user(i: int):
             nonlocal errors
             k = 0
@@ -131,6 +131,9 @@ def main() -> int:
         torch.manual_seed(0)
         meta = datasets.prepare("mnist", storage)
         Registry(storage).publish("vae", build(model_config(TrainSpec("vae").resolved(), meta)), {})
+        from genray.services.auth import KEYS_FILE, add_key
+
+        key = {"authorization": f"Bearer {add_key(storage.path(KEYS_FILE), 'bench', ['generate'])}"}
 
         results: dict[str, dict[int, dict]] = {"genray (Ray Serve, batched)": {}, "plain FastAPI (unbatched)": {}}
         connect()
@@ -140,9 +143,9 @@ def main() -> int:
         serve.run(build_app(storage.uri, ["vae"], ServeOptions(max_replicas=1, cpus_per_replica=2)),
                   name="bench", route_prefix="/")
         url = f"http://127.0.0.1:{port}/v1/generate/vae"
-        asyncio.run(load(url, args.n, 4, min(2.0, args.seconds)))  # warm-up
+        asyncio.run(load(url, args.n, 4, min(2.0, args.seconds), key))  # warm-up
         for c in args.concurrency:
-            results["genray (Ray Serve, batched)"][c] = asyncio.run(load(url, args.n, c, args.seconds))
+            results["genray (Ray Serve, batched)"][c] = asyncio.run(load(url, args.n, c, args.seconds, key))
         serve.shutdown()
         import ray
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 LOCAL_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -13,13 +14,17 @@ LOCAL_DEFAULTS = {
     # How often Train's controller polls its workers (default 2 s): a run's start and end are
     # noticed sooner, about 4 s less per run on a small machine, for a few cheap local calls.
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.25",
+    # A local machine is never preempted: Train's preemption watcher only logs errors there.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
 }
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None, metrics_port: int | None = None,
-            quiet: bool = True):
+            quiet: bool = True, console: bool = True):
     """Start or join Ray once per process. `address` (or RAY_ADDRESS) joins a running cluster,
-    e.g. "ray://head:10001" or "auto"; otherwise an embedded local cluster starts."""
+    e.g. "ray://head:10001" or "auto"; otherwise an embedded local cluster starts. console=False
+    keeps the workers' output and Ray's own logs off this process's console (they stay in Ray's
+    log folder, whose path is printed once)."""
     import ray
     import ray.data
 
@@ -27,6 +32,8 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, metrics_
         return ray.get_runtime_context()
     address = address or os.environ.get("RAY_ADDRESS")
     kwargs = {"logging_level": logging.WARNING} if quiet else {}
+    if not console:
+        kwargs.update(log_to_driver=False, logging_level=logging.ERROR)
     if address:
         ray.init(address=address, **kwargs)
     else:
@@ -40,7 +47,19 @@ def connect(address: str | None = None, *, num_cpus: int | None = None, metrics_
         # `ray job submit`; it picks another port when 8265 is taken.
         ray.init(num_cpus=cpus, include_dashboard=True, **extra, **kwargs)
     quiet_data()
+    if not console:
+        print(f"Ray's logs: {logs_dir()}  (--verbose shows them here)", file=sys.stderr, flush=True)
     return ray.get_runtime_context()
+
+
+def logs_dir() -> str:
+    """The log folder of this process's Ray session (workers' output, Ray's components)."""
+    try:
+        from ray._private.worker import _global_node
+
+        return _global_node.get_logs_dir_path()
+    except Exception:  # noqa: BLE001 - a Ray without that internal: its documented default
+        return "/tmp/ray/session_latest/logs"
 
 
 def quiet_data() -> None:

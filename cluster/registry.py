@@ -104,8 +104,10 @@ class Registry:
 
     def load(self, ref: str) -> tuple[Configurable, ModelRecord]:
         rec = self.record(ref)
-        model = build(rec.config)
-        weights.load_bytes(model, self.storage.read_bytes(f"{self._dir(rec.name, rec.version)}/weights.safetensors"))
+        state = weights.state_from_bytes(
+            self.storage.read_bytes(f"{self._dir(rec.name, rec.version)}/weights.safetensors"))
+        model = build(family_class(rec.config["family"]).saved_config(rec.config, set(state)))
+        model.load_state_dict(state)
         return model.eval(), rec
 
     def _claim(self, name: str) -> int:

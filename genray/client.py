@@ -3,7 +3,7 @@ text, MIDI and WAV bytes, number lists), retries with backoff where the server a
 overloaded, 429 rate-limited; its Retry-After wins), a timeout per call, and the same in async.
 
     from genray.client import Client
-    with Client("http://127.0.0.1:8000", api_key=KEY) as c:
+    with Client("http://127.0.0.1:8000", api_key=KEY) as c:   # or the GENRAY_KEY variable
         images = c.generate("vae", n=4, label=7, seed=0).samples     # [PIL.Image.Image]
         text = c.generate("transformer", prompt="ROMEO:", max_tokens=64).samples[0]
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ def _delay(resp: httpx.Response, attempt: int, backoff: float) -> float:
 class _Base:
     def __init__(self, url: str, api_key: str | None, timeout: float, retries: int, backoff: float):
         self.url, self.timeout, self.retries, self.backoff = url.rstrip("/"), timeout, retries, backoff
+        api_key = api_key or os.environ.get("GENRAY_KEY")
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._modalities: dict[str, str] = {}
 

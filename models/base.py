@@ -6,7 +6,6 @@ the loop. Families register by name in models/registry.py.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
 
@@ -146,6 +145,7 @@ class GenerativeModel(TrainableModel):
     kind = "generative"
     # Sampling options this family's sample() takes; with n and seed, the request fields that apply.
     sample_options: ClassVar[frozenset[str]] = frozenset()
+    streams: ClassVar[bool] = False  # stream() yields samples as they are decoded
 
     def log_prob(self, x: Any) -> torch.Tensor:
         """Exact log-likelihood per example, or a lower bound where that is all there is. Not
@@ -161,13 +161,16 @@ class GenerativeModel(TrainableModel):
         Options are per-row lists or scalars and must be among sample_options; `generator` is
         one torch.Generator or one per row, so a row's randomness does not depend on the rows
         batched with it."""
+        self._check_sample_options(options)
+        with torch.no_grad():
+            return list(self._sample(n, generators(generator, n), **options))
+
+    def _check_sample_options(self, options: dict) -> None:
         unknown = sorted(set(options) - self.sample_options)
         if unknown:
             raise TypeError(f"{self.family} models take no sampling option(s) {unknown}; "
                             f"accepted: {sorted(self.sample_options)}")
         self.check_options(**options)
-        with torch.no_grad():
-            return list(self._sample(n, generators(generator, n), **options))
 
     def check_options(self, **options: Any) -> None:
         """Raise OptionError for sampling options this trained model cannot use. Called before
@@ -289,50 +292,13 @@ def sample_labels(label: Any, n: int, num_classes: int, gens: Sequence[torch.Gen
     return torch.tensor(labels)
 
 
-def top_k_filter(logits: torch.Tensor, k: Sequence[int | None]) -> torch.Tensor:
-    """Keep each row's k largest logits (B, V); a None or 0 k keeps them all."""
-    V = logits.shape[-1]
-    ks = torch.tensor([V if not kk else min(int(kk), V) for kk in k], device=logits.device)
-    if bool((ks == V).all()):
-        return logits
-    kth = logits.sort(dim=-1, descending=True).values.gather(1, (ks - 1).unsqueeze(1))  # (B, 1)
-    return logits.masked_fill(logits < kth, -math.inf)
-
-
-def sample_sequences(model, gens: list[torch.Generator], *, prompt: Any = None, max_tokens: Any = 256,
-                     temperature: Any = 1.0, top_k: Any = None) -> list:
-    """Per-row sampling shared by the autoregressive symbol families: rows with prompts of
-    equal length run as one batch through model.generate(idx (b, T), steps, temperature (b,),
-    top_k, gens) -> (b, T + steps). Each sample is its prompt plus its continuation (a string
-    of text, or a list of events cut at the end of the piece)."""
-    n, vocab = len(gens), model.vocab
-    prompts = per_row(prompt, n)
-    steps, temps, ks = per_row(max_tokens, n), per_row(temperature, n), per_row(top_k, n)
-    ids = [vocab.encode(p if p else vocab.start) for p in prompts]
-    groups: dict[int, list[int]] = {}
-    for i, t in enumerate(ids):
-        groups.setdefault(len(t), []).append(i)
-    out: list = [None] * n
-    for rows in groups.values():
-        idx = torch.stack([torch.as_tensor(ids[i]) for i in rows]).to(model.device)  # (b, T)
-        T = idx.shape[1]
-        res = model.generate(idx, max(int(steps[i]) for i in rows),
-                             torch.tensor([float(temps[i]) for i in rows], dtype=torch.float64, device=idx.device),
-                             [ks[i] for i in rows], [gens[i] for i in rows]).cpu()
-        for j, i in enumerate(rows):
-            new = vocab.decode(res[j, T: T + int(steps[i])])
-            if vocab.stop is not None and vocab.stop in new:
-                new = new[: new.index(vocab.stop)]
-            out[i] = vocab.decode(ids[i] if prompts[i] else []) + new
-    return out
-
-
 class SequenceModel(GenerativeModel):
     """A family over a symbol vocabulary: characters (text) or note events (music). The saved
     vocabulary says which: a string of characters, or a list of event tokens."""
     modality = "text"
     modalities = ("text", "music")
-    sample_options = frozenset({"prompt", "max_tokens", "temperature", "top_k"})
+    sample_options = frozenset({"prompt", "max_tokens", "temperature", "top_k", "top_p", "stop"})
+    streams = True
     nll_unit = "nats/char"
 
     def _set_vocab(self, vocab: str | list[str]) -> None:
@@ -351,14 +317,37 @@ class SequenceModel(GenerativeModel):
         """Rows of ids (B, L) from a tensor, a text or a list of events."""
         return x if isinstance(x, torch.Tensor) else torch.as_tensor(self.vocab.encode(x))[None].to(self.device)
 
-    def check_options(self, prompt: Any = None, **_: Any) -> None:
+    def check_options(self, prompt: Any = None, stop: Any = None, **_: Any) -> None:
+        # One stop list for every row, or one per row (None where a row has none).
+        if self.modality != "text" and any(stop if isinstance(stop, (list, tuple)) else [stop]):
+            raise OptionError("stop sequences apply to text models; a piece of music ends by itself", "stop")
         for p in prompt if isinstance(prompt, (list, tuple)) else [prompt]:  # one prompt, or one per row
             bad = self.vocab.unknown(p) if p else []
             if bad:
                 raise OptionError(f"prompt has symbols not in the model's vocabulary: {bad[:10]}", "prompt")
 
     def _sample(self, n: int, gens: list[torch.Generator], **options: Any) -> list:
+        from genray.models.sampling import sample_sequences
+
         return sample_sequences(self, gens, **options)
+
+    def stream(self, n: int, *, generator=None, **options: Any):
+        """Like sample(), as the (row, new text or events) pairs decided at each step: the pieces
+        of a row joined are its continuation, without its prompt."""
+        from genray.models.sampling import stream_sequences
+
+        self._check_sample_options(options)
+        with torch.no_grad():
+            yield from stream_sequences(self, generators(generator, n), **options)
+
+    # ---- the decoder models/sampling.py drives ----------------------------------------------
+    def start(self, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Prompts idx (B, T) -> the next symbol's logits (B, V) and the state to advance."""
+        raise NotImplementedError
+
+    def advance(self, state: Any, chosen: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Append the chosen symbols (B,) -> the next logits (B, V) and the new state."""
+        raise NotImplementedError
 
     # ---- embedding-level access (gradient attacks such as GCG in models/robustness/gcg.py) ----------
     def token_embedding(self) -> torch.nn.Embedding:

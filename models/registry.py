@@ -47,6 +47,12 @@ class Configurable(nn.Module):
         return cls(**args)
 
     @classmethod
+    def saved_config(cls, config: dict, keys: set[str]) -> dict:
+        """A saved config as this version of the family reads it, given the names of the saved
+        weights (a family whose settings grew fills in what older saves imply)."""
+        return config
+
+    @classmethod
     def modality_of(cls, config: dict) -> str:
         """The modality a saved config is about (a family may model several)."""
         return cls.modality

@@ -22,6 +22,10 @@ def state_to_bytes(state: dict) -> bytes:
     return st_save(state)
 
 
+def state_from_bytes(data: bytes) -> dict:
+    return st_load(data)
+
+
 def load_bytes(module: nn.Module, data: bytes) -> nn.Module:
     module.load_state_dict(st_load(data))
     return module

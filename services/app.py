@@ -4,12 +4,15 @@ takes them (classifiers included), one autoscaled ExplainServer for the explanat
 Gateway that validates, routes and keeps the metrics."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
+from genray.models.errors import ConfigError
 from genray.models.explain.catalog import explain_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
+from genray.services.auth import ENV, KEYS_FILE, KeyEntry, from_env, read_file
 from genray.services.explain import ExplainServer
 from genray.services.gateway import Gateway
 from genray.services.generate import ModelServer
@@ -50,6 +53,25 @@ class ServeOptions:
     # Per model, from `genray plan`: {name: {"min_replicas", "max_replicas", "cpus"}} in place of the
     # defaults above for that model's deployment.
     replicas: dict | None = None
+    # API keys: a file of salted hashes (default: keys.json in the storage root) and the
+    # GENRAY_API_KEYS variable of the process that builds the app. auth=False serves anyone.
+    auth: bool = True
+    keys_file: str | None = None
+    max_body_bytes: int = 8 << 20
+    # How often model servers and the gateway look for newly published versions (0: never; then
+    # only POST /v1/admin/reload swaps them).
+    watch_s: float = 2.0
+
+
+def api_keys(storage: Storage, options: ServeOptions) -> list[KeyEntry]:
+    """The keys the gateway accepts; plain keys from the environment are hashed here, so that
+    none reaches the deployment's configuration."""
+    path = options.keys_file or (storage.path(KEYS_FILE) if storage.is_local else None)
+    entries = (read_file(path) if path else []) + from_env(os.environ.get(ENV))
+    if options.auth and not entries:
+        raise ConfigError(f"no API keys: add one with `genray keys add NAME --scopes generate` (it goes to "
+                          f"{path or 'a --keys-file'}), set {ENV}=KEY=scope+scope, or turn auth off explicitly")
+    return entries
 
 
 def endpoints(rec) -> list[str]:
@@ -69,7 +91,11 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
     model that has an endpoint: generative models and classifiers)."""
     o = options or ServeOptions()
     registry = Registry(Storage(storage_uri))
+    keys = api_keys(registry.storage, o)
     records = [registry.record(r) for r in refs] if refs else [r for r in registry.list() if endpoints(r)]
+    # A model named without a version follows the registry: a newer version is served when it is
+    # published (within watch_s) or at POST /v1/admin/reload.
+    pinned = {r.partition("@")[0] for r in refs or [] if "@" in r}
     if not records:
         raise RegistryError(f"no models to serve in {storage_uri}; train one with `genray train`")
     for rec in records:
@@ -98,7 +124,7 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
             max_ongoing_requests=o.max_ongoing_requests, max_queued_requests=o.max_queued_requests,
             ray_actor_options={"num_cpus": own_cpus, "num_gpus": o.gpus_per_replica},
         ).bind(registry.storage.uri, rec.ref, o.max_batch_size, o.batch_wait_timeout_s, max(1, round(own_cpus)),
-               "cuda" if o.gpus_per_replica else "cpu")
+               "cuda" if o.gpus_per_replica else "cpu", rec.name not in pinned, o.watch_s)
     robust = {r.name: r.ref for r in records if {"attack", "defend"} & set(models[r.name]["endpoints"])}
     robustness = RobustnessServer.options(
         name="robustness", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},
@@ -114,8 +140,9 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
     # One gateway replica keeps /metrics whole; the model servers are what scales.
     return Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
                            max_ongoing_requests=4 * o.max_ongoing_requests,
-                           max_queued_requests=4 * o.max_queued_requests).bind(models, servers, robustness,
-                                                                               explainer, o.request_timeout_s)
+                           max_queued_requests=4 * o.max_queued_requests).bind(
+        models, servers, robustness, explainer, o.request_timeout_s, keys, o.auth, o.max_body_bytes,
+        registry.storage.uri, tuple(n for n in servers if n not in pinned), o.watch_s)
 
 
 def app(args: dict):

@@ -1,26 +1,34 @@
 """The gateway: one FastAPI ingress that validates requests, routes them to the model servers
 and keeps the Prometheus metrics.
 
-    POST /v1/generate/{model}   POST /v1/attack/{model}   POST /v1/defend/{model}   POST /v1/explain/{model}
-    GET /v1/models   GET /healthz   GET /metrics
+    POST /v1/generate/{model}[@{version}]   POST /v1/attack/{model}   POST /v1/defend/{model}
+    POST /v1/explain/{model}   POST /v1/admin/reload   GET /v1/models   GET /healthz   GET /metrics
 """
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (Request)
 # after serve.ingress has rebuilt the class, where string annotations no longer resolve.
 import asyncio
+import json
 import logging
+import math
+import threading
 import time
 from typing import Awaitable, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
+from genray.cluster.registry import Registry
+from genray.cluster.storage import Storage
 from genray.models.explain.catalog import explain_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
+from genray.services.auth import AuthError, KeyEntry, KeyStore
 from genray.services.metrics import GatewayMetrics
 from genray.services.schemas import (
+    AUTH_ERRORS,
+    POST_ERRORS,
     AttackRequest,
     AttackResponse,
     DefendRequest,
@@ -29,6 +37,7 @@ from genray.services.schemas import (
     ExplainResponse,
     GenerateRequest,
     GenerateResponse,
+    ReloadResponse,
     check_applies,
     check_attack,
     check_defense,
@@ -49,23 +58,60 @@ def validation_error(e: ValidationError) -> JSONResponse:
                             for err in e.errors()])
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused past `limit` bytes before it is read (Content-Length) or as it arrives."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def auth_error(e: AuthError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else {}
+    if e.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
+    return JSONResponse(status_code=e.status, content={"detail": str(e)}, headers=headers)
+
+
 class Route:
-    """One POST endpoint without the web framework: parse, check, call the deployment, answer.
-    Every outcome, an unexpected exception included, is answered and counted in one place."""
+    """One POST endpoint without the web framework: authorise, read, parse, check, call the
+    deployment, answer. Every outcome, an unexpected exception included, is answered and counted
+    in one place."""
     schema: type[BaseModel]
     what = "request"
+    scope = "generate"  # what the caller's key must allow
+    pins = False  # whether a path may name a version, NAME@VERSION
 
-    def __init__(self, models: dict[str, dict], call: Call, metrics: GatewayMetrics, timeout_s: float):
+    def __init__(self, models: dict[str, dict], call: Call, metrics: GatewayMetrics, timeout_s: float,
+                 keys: KeyStore, max_body_bytes: int):
         self.models, self.call, self.metrics, self.timeout = models, call, metrics, timeout_s
+        self.keys, self.max_body = keys, max_body_bytes
 
-    async def __call__(self, model: str, body: bytes):
+    async def __call__(self, model: str, request: Request):
         t0, req = time.perf_counter(), None
         try:
+            self.keys.authorize(request.headers, self.scope)
+            body = await read_body(request, self.max_body)
             status, resp, req = await self._handle(model, body)
+        except AuthError as e:
+            status, resp = e.status, auth_error(e)
+        except BodyTooLarge:
+            status, resp = 413, json_error(413, f"the request body is over {self.max_body} bytes")
         except Exception:
             log.exception("%s for %r failed", self.what, model)
             status, resp = 500, json_error(500, "internal error; the server's log has the details")
-        self.record(model if model in self.models else "_unknown", req, status, time.perf_counter() - t0)
+        name = model.partition("@")[0] if self.pins else model
+        self.record(name if name in self.models else "_unknown", req, status, time.perf_counter() - t0)
         return resp
 
     def check(self, req, entry: dict) -> list[dict]:
@@ -74,6 +120,9 @@ class Route:
 
     def payload(self, req) -> dict:
         return req.model_dump(exclude_unset=True)
+
+    async def invoke(self, model: str, req) -> dict:
+        return await self.call(model, self.payload(req))
 
     def respond(self, model: str, entry: dict, req, result: dict):
         raise NotImplementedError
@@ -88,32 +137,42 @@ class Route:
         raise NotImplementedError
 
     async def _handle(self, model: str, body: bytes):
-        entry = self.models.get(model)
-        if entry is None:
+        name, _, pin = model.partition("@") if self.pins else (model, "", "")
+        entry = self.models.get(name)
+        if entry is None or (pin and not pin.isdigit()):
             return 404, json_error(404, f"unknown model {model!r}; served here: {sorted(self.models)}"), None
         try:
             req = self.schema.model_validate_json(body or b"{}")
         except ValidationError as e:
             return 422, validation_error(e), None
+        if pin:
+            req = req.model_copy(update={"version": int(pin)})
+        model = name
         errors = self.check(req, entry)
         if errors:
             return 422, json_error(422, errors), req
         try:
-            result = await asyncio.wait_for(self.call(model, self.payload(req)), self.timeout)
+            result = await asyncio.wait_for(self.invoke(model, req), self.timeout)
         except BackPressureError:
             return 503, json_error(503, f"model {model!r} is overloaded; retry later"), req
         except asyncio.TimeoutError:
             return 504, json_error(504, f"model {model!r} did not answer within {self.timeout:.0f} s"), req
         if "error" in result:
             status = result["status"]
-            detail = [field_error(result.get("field") or "body", result["error"])] if status < 500 else result["error"]
+            detail = ([field_error(result.get("field") or "body", result["error"])] if status == 422
+                      else result["error"])
             return status, json_error(status, detail), req
         return 200, self.respond(model, entry, req, result), req
 
 
 class GenerateRoute(Route):
-    """POST /v1/generate/{model}"""
-    schema, what = GenerateRequest, "generation request"
+    """POST /v1/generate/{model} and {model}@{version}: JSON, or with "stream": true server-sent
+    events."""
+    schema, what, pins = GenerateRequest, "generation request", True
+
+    def __init__(self, models, call: Call, stream: Callable, metrics, timeout_s, keys, max_body_bytes):
+        super().__init__(models, call, metrics, timeout_s, keys, max_body_bytes)
+        self.stream = stream  # (model name, payload) -> an async iterator of the server's events
 
     def check(self, req, entry):
         return check_applies(req, entry["config"])
@@ -121,21 +180,50 @@ class GenerateRoute(Route):
     def payload(self, req):
         return {"n": req.n, **req.model_dump(exclude_unset=True)}
 
+    async def invoke(self, model, req):
+        if not req.stream:
+            return await super().invoke(model, req)
+        events = self.stream(model, self.payload(req))
+        first = await events.__anext__()  # an error, or the first piece: the status is known
+        return first if "error" in first else {"events": events, "first": first}
+
     def respond(self, model, entry, req, result):
+        if "events" in result:
+            self.metrics.generated(model, 1, None)
+            return StreamingResponse(_sse(result["first"], result["events"]), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
         batch = result["batch_size"] if result["first_in_batch"] else None  # counted once per batch
         self.metrics.generated(model, len(result["samples"]), batch)
-        return GenerateResponse(model=model, version=entry["summary"]["version"], samples=result["samples"])
+        return GenerateResponse(model=model, version=result["version"], samples=result["samples"])
 
     def record(self, model, req, status, seconds):
         self.metrics.request(model, status, seconds)
+
+
+async def _sse(first: dict, events):
+    """Server-sent events: each server event as `data: JSON`, an error as a last event with
+    "error" (after the stream began its status was already sent), then `data: [DONE]`."""
+    event = first
+    while True:
+        if "status" in event:  # an error result: its message, not the server's internals
+            yield f"data: {json.dumps({'error': event['error'], 'status': event['status']})}\n\n"
+            break
+        yield f"data: {json.dumps(event)}\n\n"
+        try:
+            event = await events.__anext__()
+        except StopAsyncIteration:
+            break
+    yield "data: [DONE]\n\n"
 
 
 class RobustnessRoute(Route):
     """POST /v1/attack/{model} and /v1/defend/{model}: the same path, their own schema, checks,
     response and metrics."""
 
-    def __init__(self, endpoint: str, models, call, metrics, timeout_s):
-        super().__init__(models, call, metrics, timeout_s)
+    scope = "attack"  # attacks and defenses alike
+
+    def __init__(self, endpoint: str, models, call, metrics, timeout_s, keys, max_body_bytes):
+        super().__init__(models, call, metrics, timeout_s, keys, max_body_bytes)
         attack_ = endpoint == "attack"
         self.what = endpoint
         self.schema, self.response = (AttackRequest, AttackResponse) if attack_ else (DefendRequest, DefendResponse)
@@ -159,7 +247,7 @@ class RobustnessRoute(Route):
 
 class ExplainRoute(Route):
     """POST /v1/explain/{model}: JSON, or with "format": "png" the picture itself."""
-    schema, what = ExplainRequest, "explanation"
+    schema, what, scope = ExplainRequest, "explanation", "explain"
 
     def check(self, req, entry):
         return check_explain(req, entry["config"])
@@ -190,22 +278,56 @@ def _body(schema: type[BaseModel]) -> dict:
 @serve.ingress(api)
 class Gateway:
     def __init__(self, models: dict[str, dict], servers: dict, robustness=None, explainer=None,
-                 request_timeout_s: float = 120.0):
+                 request_timeout_s: float = 120.0, keys: list[KeyEntry] | None = None, auth: bool = True,
+                 max_body_bytes: int = 8 << 20, storage_uri: str | None = None, followed: tuple = (),
+                 watch_s: float = 2.0):
         # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each), attack and
         # defend (the one RobustnessServer deployment), explain (the one ExplainServer)
         self.models = models
+        # The generative models whose servers follow the registry's newest version: their entries
+        # (the version /v1/models shows, the config requests are checked against) follow it too.
+        self.registry, self.followed = Registry(Storage(storage_uri)) if storage_uri else None, list(followed)
+        if self.registry and self.followed and watch_s > 0:
+            threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name="watch-registry").start()
         self.servers, self.robustness, self.explainer = servers, robustness, explainer
         self.metrics = GatewayMetrics()
+        self.keys = KeyStore(keys or [], enabled=auth)
+        limits = (self.metrics, request_timeout_s, self.keys, max_body_bytes)
 
         def serving(endpoint: str) -> dict[str, dict]:
             return {n: m for n, m in models.items() if endpoint in m["endpoints"]}
-        self.generate_route = GenerateRoute(serving("generate"), self._generate, self.metrics, request_timeout_s)
-        self.attack_route = RobustnessRoute("attack", serving("attack"), self._attack, self.metrics, request_timeout_s)
-        self.defend_route = RobustnessRoute("defend", serving("defend"), self._defend, self.metrics, request_timeout_s)
-        self.explain_route = ExplainRoute(serving("explain"), self._explain, self.metrics, request_timeout_s)
+        self.generate_route = GenerateRoute(serving("generate"), self._generate, self._stream, *limits)
+        self.attack_route = RobustnessRoute("attack", serving("attack"), self._attack, *limits)
+        self.defend_route = RobustnessRoute("defend", serving("defend"), self._defend, *limits)
+        self.explain_route = ExplainRoute(serving("explain"), self._explain, *limits)
+
+    def _watch(self, every_s: float) -> None:
+        while not threading.Event().wait(every_s):
+            try:
+                self._refresh()
+            except Exception:  # noqa: BLE001 - a registry hiccup must not end the watch
+                log.warning("refreshing the served models' records failed", exc_info=True)
+
+    def _refresh(self) -> None:
+        for name in self.followed:
+            rec = self.registry.record(name)
+            entry = self.models[name]
+            if rec.version != entry["summary"]["version"]:
+                summary = {**rec.summary(), "metrics": {k: v for k, v in rec.metrics.items() if k != "history"}}
+                entry.update(summary=summary, config=rec.config)  # one dict, shared with the routes
+
+    def _authorize(self, request: Request, scope: str | None) -> JSONResponse | None:
+        try:
+            self.keys.authorize(request.headers, scope)
+        except AuthError as e:
+            return auth_error(e)
+        return None
 
     async def _generate(self, model: str, payload: dict) -> dict:
         return await self.servers[model].generate.remote(payload)
+
+    def _stream(self, model: str, payload: dict):
+        return self.servers[model].options(stream=True).stream.remote(payload)
 
     async def _attack(self, model: str, payload: dict) -> dict:
         return await self.robustness.attack.remote({**payload, "model": model})
@@ -220,28 +342,54 @@ class Gateway:
     async def healthz(self):
         return {"status": "ok", "models": len(self.models)}
 
-    @api.get("/v1/models")
-    async def list_models(self):
+    @api.get("/v1/models", responses=AUTH_ERRORS)
+    async def list_models(self, request: Request):
+        denied = self._authorize(request, None)
+        if denied:
+            return denied
         return {"models": [{**m["summary"], "endpoints": m["endpoints"]} for m in self.models.values()]}
 
-    @api.get("/metrics")
-    async def metrics(self):
+    @api.get("/metrics", responses=AUTH_ERRORS)
+    async def metrics(self, request: Request):
+        denied = self._authorize(request, "admin")
+        if denied:
+            return denied
         body, content_type = self.metrics.render()
         return Response(content=body, media_type=content_type)
 
-    @api.post("/v1/generate/{model}", response_model=GenerateResponse, openapi_extra=_body(GenerateRequest))
+    @api.post("/v1/admin/reload", response_model=ReloadResponse, responses=AUTH_ERRORS)
+    async def reload(self, request: Request):
+        """Serve every followed model's newest published version now (admin scope). A replica
+        swaps models between batches: requests already running finish on their version. Other
+        replicas of a model pick the version up within the watch interval."""
+        denied = self._authorize(request, "admin")
+        if denied:
+            return denied
+        versions = dict(zip(self.followed, await asyncio.gather(
+            *(self.servers[n].reload.remote() for n in self.followed))))
+        await asyncio.to_thread(self._refresh)
+        return ReloadResponse(models=versions)
+
+    @api.post("/v1/generate/{model}", response_model=GenerateResponse, openapi_extra=_body(GenerateRequest),
+              responses={**POST_ERRORS, 200: {"content": {"text/event-stream": {}},
+                               "description": "JSON, or with stream true server-sent events: data: {\"text\": "
+                                              "piece} (music: {\"events\": piece}) ..., data: {\"done\": true, "
+                                              "\"sample\": ...}, data: [DONE]"}})
     async def generate(self, model: str, request: Request):
-        return await self.generate_route(model, await request.body())
+        return await self.generate_route(model, request)
 
-    @api.post("/v1/attack/{model}", response_model=AttackResponse, openapi_extra=_body(AttackRequest))
+    @api.post("/v1/attack/{model}", response_model=AttackResponse, openapi_extra=_body(AttackRequest),
+              responses=POST_ERRORS)
     async def attack(self, model: str, request: Request):
-        return await self.attack_route(model, await request.body())
+        return await self.attack_route(model, request)
 
-    @api.post("/v1/defend/{model}", response_model=DefendResponse, openapi_extra=_body(DefendRequest))
+    @api.post("/v1/defend/{model}", response_model=DefendResponse, openapi_extra=_body(DefendRequest),
+              responses=POST_ERRORS)
     async def defend(self, model: str, request: Request):
-        return await self.defend_route(model, await request.body())
+        return await self.defend_route(model, request)
 
     @api.post("/v1/explain/{model}", response_model=ExplainResponse, openapi_extra=_body(ExplainRequest),
-              responses={200: {"content": {"image/png": {}}, "description": "JSON, or the picture with format png"}})
+              responses={**POST_ERRORS, 200: {"content": {"image/png": {}},
+                                              "description": "JSON, or the picture with format png"}})
     async def explain(self, model: str, request: Request):
-        return await self.explain_route(model, await request.body())
+        return await self.explain_route(model, request)

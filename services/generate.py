@@ -6,12 +6,16 @@ batch is retried request by request, so one caller's bad input never fails the r
 with it; callers get the model's own message, never Ray's internals (those go to the log)."""
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
+import time
+from collections import OrderedDict
 
 import torch
 from ray import serve
 
-from genray.cluster.registry import Registry
+from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
 from genray.models import modalities
 from genray.models.base import GenerativeModel, seeded
@@ -20,6 +24,7 @@ from genray.services.schemas import GenerateRequest
 
 log = logging.getLogger("ray.serve")
 INTERNAL = "internal error while generating; the server's log has the details"
+STREAM_EVERY_S = 0.05  # a streamed request's pieces are sent at most this often
 
 
 def error_result(e: Exception) -> dict:
@@ -39,12 +44,16 @@ def check_request(model: GenerativeModel, request: dict) -> dict | None:
     return None
 
 
+def _options(model: GenerativeModel, request: dict) -> dict:
+    """The request's sampling options, the schema's defaults for those it leaves out."""
+    return {k: request.get(k, GenerateRequest.model_fields[k].default) for k in model.sample_options}
+
+
 def _sample_all(model: GenerativeModel, requests: list[dict]) -> list[dict]:
     # Rows of one request share its generator, so its samples depend on its seed alone, not on
     # which other requests were batched with it.
     per_row = [r for r in requests for _ in range(r["n"])]
-    defaults = {k: GenerateRequest.model_fields[k].default for k in model.sample_options}
-    opts = {k: [r.get(k, d) for r in per_row] for k, d in defaults.items()}
+    opts = {k: [_options(model, r)[k] for r in per_row] for k in model.sample_options}
     gens = [g for r in requests for g in [seeded(r.get("seed"))] * r["n"]]
     modality = modalities.get(model.modality)
     samples = [modality.to_json(s, r) for s, r in zip(model.sample(len(gens), generator=gens, **opts), per_row)]
@@ -74,22 +83,122 @@ def generate_batch(model: GenerativeModel, requests: list[dict]) -> list[dict]:
 
 @serve.deployment
 class ModelServer:
-    """Holds one registry model and generates for batches of requests."""
+    """Holds one registry model and generates for batches of requests. Unless started on a
+    pinned version, it follows the registry: a thread looks for a newer version every watch_s
+    seconds (and reload() at once), loads it beside the current one and swaps it in, so requests
+    already running finish on the version they started with. A request may pin an older version
+    ({"version": N}); the last keep_versions versions stay loaded."""
 
     def __init__(self, storage_uri: str, ref: str, max_batch_size: int, batch_wait_timeout_s: float,
-                 threads: int = 1, device: str = "cpu"):
-        self.model, self.record = Registry(Storage(storage_uri)).load(ref)
+                 threads: int = 1, device: str = "cpu", follow: bool = True, watch_s: float = 2.0,
+                 keep_versions: int = 3):
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"{ref}: the replica was given a GPU but torch sees no CUDA device")
-        self.model.to(device)
         torch.set_num_threads(threads)
+        self.registry, self.device, self.keep = Registry(Storage(storage_uri)), device, keep_versions
+        model, record = self.registry.load(ref)
+        self.name, self.latest = record.name, record.version
+        self.loaded: OrderedDict[int, GenerativeModel] = OrderedDict({record.version: model.to(device)})
+        self._lock = threading.Lock()
         self._batch.set_max_batch_size(max_batch_size)
         self._batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._stop = threading.Event()
+        if follow and watch_s > 0:
+            threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name=f"watch-{self.name}").start()
+
+    @property
+    def model(self) -> GenerativeModel:
+        return self.loaded[self.latest]
+
+    def _watch(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            try:
+                self._follow()
+            except Exception:  # noqa: BLE001 - a registry hiccup must not end the watch
+                log.warning("%s: looking for a new version failed", self.name, exc_info=True)
+
+    def _follow(self) -> int:
+        newest = self.registry.versions(self.name)[-1]
+        if newest > self.latest:
+            self._get(newest)
+            self.latest = newest  # requests from now on; those running keep their model
+            log.info("%s: now serving version %d", self.name, newest)
+        return self.latest
+
+    def _get(self, version: int) -> GenerativeModel:
+        """A loaded version (loading it if needed); RegistryError if there is none such."""
+        with self._lock:
+            if version in self.loaded:
+                self.loaded.move_to_end(version)
+                return self.loaded[version]
+        model, _ = self.registry.load(f"{self.name}@{version}")
+        model.to(self.device)
+        with self._lock:
+            self.loaded[version] = model
+            while len(self.loaded) > self.keep:
+                oldest = next(v for v in self.loaded if v != self.latest and v != version)
+                del self.loaded[oldest]
+        return model
+
+    async def reload(self) -> int:
+        """Serve the registry's newest version now; returns the version served."""
+        return await asyncio.to_thread(self._follow)
+
+    async def _resolve(self, request: dict) -> tuple[int, GenerativeModel | dict]:
+        version = request.get("version") or self.latest
+        if version in self.loaded:
+            return version, self.loaded[version]
+        try:
+            return version, await asyncio.to_thread(self._get, version)
+        except RegistryError:
+            return version, {"error": f"model {self.name!r} has no version {version} "
+                                      f"(has {self.registry.versions(self.name)})", "status": 404}
 
     async def generate(self, request: dict) -> dict:
-        error = check_request(self.model, request)
-        return error or await self._batch(request)
+        version, model = await self._resolve(request)
+        if isinstance(model, dict):
+            return model
+        error = check_request(model, request)
+        return error or await self._batch({**request, "version": version, "_model": model})
+
+    async def stream(self, request: dict):
+        """One sample's continuation as it is decoded: {"text": piece} (text) or {"events": piece}
+        (music) about every STREAM_EVERY_S, then {"done": True, "sample": the whole sample,
+        "version"}; or one error result. A caller that goes away cancels the decoding at its next
+        step."""
+        version, model = await self._resolve(request)
+        error = model if isinstance(model, dict) else check_request(model, request)
+        if error:
+            yield error
+            return
+        opts, vocab = _options(model, request), model.vocab
+        prompt = vocab.decode(vocab.encode(opts["prompt"])) if opts.get("prompt") else vocab.decode([])
+        key = "text" if isinstance(prompt, str) else "events"
+        whole, pending, last = prompt, prompt[:0], time.perf_counter()
+        try:
+            for step in model.stream(1, generator=seeded(request.get("seed")), **opts):
+                for _, piece in step:
+                    whole, pending = whole + piece, pending + piece
+                if time.perf_counter() - last >= STREAM_EVERY_S:
+                    yield {key: pending if key == "text" else " ".join(pending)}
+                    pending, last = pending[:0], time.perf_counter()
+                await asyncio.sleep(0)  # lets the replica's batches and other streams run between steps
+        except Exception as e:  # noqa: BLE001 - the caller gets an error event, the log the details
+            yield error_result(e)
+            return
+        if pending:
+            yield {key: pending if key == "text" else " ".join(pending)}
+        yield {"done": True, "sample": modalities.get(model.modality).to_json(whole, request), "version": version}
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=lambda reqs: sum(r["n"] for r in reqs))
     async def _batch(self, requests: list[dict]) -> list[dict]:
-        return generate_batch(self.model, requests)
+        # One model.sample call per version among the batch's requests (nearly always one).
+        by_version: dict[int, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_version.setdefault(r["version"], []).append(i)
+        out: list = [None] * len(requests)
+        for version, rows in by_version.items():
+            group = [requests[i] for i in rows]
+            for i, result in zip(rows, generate_batch(group[0]["_model"], group)):
+                out[i] = {**result, "version": version}
+        return out

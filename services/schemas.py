@@ -22,14 +22,61 @@ class GenerateRequest(BaseModel):
                                            "a series as a list of numbers")
     max_tokens: StrictInt = Field(256, ge=1, le=2048, description="symbols to generate")
     top_k: Optional[StrictInt] = Field(None, ge=1, description="sample among the k most likely symbols")
+    top_p: Optional[Union[StrictFloat, StrictInt]] = Field(
+        None, gt=0, le=1, description="nucleus sampling: among the most likely symbols whose probability reaches p")
+    stop: Optional[list[Annotated[StrictStr, Field(min_length=1, max_length=32)]]] = Field(
+        None, min_length=1, max_length=4, description="text: end a sample where one of these strings first "
+                                                      "appears (the stop string itself is left out)")
+    stream: StrictBool = Field(False, description="symbol models: send the continuation as it is decided, as "
+                                                  "server-sent events (one sample at a time: n = 1)")
     label: Optional[StrictInt] = Field(None, ge=0, description="class to generate (class-conditional models)")
     wav: StrictBool = Field(False, description="music: also return each sample rendered as a WAV file")
+    version: Optional[StrictInt] = Field(None, ge=1, description="a published version to generate from "
+                                                                 "(default: the newest); or POST .../NAME@VERSION")
 
 
 class GenerateResponse(BaseModel):
     model: str
-    version: int
+    version: int = Field(..., description="the version that generated the samples")
     samples: list[Any]
+
+
+class ReloadResponse(BaseModel):
+    models: dict[str, int] = Field(..., description="each model that follows the registry: the version it serves")
+
+
+class FieldError(BaseModel):
+    loc: list[Union[str, int]] = Field(..., description='where: ["body", FIELD, ...]')
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error's body: a message, or for bad input (422) one entry per field at fault."""
+    detail: Union[str, list[FieldError]]
+
+
+def _error(description: str, headers: dict | None = None) -> dict:
+    out = {"model": ErrorBody, "description": description}
+    return {**out, "headers": headers} if headers else out
+
+
+_RETRY = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+# The statuses an endpoint can answer besides 200, for the OpenAPI document.
+AUTH_ERRORS = {
+    401: _error("no API key, or an unknown one", {"WWW-Authenticate": {"schema": {"type": "string"}}}),
+    403: _error("the key lacks the endpoint's scope"),
+    429: _error("the key's rate limit is spent", _RETRY),
+}
+POST_ERRORS = {
+    **AUTH_ERRORS,
+    404: _error("no such model served here"),
+    413: _error("the request body is over the configured size"),
+    422: _error("bad input: each entry names its field"),
+    500: _error("an unexpected failure (the server's log has the details)"),
+    503: _error("the model's queue is full, or the model is not ready yet", _RETRY),
+    504: _error("the model did not answer within the request timeout"),
+}
 
 
 def field_error(field: str, msg: str) -> dict:
@@ -37,14 +84,15 @@ def field_error(field: str, msg: str) -> dict:
     return {"loc": ["body", field], "msg": msg, "type": "value_error"}
 
 
-COMMON_FIELDS = frozenset({"n", "seed"})  # request fields every model takes
+COMMON_FIELDS = frozenset({"n", "seed", "version"})  # request fields every model takes
 
 
 def accepted_fields(config: dict) -> frozenset[str]:
-    """The request fields a model takes: n and seed, its family's sampling options, and its
-    modality's own (music: wav)."""
+    """The request fields a model takes: n and seed, its family's sampling options, streaming
+    where the family decodes step by step, and its modality's own (music: wav)."""
     cls = family_class(config["family"])
-    return COMMON_FIELDS | cls.sample_options | modalities.get(cls.modality_of(config)).request_fields
+    streams = frozenset({"stream"}) if cls.streams else frozenset()
+    return COMMON_FIELDS | cls.sample_options | streams | modalities.get(cls.modality_of(config)).request_fields
 
 
 def check_applies(req: GenerateRequest, config: dict) -> list[dict]:
@@ -57,6 +105,8 @@ def check_applies(req: GenerateRequest, config: dict) -> list[dict]:
               for f in sorted(req.model_fields_set - accepted)]
     fields = {f: getattr(req, f) for f in req.model_fields_set & accepted}
     errors += [field_error(f, msg) for f, msg in modalities.get(modality).check(fields, config)]
+    if req.stream and req.n > 1:
+        errors.append(field_error("stream", "a streamed request generates one sample (n = 1)"))
     return errors
 
 

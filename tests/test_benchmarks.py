@@ -15,10 +15,17 @@ EXPECT = {
     "parallel.py": "## Recovery: a training worker on the second node SIGKILLed",
     "quality.py": "| series | quality-ar (sunspots) | one-step MSE |",
     "robustness.py": "| eps | scored real (clean) | scored real (attacked) | fooled | time |",
+    "sampling.py": "identical samples with and without the cache, same seeds: True",
     "serve_throughput.py": "plain FastAPI (unbatched)",
     "train_overhead.py": "epoch-time ratio genray/bare",
     "tune.py": "Tune overhead per trial:",
 }
+
+
+def test_every_benchmark_script_has_a_smoke_run():
+    scripts = {f for f in os.listdir(os.path.join(ROOT, "benchmarks")) if f.endswith(".py")
+               and "__main__" in open(os.path.join(ROOT, "benchmarks", f)).read()}
+    assert scripts == set(EXPECT)
 
 
 @pytest.mark.parametrize("script", sorted(EXPECT))

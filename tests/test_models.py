@@ -144,16 +144,71 @@ def test_transformer_loss_falls(text_rows):
     _assert_loss_falls(m, train, val, lr=3e-3)
 
 
-def test_kv_cache_sampling_equals_full_recomputation(text_rows):
+@pytest.mark.parametrize("positions", ["rope", "learned"])
+def test_kv_cache_sampling_equals_full_recomputation(text_rows, positions):
+    """Rotary: the rolling cache past the block gives the samples of recomputing the whole
+    sequence under the same attention window. Learned: the cache serves within the block, and
+    the last block is recomputed after it, with or without a cache."""
     vocab, train, _ = text_rows
-    m = _small_gpt(vocab, block_size=16).eval()
-    # 40 steps run past the 16-symbol block, exercising the window recomputation too.
-    kw = dict(prompt=["ROMEO", "JU"], max_tokens=40, temperature=0.9, top_k=[None, 5])
+    torch.manual_seed(0)
+    m = build({"family": "transformer", "vocab": vocab.chars, "n_layer": 2, "n_embd": 32, "n_head": 4,
+               "block_size": 16, "positions": positions}).eval()
+    _assert_loss_falls(m, train, train[:8], lr=3e-3, drop=0.05)
+    m.eval()
+    # 40 steps run past the 16-symbol block.
+    kw = dict(prompt=["ROMEO", "JU"], max_tokens=40, temperature=0.9, top_k=[None, 5], top_p=[0.9, None])
     cached = m.sample(2, generator=[seeded(3), seeded(4)], **kw)
     m.use_kv_cache = False
     full = m.sample(2, generator=[seeded(3), seeded(4)], **kw)
     assert cached == full
     assert [len(s) for s in cached] == [45, 42]
+
+
+def test_rotary_window_slides_past_the_block(text_rows):
+    """Past the block a position attends to the last block_size symbols only: the logits at the
+    end of a long sequence equal those of its last block recomputed alone for the first layer's
+    receptive field, and differ from a model whose attention saw everything."""
+    from genray.models.families.transformer import CausalSelfAttention, rotary
+
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(16, 2, 0.0).eval()
+    x = torch.randn(1, 40, 16)  # (B, T, C)
+    rot = rotary(torch.arange(40), 8)
+    y, (k, _) = attn(x, None, rot, window=8)
+    tail, _ = attn(x[:, -8:], None, rotary(torch.arange(32, 40), 8), window=8)
+    assert torch.allclose(y[:, -1], tail[:, -1], atol=1e-5)  # the last position sees exactly its window
+    assert k.shape[2] == 7  # the cache keeps window - 1 keys
+    unbounded, _ = attn(x, None, rot)
+    assert not torch.allclose(y[:, -1], unbounded[:, -1], atol=1e-3)
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    from genray.models.sampling import filter_logits
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.5, 0.3, 0.15, 0.05]], dtype=torch.float64))
+    out = filter_logits(logits, [None, 3], [0.75, 0.1])
+    assert torch.isfinite(out[0]).tolist() == [True, True, False, False]  # 0.5 + 0.3 reach 0.75
+    assert torch.isfinite(out[1]).tolist() == [True, False, False, False]  # the top symbol always stays
+    assert torch.equal(filter_logits(logits, [None, None], [None, 1.0]), logits)
+
+
+@pytest.mark.parametrize("family", ["transformer", "rnn", "markov"])
+def test_stop_sequences_and_streaming(text_rows, family):
+    vocab, _, _ = text_rows
+    torch.manual_seed(0)
+    m = build({"family": family, "vocab": vocab.chars, **({"n_layer": 1, "n_embd": 16, "n_head": 2}
+                                                          if family == "transformer" else {})}).eval()
+    free = m.sample(3, prompt="A", max_tokens=60, generator=[seeded(s) for s in range(3)])
+    stop = sorted({s[3:5] for s in free})  # two characters every row reaches
+    stopped = m.sample(3, prompt="A", max_tokens=60, stop=stop, generator=[seeded(s) for s in range(3)])
+    for f, s in zip(free, stopped):
+        cut = min(f.index(t, 1) for t in stop if t in f[1:])
+        assert s == f[:cut]
+    streamed = ["A"] * 3
+    for step in m.stream(3, prompt="A", max_tokens=60, stop=stop, generator=[seeded(s) for s in range(3)]):
+        for i, piece in step:
+            streamed[i] += piece
+    assert streamed == stopped
 
 
 def test_transformer_rows_do_not_depend_on_their_batch(text_rows):

@@ -10,6 +10,7 @@ import torch
 from genray.models import build, modalities
 from genray.models.classifiers import ImageClassifier, frechet_distance
 from genray.models.codecs import EventVocab, make_vocab, music
+from genray.models.errors import OptionError
 from genray.models.optim import OptimizerSettings
 
 MELODY = ["G4/1", "G4/1", "D5/1", "R/0.5", "B4/0.5", "A4/1.5", "F#4/0.25", "G4/2"]
@@ -62,6 +63,13 @@ def test_sequence_families_learn_and_compose_melodies(family):
     for s in out:
         assert s[:2] == ["G4/1", "G4/1"] and len(s) <= 14 and "|" not in s
         assert music.from_midi(music.to_midi(s)) == music.trim(s)
+    streamed = [[], [], []]
+    for step in m.stream(3, prompt="G4/1 G4/1", max_tokens=12, generator=torch.Generator().manual_seed(1)):
+        for i, events in step:
+            streamed[i] += events
+    assert [["G4/1", "G4/1"] + s for s in streamed] == out
+    with pytest.raises(OptionError, match="stop"):
+        m.sample(1, stop=["G4/1"])
 
 
 def _ar2(n: int, seed: int = 0) -> np.ndarray:

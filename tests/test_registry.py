@@ -63,3 +63,46 @@ def test_bad_refs(tmp_path):
         reg.load("gpt@x")
     with pytest.raises(RegistryError, match="invalid model name"):
         reg.publish("../evil", _model(1), {})
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_transformers_saved_before_rotary_positions_still_load(tmp_path, positions):
+    """A config saved before the "positions" setting existed loads as its weights say."""
+    import json
+
+    reg = Registry(Storage(str(tmp_path)))
+    torch.manual_seed(0)
+    old = build({"family": "transformer", "vocab": "abc\n", "n_layer": 1, "n_embd": 16, "n_head": 2,
+                 "block_size": 8, "positions": positions})
+    reg.publish("gpt", old, {})
+    path = tmp_path / "models" / "gpt" / "1" / "config.json"
+    config = json.loads(path.read_text())
+    del config["positions"]
+    path.write_text(json.dumps(config))
+    loaded, _ = reg.load("gpt")
+    assert loaded.positions == positions
+    x = torch.randint(0, 4, (2, 8))
+    assert torch.equal(loaded.logits(x)[0], old.eval().logits(x)[0])
+
+
+def test_racing_publishes_of_one_name_make_distinct_whole_versions(tmp_path):
+    import threading
+
+    reg = Registry(Storage(str(tmp_path)))
+    models = [_model(s) for s in range(6)]
+    barrier, records = threading.Barrier(len(models)), [None] * len(models)
+
+    def publish(i):
+        barrier.wait()
+        records[i] = reg.publish("gpt", models[i], {"seed": i})
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(len(models))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.version for r in records) == [1, 2, 3, 4, 5, 6]
+    for rec in records:
+        loaded, again = reg.load(rec.ref)
+        assert again.metrics["seed"] == int(rec.metrics["seed"])
+        assert torch.equal(loaded.lm_head.weight, models[rec.metrics["seed"]].lm_head.weight)

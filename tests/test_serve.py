@@ -1,6 +1,7 @@
 """Ray Serve over real HTTP: generation, validation, metrics, determinism, overload."""
 import base64
 import io
+import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,7 +20,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def client(trained, storage):
+def keys(storage):
+    """API keys in the storage's key file: every scope, generate alone, and a rate-limited one."""
+    from genray.services import auth
+
+    path = storage.path(auth.KEYS_FILE)
+    return {"admin": auth.add_key(path, "test-admin", list(auth.SCOPES)),
+            "generate": auth.add_key(path, "test-generate", ["generate"]),
+            "slow": auth.add_key(path, "test-slow", ["generate"], rate_per_s=0.5, burst=2)}
+
+
+@pytest.fixture(scope="module")
+def client(trained, storage, keys):
     from ray import serve
 
     from genray.services.app import build_app
@@ -27,7 +39,8 @@ def client(trained, storage):
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(storage.uri), name="genray", route_prefix="/")
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as c:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
+                      headers={"Authorization": f"Bearer {keys['admin']}"}) as c:
         yield c
     serve.delete("genray")
 
@@ -137,7 +150,14 @@ BAD = [
     ("unknown field", "vae", {"colour": "red"}, 422, "colour"),
     ("text field on image model", "vae", {"prompt": "hi"}, 422, "prompt"),
     ("image field on text model", "markov", {"label": 3}, 422, "label"),
-    ("top_k on markov", "markov", {"top_k": 3}, 422, "top_k"),
+    ("top_k on the ar model", "ar", {"top_k": 3}, 422, "top_k"),
+    ("top_p above 1", "transformer", {"top_p": 1.5}, 422, "top_p"),
+    ("too many stop strings", "transformer", {"stop": ["a", "b", "c", "d", "e"]}, 422, "stop"),
+    ("empty stop string", "rnn", {"stop": [""]}, 422, "stop"),
+    ("stop on music", "chorale", {"stop": ["G4/1"]}, 422, "stop"),
+    ("stream on an image model", "vae", {"stream": True}, 422, "stream"),
+    ("stream of several samples", "transformer", {"stream": True, "n": 2}, 422, "stream"),
+    ("wav for more than 4 samples", "chorale", {"wav": True, "n": 5}, 422, "wav"),
     ("label out of range", "vae", {"label": 10}, 422, "label"),
     ("label on an unconditional flow", "flow", {"label": 1}, 422, "label"),
     ("prompt outside vocabulary", "transformer", {"prompt": "\u2603"}, 422, "prompt"),
@@ -161,6 +181,79 @@ def test_bad_input_gets_a_clear_4xx(client, case, model, body, status, field):
         assert any(field in e["loc"] for e in detail), detail
     elif status == 404:
         assert "unknown model" in detail
+
+
+def _events(response) -> list:
+    assert response.headers["content-type"].startswith("text/event-stream")
+    lines = [line[len("data: "):] for line in response.text.split("\n\n") if line.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+def test_text_streams_as_server_sent_events_with_stop_and_top_p(client):
+    body = {"prompt": "ROMEO:", "max_tokens": 300, "seed": 8, "top_p": 0.9}
+    whole = client.post("/v1/generate/transformer", json=body).json()["samples"][0]
+    stop = whole[len("ROMEO:") + 20: len("ROMEO:") + 22]  # two characters the sample reaches
+    cut = whole.index(stop, len("ROMEO:"))
+    stopped = client.post("/v1/generate/transformer", json={**body, "stop": [stop]}).json()["samples"][0]
+    assert stopped == whole[:cut]
+    events = _events(client.post("/v1/generate/transformer", json={**body, "stop": [stop], "stream": True}))
+    pieces, last = events[:-1], events[-1]
+    assert len(pieces) >= 1 and all(set(e) == {"text"} for e in pieces)
+    assert "ROMEO:" + "".join(e["text"] for e in pieces) == stopped == last["sample"] and last["done"]
+    music = _events(client.post("/v1/generate/chorale", json={"prompt": "G4/1", "max_tokens": 16, "seed": 1,
+                                                              "stream": True}))
+    again = client.post("/v1/generate/chorale", json={"prompt": "G4/1", "max_tokens": 16, "seed": 1}).json()
+    assert " ".join(["G4/1"] + [e["events"] for e in music[:-1]]) == again["samples"][0]["events"]
+    assert music[-1]["sample"] == again["samples"][0]
+
+
+def test_keys_scopes_rate_limits_and_body_size(client, keys, storage):
+    url = "/v1/generate/markov"
+    bare = {"authorization": ""}
+    assert client.post(url, json={}, headers=bare).status_code == 401
+    r = client.post(url, json={}, headers={"authorization": "Bearer gr-not-a-key"})
+    assert r.status_code == 401 and r.json()["detail"] == "unknown API key"
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert client.get("/v1/models", headers=bare).status_code == 401
+    assert client.get("/healthz", headers=bare).status_code == 200  # liveness needs no key
+    gen = {"authorization": f"Bearer {keys['generate']}"}
+    assert client.post(url, json={"max_tokens": 5}, headers={"x-api-key": keys["generate"]}).status_code == 200
+    r = client.post("/v1/attack/classifier", json={"method": "fgsm", "indices": [0]}, headers=gen)
+    assert r.status_code == 403 and "'attack'" in r.json()["detail"]
+    assert client.post("/v1/explain/classifier", json={"method": "ig", "indices": [0]}, headers=gen).status_code == 403
+    assert client.get("/metrics", headers=gen).status_code == 403
+
+    slow = {"authorization": f"Bearer {keys['slow']}"}
+    codes = [client.post(url, json={"max_tokens": 2}, headers=slow) for _ in range(3)]
+    assert [c.status_code for c in codes] == [200, 200, 429]  # a burst of 2, then 0.5 a second
+    assert 1 <= int(codes[2].headers["retry-after"]) <= 2
+
+    big = b'{"prompt": "' + b"a" * (9 << 20) + b'"}'
+    r = client.post(url, content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "bytes" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: refused as the body arrives
+        for _ in range(10):
+            yield b" " * (1 << 20)
+    assert client.post(url, content=chunks(), headers={"content-type": "application/json"}).status_code == 413
+
+    after = _samples(client.get("/metrics").text)
+    assert after[("genray_requests_total", (("model", "markov"), ("status", "401")))] >= 2
+    assert after[("genray_requests_total", (("model", "markov"), ("status", "429")))] >= 1
+    assert after[("genray_requests_total", (("model", "markov"), ("status", "413")))] >= 2
+
+
+def test_every_status_is_declared_with_its_error_body(client):
+    doc = client.get("/openapi.json").json()
+    assert "ErrorBody" in doc["components"]["schemas"]
+    for path in ("/v1/generate/{model}", "/v1/attack/{model}", "/v1/defend/{model}", "/v1/explain/{model}"):
+        op = doc["paths"][path]["post"]
+        assert {"200", "401", "403", "404", "413", "422", "429", "500", "503", "504"} <= set(op["responses"]), path
+        assert op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+        assert op["requestBody"]["content"]["application/json"]["schema"]
+    assert "Retry-After" in doc["paths"]["/v1/generate/{model}"]["post"]["responses"]["429"]["headers"]
+    assert {"401", "403", "429"} <= set(doc["paths"]["/metrics"]["get"]["responses"])
 
 
 def test_metrics_move_with_traffic(client):
@@ -223,6 +316,55 @@ def test_overload_answers_503_not_a_hang(client, storage):
     finally:
         serve.delete("tight")
     assert 503 in codes and 200 in codes and set(codes) <= {200, 503}, codes
+
+
+def test_a_new_version_is_served_without_dropping_requests(client, storage, tmp_path):
+    """An app over its own storage: version 1 (a Markov chain) serves while slow requests run,
+    version 2 (an RNN under the same name) is published and POST /v1/admin/reload swaps it in;
+    every request succeeds, the new version answers from then on, and version 1 stays reachable
+    by pin."""
+    from ray import serve
+
+    from genray.cluster.registry import Registry
+    from genray.cluster.storage import Storage
+    from genray.services import auth
+    from genray.services.app import ServeOptions, build_app
+
+    trained, own = Registry(storage), Registry(Storage(str(tmp_path)))
+    own.publish("hot", trained.load("markov")[0], {})
+    admin = auth.add_key(own.storage.path(auth.KEYS_FILE), "admin", ["admin"])
+    generate_only = auth.add_key(own.storage.path(auth.KEYS_FILE), "gen", ["generate"])
+    serve.run(build_app(own.storage.uri, ["hot"], ServeOptions(max_replicas=1, watch_s=0)), name="hot",
+              route_prefix="/hot")
+    headers = {"authorization": f"Bearer {admin}"}
+    body = {"prompt": "KING", "max_tokens": 30, "seed": 3}
+    try:
+        v1 = client.post("/hot/v1/generate/hot", json=body, headers=headers).json()
+        assert v1["version"] == 1
+        slow = {"prompt": "A", "max_tokens": 1500, "seed": 1}
+        with ThreadPoolExecutor(6) as pool:
+            running = [pool.submit(client.post, "/hot/v1/generate/hot", json=slow, headers=headers)
+                       for _ in range(6)]
+            own.publish("hot", trained.load("rnn")[0], {})
+            assert client.post("/hot/v1/admin/reload", headers={"authorization": f"Bearer {generate_only}"}
+                               ).status_code == 403
+            r = client.post("/hot/v1/admin/reload", headers=headers)
+            assert r.status_code == 200 and r.json() == {"models": {"hot": 2}}
+            after = client.post("/hot/v1/generate/hot", json=body, headers=headers).json()
+            done = [f.result() for f in running]
+        assert [d.status_code for d in done] == [200] * 6
+        assert {d.json()["version"] for d in done} <= {1, 2}
+        assert after["version"] == 2 and after["samples"] != v1["samples"]
+        listed = client.get("/hot/v1/models", headers=headers).json()["models"]
+        assert [(m["name"], m["version"], m["family"]) for m in listed] == [("hot", 2, "rnn")]
+        pinned = client.post("/hot/v1/generate/hot@1", json=body, headers=headers).json()
+        assert pinned == v1
+        assert client.post("/hot/v1/generate/hot", json={**body, "version": 1}, headers=headers).json() == v1
+        r = client.post("/hot/v1/generate/hot", json={**body, "version": 9}, headers=headers)
+        assert r.status_code == 404 and "no version 9" in r.json()["detail"]
+        assert client.post("/hot/v1/generate/hot@x", json=body, headers=headers).status_code == 404
+    finally:
+        serve.delete("hot")
 
 
 # ---- /v1/attack and /v1/defend ---------------------------------------------------------------
@@ -500,11 +642,15 @@ def test_explain_metrics_and_schema(client):
         body["properties"])
 
 
-def test_python_client_returns_decoded_samples_and_names_bad_fields(client):
+def test_python_client_returns_decoded_samples_and_names_bad_fields(client, keys, monkeypatch):
     import asyncio
 
     from genray.client import AsyncClient, Client, GenrayError, Music
 
+    with Client(str(client.base_url), timeout=120) as c, pytest.raises(GenrayError) as e:
+        c.models()
+    assert e.value.status == 401
+    monkeypatch.setenv("GENRAY_KEY", keys["admin"])  # what `genray serve` prints for this machine
     with Client(str(client.base_url), timeout=120) as c:
         assert c.health()["status"] == "ok" and {m["name"] for m in c.models()} >= {"vae", "chorale", "ar"}
         images = c.generate("vae", n=2, label=4, seed=9)

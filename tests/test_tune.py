@@ -310,6 +310,6 @@ def test_genray_plan_probes_served_models_and_writes_their_autoscaling_bounds(tr
     for plan in replicas.values():
         assert 1 <= plan["min_replicas"] <= plan["max_replicas"] and plan["cpus"] in (0.5, 1.0)
     assert sum(p["min_replicas"] * p["cpus"] for p in replicas.values()) <= 4
-    build_app(storage.uri, ["vae", "markov"], ServeOptions(replicas=replicas))  # the app takes the plan
+    build_app(storage.uri, ["vae", "markov"], ServeOptions(replicas=replicas, auth=False))  # the app takes the plan
     assert main(["plan", "--storage", storage.uri, "--rate", "vae=1e9", "--nodes", "2", "-o", str(out)]) == 2
     assert "no plan meets the target rates" in capsys.readouterr().err

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from ray.data.collate_fn import NumpyBatchCollateFn
 
+from genray.cluster.progress import Reporter
 from genray.models import weights
 from genray.models.base import GenerativeModel
 from genray.models.errors import ConfigError
@@ -204,6 +205,13 @@ def train_loop_per_worker(cfg: dict) -> None:
     val_split = ray.train.get_dataset_shard("val")
     bs, log_every, epochs = tc.batch_size, tc.log_every, tc.epochs
     tag = cfg.get("name", model.family)
+    # With a progress board (genray train / up), rank 0 feeds the driver's bar instead of printing.
+    board = cfg.get("progress")
+    report = Reporter(board if rank == 0 else None, tag)
+    total = cfg["total_steps"]
+    per_epoch, world = max(1, total // max(epochs, 1)), ctx.get_world_size()
+    if board is not None:
+        log_every = 0
 
     for epoch in range(state["epoch"] + 1, epochs):
         model.train()
@@ -232,6 +240,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 sched.step()
             steps += 1
             loss_sum += out.get("loss", 0.0)
+            report(epoch=epoch + 1, epochs=epochs, step=min(total, epoch * per_epoch + steps), total=total,
+                   loss=out.get("loss"), rows_per_s=world * rows / (time.perf_counter() - t0))
             if rank == 0 and log_every and steps % log_every == 0:
                 print(f"[{tag}] epoch {epoch + 1}/{epochs} step {steps} "
                       f"loss {out.get('loss', float('nan')):.4f} "
@@ -265,7 +275,9 @@ def train_loop_per_worker(cfg: dict) -> None:
         # (early stopping without cutting the run short, which resuming relies on).
         if val_nll is not None and math.isfinite(val_nll) and val_nll < state.get("best_val_nll", math.inf):
             state.update(best_val_nll=val_nll, best_epoch=epoch + 1, best_weights=model_bytes)
-        if rank == 0 and cfg.get("echo", True):
+        report(force=True, epoch=epoch + 1, epochs=epochs, step=min(total, (epoch + 1) * per_epoch), total=total,
+               val_nll=val_nll, rows_per_s=metrics["samples_per_s"], loss=metrics.get("train_loss"))
+        if rank == 0 and cfg.get("echo", True) and board is None:
             print(f"[{tag}] epoch {epoch + 1}/{epochs} " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
         with tempfile.TemporaryDirectory() as d:

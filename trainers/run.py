@@ -187,8 +187,9 @@ def publish(run: TrainRun, result, wall_time_s: float, storage: Storage, name: s
     return Registry(storage).publish(name or spec.name, model, metrics)
 
 
-def train(spec: TrainSpec, storage: Storage) -> ModelRecord:
-    """Build, fit and publish: one training run from a spec to a registry version."""
-    run = build_trainer(spec, storage)
+def train(spec: TrainSpec, storage: Storage, progress=None) -> ModelRecord:
+    """Build, fit and publish: one training run from a spec to a registry version. `progress`: a
+    cluster.progress.ProgressBoard the run's rank-0 worker reports to (instead of printing)."""
+    run = build_trainer(spec, storage, loop={"progress": progress} if progress is not None else None)
     result, wall = run.fit()
     return publish(run, result, wall, storage)

@@ -19,6 +19,9 @@ def ray_parent() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (default $RAY_ADDRESS, else an embedded local one)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's own logs and the workers' output on the console (else they go to Ray's "
+                        "log folder, printed once)")
     return p
 
 

@@ -20,21 +20,25 @@ def add_http_options(c) -> None:
     c.add_argument("--max-replicas", type=int, default=2, help="autoscaling limit per model")
     c.add_argument("--gpus-per-replica", type=float, default=0.0,
                    help="GPUs per model replica (e.g. 0.25: four replicas share a card); the models run on CUDA")
+    c.add_argument("--keys-file", help="API keys as salted hashes (default: keys.json in the storage root; "
+                                       "`genray keys add` writes it). GENRAY_API_KEYS=KEY=scope+scope adds keys")
+    c.add_argument("--no-auth", action="store_true", help="serve anyone who reaches the port, without a key")
 
 
 def run(args) -> int:
     from genray.cluster.connect import connect
     from genray.cluster.storage import Storage
 
-    connect(args.address)
+    connect(args.address, console=args.verbose)
     return serve_forever(args, Storage(args.storage), args.models)
 
 
-def examples(port: int, names: list[str]) -> str:
+def examples(port: int, names: list[str], auth: bool = True) -> str:
     """curl calls for the models served, as the README shows them."""
     base = f"http://127.0.0.1:{port}"
-    post = f"curl -s -X POST {base}/v1/generate/{{}} -H 'content-type: application/json' -d '{{}}'"
-    lines = [f"curl -s {base}/v1/models", f"curl -s {base}/healthz", f"curl -s {base}/metrics | grep genray_"]
+    key = ' -H "Authorization: Bearer $GENRAY_KEY"' if auth else ""
+    post = f"curl -s -X POST {base}/v1/generate/{{}}{key} -H 'content-type: application/json' -d '{{}}'"
+    lines = [f"curl -s {base}/v1/models{key}", f"curl -s {base}/healthz", f"curl -s {base}/metrics{key} | grep genray_"]
     for image_model, body in (("vae", '{"n": 4, "label": 7, "seed": 1}'), ("gan", '{"n": 4, "label": 3, "seed": 1}'),
                               ("flow", '{"n": 4, "temperature": 0.7, "seed": 1}')):
         if image_model in names:
@@ -67,6 +71,22 @@ def examples(port: int, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _local_key(storage, options) -> str | None:
+    """With auth on and no key configured, a fresh all-scope key named "local" for this
+    machine, which the operator is shown once (as Jupyter shows its token)."""
+    from genray.services import auth
+    from genray.services.app import api_keys
+
+    if not options.auth or not storage.is_local:
+        return None
+    path = options.keys_file or storage.path(auth.KEYS_FILE)
+    others = [e for e in auth.read_file(path) if e.name != "local"] + auth.from_env(os.environ.get(auth.ENV))
+    if others:
+        api_keys(storage, options)  # refuses early if the configured keys do not load
+        return None
+    return auth.add_key(path, "local", list(auth.SCOPES))
+
+
 def serve_forever(args, storage, refs: list[str] | None) -> int:
     import ray
     from ray import serve
@@ -78,13 +98,18 @@ def serve_forever(args, storage, refs: list[str] | None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    options = ServeOptions(max_replicas=args.max_replicas, gpus_per_replica=args.gpus_per_replica)
+    options = ServeOptions(max_replicas=args.max_replicas, gpus_per_replica=args.gpus_per_replica,
+                           auth=not args.no_auth, keys_file=args.keys_file)
+    local_key = _local_key(storage, options)
     application = build_app(storage.uri, refs, options)
     serve.start(http_options={"host": args.host, "port": args.port})
     serve.run(application, name="genray", route_prefix="/")
     names = refs or [r.name for r in Registry(storage).list() if endpoints(r)]
     print(f"\ngenray is serving {', '.join(names)} on http://{args.host}:{args.port}  (Ctrl-C stops)\n")
-    print(examples(args.port, names), flush=True)
+    if local_key:
+        print(f"API key for this machine (all scopes; replaced at each start without other keys):\n"
+              f"  export GENRAY_KEY={local_key}\n")
+    print(examples(args.port, names, options.auth), flush=True)
     while not stop.wait(1.0):
         pass
     print("\nstopping genray ...", flush=True)

@@ -50,6 +50,7 @@ def add_parser(sub, storage, ray) -> None:
 
 def run(args) -> int:
     from genray.cluster.connect import connect
+    from genray.cluster.progress import ConsoleProgress
     from genray.cluster.storage import Storage
     from genray.trainers.presets import profile
     from genray.trainers.run import TrainSpec, train
@@ -62,8 +63,9 @@ def run(args) -> int:
                      use_gpu=args.gpu, cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
                      fresh=args.fresh, placement="SPREAD" if args.spread else "PACK")
     spec.resolved()  # bad arguments fail before Ray starts
-    connect(args.address)
-    rec = train(spec, Storage(args.storage))
+    connect(args.address, console=args.verbose)
+    with ConsoleProgress(enabled=not args.verbose) as progress:
+        rec = train(spec, Storage(args.storage), progress=progress.board)
     m = rec.metrics
     quality = f"val_nll={m['val_nll']:.4f} {m['nll_unit']}" if "val_nll" in m else "no likelihood"
     if m.get("poison"):

@@ -15,6 +15,7 @@ def add_parser(sub, storage, ray) -> None:
 
 def run(args) -> int:
     from genray.cluster.connect import connect
+    from genray.cluster.progress import ConsoleProgress
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
     from genray.trainers.presets import QUICK
@@ -23,12 +24,16 @@ def run(args) -> int:
     storage = Storage(args.storage)
     have = set(Registry(storage).names())
     missing = [name for name in QUICK if name not in have]
-    connect(args.address)
-    for i, name in enumerate(missing, 1):
-        print(f"\n=== [{i}/{len(missing)}] training the default {name} model (first start only) ===", flush=True)
-        t0 = time.time()
-        rec = train(TrainSpec(name=name, workers=args.workers, **QUICK[name]), storage)
-        quality = (f"val_nll={rec.metrics['val_nll']:.4f} {rec.metrics['nll_unit']}" if "val_nll" in rec.metrics
-                   else "no likelihood")
-        print(f"=== {rec.ref}: {quality} in {time.time() - t0:.0f} s ===", flush=True)
+    connect(args.address, console=args.verbose)
+    if missing:
+        print(f"training the default models the registry lacks (first start only): {', '.join(missing)}",
+              flush=True)
+    with ConsoleProgress(enabled=not args.verbose) as progress:
+        for name in missing:
+            t0 = time.time()
+            rec = train(TrainSpec(name=name, workers=args.workers, **QUICK[name]), storage, progress=progress.board)
+            quality = (f"val_nll={rec.metrics['val_nll']:.4f} {rec.metrics['nll_unit']}"
+                       if "val_nll" in rec.metrics else "no likelihood")
+            (progress.bars.console.print if progress.enabled else print)(
+                f"published {rec.ref}: {quality} in {time.time() - t0:.0f} s")
     return serve_forever(args, storage, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from genray.models.base import SequenceModel, draw_categorical
+from genray.models.base import SequenceModel
 from genray.models.errors import ConfigError
 from genray.models.registry import register
 
@@ -20,7 +20,6 @@ MAX_TABLE = 2**26  # dense count cells in the top order (256 MiB of float32)
 class MarkovChain(SequenceModel):
     family = "markov"
     strategies = ("ddp",)  # counts summed across workers
-    sample_options = frozenset({"prompt", "max_tokens", "temperature"})
 
     def __init__(self, vocab: str | list[str], order: int = 3, discount: float = 0.75):
         super().__init__()
@@ -149,21 +148,17 @@ class MarkovChain(SequenceModel):
         tokens = self.tokens(x)
         return self.token_log_probs(tokens).sum(1)
 
-    # ---- generation ---------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, steps: int, temperature: torch.Tensor, top_k: list,
-                 gens: list[torch.Generator]) -> torch.Tensor:
-        """Append `steps` sampled symbols to idx (B, T); top_k is not used by this family."""
+    # ---- generation (driven by models/sampling.py) ----------------------------------------
+    def start(self, idx: torch.Tensor):
         width = max(self.order, 1)
-        hist = torch.full((idx.shape[0], width), -1, dtype=torch.long, device=idx.device)
+        hist = torch.full((idx.shape[0], width), -1, dtype=torch.long, device=idx.device)  # (B, order)
         tail = idx[:, -width:]
         hist[:, width - tail.shape[1]:] = tail
-        for _ in range(steps):
-            probs = self.next_probs(hist) ** (1.0 / temperature.unsqueeze(1))
-            nxt = draw_categorical(probs / probs.sum(1, keepdim=True), gens)
-            idx = torch.cat([idx, nxt.unsqueeze(1)], 1)
-            hist = torch.cat([hist[:, 1:], nxt.unsqueeze(1)], 1)
-        return idx
+        return self.next_probs(hist).log(), hist
+
+    def advance(self, hist: torch.Tensor, chosen: torch.Tensor):
+        hist = torch.cat([hist[:, 1:], chosen.unsqueeze(1)], 1)
+        return self.next_probs(hist).log(), hist
 
 
 def _sparsify(module: MarkovChain, state: dict, prefix: str, local_metadata) -> dict:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genray.models.base import SequenceModel, draw_categorical, top_k_filter
+from genray.models.base import SequenceModel
 from genray.models.errors import ConfigError
 from genray.models.registry import register
 
@@ -71,14 +71,11 @@ class RecurrentLM(SequenceModel):
         logits, _ = self.logits(tokens[:, :-1])
         return torch.log_softmax(logits, -1).gather(2, tokens[:, 1:].unsqueeze(2)).squeeze(2).sum(1)
 
-    @torch.no_grad()
-    def generate(self, idx: torch.Tensor, steps: int, temperature: torch.Tensor, top_k: list,
-                 gens: list[torch.Generator]) -> torch.Tensor:
-        """Append `steps` sampled symbols to idx (B, T), carrying the recurrent state."""
+    # ---- generation (driven by models/sampling.py) ----------------------------------------
+    def start(self, idx: torch.Tensor):
         logits, state = self.logits(idx)
-        for _ in range(steps):
-            last = top_k_filter(logits[:, -1, :].double() / temperature.unsqueeze(1), top_k)  # (B, V)
-            nxt = draw_categorical(torch.softmax(last, -1), gens)
-            idx = torch.cat([idx, nxt.unsqueeze(1)], 1)
-            logits, state = self.logits(nxt.unsqueeze(1), state)
-        return idx
+        return logits[:, -1], state
+
+    def advance(self, state, chosen: torch.Tensor):
+        logits, state = self.logits(chosen.unsqueeze(1), state)
+        return logits[:, -1], state

@@ -32,8 +32,22 @@ class Music(SymbolModality):
     request_fields = frozenset({"wav"})
     file_hint = "FILE.mid or FILE.wav"
 
+    # A WAV is about 350 kB a minute: a response carries at most this many.
+    max_wav_samples = 4
+
     def show(self, symbols: list[str]) -> str:
         return " ".join(symbols[:10])
+
+    def check(self, fields: dict[str, Any], config: dict) -> list[tuple[str, str]]:
+        errors = super().check(fields, config)
+        if fields.get("stop"):
+            errors.append(("stop", "stop sequences apply to text models; a piece of music ends by itself"))
+        if fields.get("wav") and fields.get("n", 1) > self.max_wav_samples:
+            errors.append(("wav", f"WAV audio is returned for at most {self.max_wav_samples} samples a request; "
+                                  "ask for fewer, or for MIDI alone"))
+        if fields.get("wav") and fields.get("stream"):
+            errors.append(("wav", "a streamed piece has no WAV: render the MIDI of the finished piece"))
+        return errors
 
     def to_json(self, sample: list[str], options: dict[str, Any]) -> dict:
         out = {"events": " ".join(sample), "midi": b64(music.to_midi(sample))}
