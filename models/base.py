@@ -154,16 +154,18 @@ class GenerativeModel(TrainableModel):
 
     # ---- generation ---------------------------------------------------------------
     def sample(self, n: int, *, generator: torch.Generator | Sequence[torch.Generator] | None = None,
-               **options: Any) -> list:
+               cancel: Callable[[], bool] | None = None, **options: Any) -> list:
         """A list of n samples, one per row, of the modality's type: a string (text), a list of
         events (music), a list of floats (series), a (C, H, W) float tensor in [0, 1] (image).
 
         Options are per-row lists or scalars and must be among sample_options; `generator` is
         one torch.Generator or one per row, so a row's randomness does not depend on the rows
-        batched with it."""
+        batched with it. Families that decode step by step (streams) check `cancel()` at every
+        step and raise Cancelled when it is true."""
         self._check_sample_options(options)
+        extra = {"cancel": cancel} if cancel is not None and self.streams else {}
         with torch.no_grad():
-            return list(self._sample(n, generators(generator, n), **options))
+            return list(self._sample(n, generators(generator, n), **options, **extra))
 
     def _check_sample_options(self, options: dict) -> None:
         unknown = sorted(set(options) - self.sample_options)

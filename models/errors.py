@@ -22,3 +22,7 @@ class OptionError(InputError):
 
 class DataError(InputError):
     """A data set cannot be used; the message says why."""
+
+
+class Cancelled(Exception):
+    """Sampling stopped because every caller waiting for it went away."""

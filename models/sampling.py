@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from genray.models.base import draw_categorical, per_row
+from genray.models.errors import Cancelled
 
 
 def filter_logits(logits: torch.Tensor, top_k: Sequence[int | None], top_p: Sequence[float | None]) -> torch.Tensor:
@@ -72,8 +73,8 @@ def _rows(model, n: int, options: dict) -> tuple[list[_Row], list[list[int]]]:
 def _decode(model, gens: list[torch.Generator], options: dict, rows: list[_Row],
             ids: list[list[int]]) -> Iterator[list[int]]:
     """Run the rows in groups of equal prompt length, updating them; after each step, yield the
-    indices of the group's rows."""
-    n, vocab = len(gens), model.vocab
+    indices of the group's rows. options["cancel"]() true stops it with Cancelled."""
+    n, vocab, cancel = len(gens), model.vocab, options.get("cancel")
     temps, ks, ps = (per_row(options.get(k, d), n) for k, d in (("temperature", 1.0), ("top_k", None),
                                                                   ("top_p", None)))
     groups: dict[int, list[int]] = {}
@@ -84,6 +85,8 @@ def _decode(model, gens: list[torch.Generator], options: dict, rows: list[_Row],
         temp = torch.tensor([float(temps[i]) for i in group], dtype=torch.float64, device=idx.device)
         logits, state = model.start(idx)
         for step in range(max(rows[i].steps for i in group)):
+            if cancel is not None and cancel():
+                raise Cancelled("every caller of this batch went away")
             filtered = filter_logits(logits.double() / temp.unsqueeze(1), [ks[i] for i in group],
                                      [ps[i] for i in group])
             chosen = draw_categorical(torch.softmax(filtered, -1), [gens[i] for i in group])  # (b,)

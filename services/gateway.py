@@ -12,12 +12,13 @@ import logging
 import math
 import threading
 import time
-from typing import Awaitable, Callable
+from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
 from genray.cluster.registry import Registry
@@ -46,11 +47,12 @@ from genray.services.schemas import (
 )
 
 log = logging.getLogger("ray.serve")
-Call = Callable[[str, dict], Awaitable[dict]]  # (model name, request payload) -> its server's result
+Call = Callable[[str, dict], Any]  # (model name, request payload) -> the server's DeploymentResponse
 
 
-def json_error(status: int, detail) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"detail": detail})
+def json_error(status: int, detail, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
 
 
 def validation_error(e: ValidationError) -> JSONResponse:
@@ -122,7 +124,12 @@ class Route:
         return req.model_dump(exclude_unset=True)
 
     async def invoke(self, model: str, req) -> dict:
-        return await self.call(model, self.payload(req))
+        response = self.call(model, self.payload(req))
+        try:
+            return await response
+        except asyncio.CancelledError:  # timed out, or the client went away: stop the replica's work too
+            response.cancel()
+            raise
 
     def respond(self, model: str, entry: dict, req, result: dict):
         raise NotImplementedError
@@ -154,9 +161,11 @@ class Route:
         try:
             result = await asyncio.wait_for(self.invoke(model, req), self.timeout)
         except BackPressureError:
-            return 503, json_error(503, f"model {model!r} is overloaded; retry later"), req
+            return 503, json_error(503, f"model {model!r} is overloaded; retry later", retry_after=1), req
+        except (RayActorError, ActorUnavailableError):  # a replica died mid-request: Serve replaces it
+            return 503, json_error(503, f"model {model!r} lost a replica; retry", retry_after=1), req
         except asyncio.TimeoutError:
-            return 504, json_error(504, f"model {model!r} did not answer within {self.timeout:.0f} s"), req
+            return 504, json_error(504, f"model {model!r} did not answer within {self.timeout:g} s"), req
         if "error" in result:
             status = result["status"]
             detail = ([field_error(result.get("field") or "body", result["error"])] if status == 422
@@ -184,7 +193,11 @@ class GenerateRoute(Route):
         if not req.stream:
             return await super().invoke(model, req)
         events = self.stream(model, self.payload(req))
-        first = await events.__anext__()  # an error, or the first piece: the status is known
+        try:
+            first = await events.__anext__()  # an error, or the first piece: the status is known
+        except asyncio.CancelledError:
+            events.cancel()
+            raise
         return first if "error" in first else {"events": events, "first": first}
 
     def respond(self, model, entry, req, result):
@@ -204,16 +217,19 @@ async def _sse(first: dict, events):
     """Server-sent events: each server event as `data: JSON`, an error as a last event with
     "error" (after the stream began its status was already sent), then `data: [DONE]`."""
     event = first
-    while True:
-        if "status" in event:  # an error result: its message, not the server's internals
-            yield f"data: {json.dumps({'error': event['error'], 'status': event['status']})}\n\n"
-            break
-        yield f"data: {json.dumps(event)}\n\n"
-        try:
-            event = await events.__anext__()
-        except StopAsyncIteration:
-            break
-    yield "data: [DONE]\n\n"
+    try:
+        while True:
+            if "status" in event:  # an error result: its message, not the server's internals
+                yield f"data: {json.dumps({'error': event['error'], 'status': event['status']})}\n\n"
+                break
+            yield f"data: {json.dumps(event)}\n\n"
+            try:
+                event = await events.__anext__()
+            except StopAsyncIteration:
+                break
+        yield "data: [DONE]\n\n"
+    finally:  # a client that went away stops the decoding
+        events.cancel()
 
 
 class RobustnessRoute(Route):
@@ -323,20 +339,20 @@ class Gateway:
             return auth_error(e)
         return None
 
-    async def _generate(self, model: str, payload: dict) -> dict:
-        return await self.servers[model].generate.remote(payload)
+    def _generate(self, model: str, payload: dict):
+        return self.servers[model].generate.remote(payload)
 
     def _stream(self, model: str, payload: dict):
         return self.servers[model].options(stream=True).stream.remote(payload)
 
-    async def _attack(self, model: str, payload: dict) -> dict:
-        return await self.robustness.attack.remote({**payload, "model": model})
+    def _attack(self, model: str, payload: dict):
+        return self.robustness.attack.remote({**payload, "model": model})
 
-    async def _defend(self, model: str, payload: dict) -> dict:
-        return await self.robustness.defend.remote({**payload, "model": model})
+    def _defend(self, model: str, payload: dict):
+        return self.robustness.defend.remote({**payload, "model": model})
 
-    async def _explain(self, model: str, payload: dict) -> dict:
-        return await self.explainer.explain.remote({**payload, "model": model})
+    def _explain(self, model: str, payload: dict):
+        return self.explainer.explain.remote({**payload, "model": model})
 
     @api.get("/healthz")
     async def healthz(self):

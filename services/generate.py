@@ -19,7 +19,7 @@ from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
 from genray.models import modalities
 from genray.models.base import GenerativeModel, seeded
-from genray.models.errors import InputError
+from genray.models.errors import Cancelled, InputError
 from genray.services.schemas import GenerateRequest
 
 log = logging.getLogger("ray.serve")
@@ -49,14 +49,15 @@ def _options(model: GenerativeModel, request: dict) -> dict:
     return {k: request.get(k, GenerateRequest.model_fields[k].default) for k in model.sample_options}
 
 
-def _sample_all(model: GenerativeModel, requests: list[dict]) -> list[dict]:
+def _sample_all(model: GenerativeModel, requests: list[dict], cancel=None) -> list[dict]:
     # Rows of one request share its generator, so its samples depend on its seed alone, not on
     # which other requests were batched with it.
     per_row = [r for r in requests for _ in range(r["n"])]
     opts = {k: [_options(model, r)[k] for r in per_row] for k in model.sample_options}
     gens = [g for r in requests for g in [seeded(r.get("seed"))] * r["n"]]
     modality = modalities.get(model.modality)
-    samples = [modality.to_json(s, r) for s, r in zip(model.sample(len(gens), generator=gens, **opts), per_row)]
+    samples = [modality.to_json(s, r) for s, r in zip(model.sample(len(gens), generator=gens, cancel=cancel, **opts),
+                                                      per_row)]
     out, i = [], 0
     for j, r in enumerate(requests):
         out.append({"samples": samples[i: i + r["n"]], "batch_size": len(gens), "first_in_batch": j == 0})
@@ -64,11 +65,14 @@ def _sample_all(model: GenerativeModel, requests: list[dict]) -> list[dict]:
     return out
 
 
-def generate_batch(model: GenerativeModel, requests: list[dict]) -> list[dict]:
+def generate_batch(model: GenerativeModel, requests: list[dict], cancel=None) -> list[dict]:
     """One result per request: {"samples", "batch_size", "first_in_batch"}, or {"error",
-    "field", "status"} for a request that failed."""
+    "field", "status"} for a request that failed. cancel() true stops the sampling (every
+    caller went away)."""
     try:
-        return _sample_all(model, requests)
+        return _sample_all(model, requests, cancel)
+    except Cancelled:
+        return [{"error": "cancelled: the caller went away", "status": 499}] * len(requests)
     except Exception as e:  # noqa: BLE001
         if len(requests) == 1:
             return [error_result(e)]
@@ -103,6 +107,7 @@ class ModelServer:
         self._batch.set_max_batch_size(max_batch_size)
         self._batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._stop = threading.Event()
+        self.cancelled_batches = 0
         if follow and watch_s > 0:
             threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name=f"watch-{self.name}").start()
 
@@ -140,6 +145,9 @@ class ModelServer:
                 del self.loaded[oldest]
         return model
 
+    def stats(self) -> dict:
+        return {"version": self.latest, "loaded": list(self.loaded), "cancelled_batches": self.cancelled_batches}
+
     async def reload(self) -> int:
         """Serve the registry's newest version now; returns the version served."""
         return await asyncio.to_thread(self._follow)
@@ -159,7 +167,14 @@ class ModelServer:
         if isinstance(model, dict):
             return model
         error = check_request(model, request)
-        return error or await self._batch({**request, "version": version, "_model": model})
+        if error:
+            return error
+        abandoned = threading.Event()
+        try:
+            return await self._batch({**request, "version": version, "_model": model, "_abandoned": abandoned})
+        except asyncio.CancelledError:  # the caller timed out or went away: its batch may stop early
+            abandoned.set()
+            raise
 
     async def stream(self, request: dict):
         """One sample's continuation as it is decoded: {"text": piece} (text) or {"events": piece}
@@ -192,6 +207,17 @@ class ModelServer:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=lambda reqs: sum(r["n"] for r in reqs))
     async def _batch(self, requests: list[dict]) -> list[dict]:
+        # In a thread, so that the replica's event loop goes on (streams, cancellations) meanwhile.
+        return await asyncio.to_thread(self._run, requests)
+
+    def _run(self, requests: list[dict]) -> list[dict]:
+        # Sampling stops once every request of the batch is abandoned.
+        def cancel() -> bool:
+            if all(r["_abandoned"].is_set() for r in requests):
+                self.cancelled_batches += 1
+                return True
+            return False
+
         # One model.sample call per version among the batch's requests (nearly always one).
         by_version: dict[int, list[int]] = {}
         for i, r in enumerate(requests):
@@ -199,6 +225,6 @@ class ModelServer:
         out: list = [None] * len(requests)
         for version, rows in by_version.items():
             group = [requests[i] for i in rows]
-            for i, result in zip(rows, generate_batch(group[0]["_model"], group)):
+            for i, result in zip(rows, generate_batch(group[0]["_model"], group, cancel)):
                 out[i] = {**result, "version": version}
         return out

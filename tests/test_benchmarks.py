@@ -16,6 +16,7 @@ EXPECT = {
     "quality.py": "| series | quality-ar (sunspots) | one-step MSE |",
     "robustness.py": "| eps | scored real (clean) | scored real (attacked) | fooled | time |",
     "sampling.py": "identical samples with and without the cache, same seeds: True",
+    "serve_faults.py": "| process | RSS before (MiB) | RSS after | growth |",
     "serve_throughput.py": "plain FastAPI (unbatched)",
     "train_overhead.py": "epoch-time ratio genray/bare",
     "tune.py": "Tune overhead per trial:",

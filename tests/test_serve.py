@@ -367,6 +367,79 @@ def test_a_new_version_is_served_without_dropping_requests(client, storage, tmp_
         serve.delete("hot")
 
 
+def test_a_killed_replica_under_load_costs_no_request_with_retries(client, storage, keys):
+    """Two VAE replicas, 8 callers with genray.client's retries for 5 s; one replica is killed
+    with ray.kill a second in. Serve replaces it, and at least 99.5% of requests succeed."""
+    import threading
+    import time
+
+    import ray
+    from ray import serve
+    from ray.util.state import list_actors
+
+    from genray.client import Client, GenrayError
+    from genray.services.app import ServeOptions, build_app
+
+    serve.run(build_app(storage.uri, ["vae"], ServeOptions(
+        replicas={"vae": {"min_replicas": 2, "max_replicas": 2, "cpus": 0.25}})), name="fault", route_prefix="/fault")
+    outcomes, deadline = [], time.time() + 5
+
+    def caller(i):
+        with Client(str(client.base_url).rstrip("/") + "/fault", keys["admin"], retries=3, backoff=0.2) as c:
+            while time.time() < deadline:
+                try:
+                    c.generate("vae", n=2, seed=i)
+                    outcomes.append(True)
+                except GenrayError:
+                    outcomes.append(False)
+
+    def replicas():
+        return [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                if a.class_name == "ServeReplica:fault:model-vae"]
+
+    try:
+        threads = [threading.Thread(target=caller, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        ray.kill(ray.get_actor(replicas()[0].name, namespace="serve"), no_restart=True)
+        for t in threads:
+            t.join()
+        assert len(outcomes) > 50 and sum(outcomes) / len(outcomes) >= 0.995, (sum(outcomes), len(outcomes))
+        until = time.time() + 60
+        while len(replicas()) < 2 and time.time() < until:
+            time.sleep(0.5)
+        assert len(replicas()) == 2
+    finally:
+        serve.delete("fault")
+
+
+def test_a_timeout_answers_504_and_stops_the_abandoned_work(client, storage):
+    import time
+
+    from ray import serve
+
+    from genray.services.app import ServeOptions, build_app
+
+    serve.run(build_app(storage.uri, ["transformer"], ServeOptions(max_replicas=1, request_timeout_s=0.3,
+                                                                   auth=False)),
+              name="timeout", route_prefix="/timeout")
+    try:
+        t0 = time.perf_counter()
+        r = client.post("/timeout/v1/generate/transformer", json={"n": 64, "prompt": "A", "max_tokens": 2048})
+        assert r.status_code == 504 and "did not answer within" in r.json()["detail"]
+        assert time.perf_counter() - t0 < 5
+        replica = serve.get_deployment_handle("model-transformer", app_name="timeout")
+        deadline = time.time() + 10
+        while replica.stats.remote().result()["cancelled_batches"] < 1 and time.time() < deadline:
+            time.sleep(0.1)
+        assert replica.stats.remote().result()["cancelled_batches"] == 1  # stopped mid-decoding
+        quick = client.post("/timeout/v1/generate/transformer", json={"max_tokens": 5})
+        assert quick.status_code == 200 and len(quick.json()["samples"][0]) == 5
+    finally:
+        serve.delete("timeout")
+
+
 # ---- /v1/attack and /v1/defend ---------------------------------------------------------------
 def _png(img) -> str:
     from genray.models.codecs.images import to_png

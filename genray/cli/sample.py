@@ -17,6 +17,10 @@ def add_parser(sub, storage, ray) -> None:
     s.add_argument("--max-tokens", type=int)
     s.add_argument("--temperature", type=float)
     s.add_argument("--top-k", type=int)
+    s.add_argument("--top-p", type=float, help="nucleus sampling: among the most likely symbols whose "
+                                               "probability reaches P")
+    s.add_argument("--stop", action="append", help="text: end each sample where this string first appears "
+                                                   "(repeatable)")
     s.add_argument("--label", type=int)
     s.set_defaults(fn=run)
 
@@ -35,7 +39,7 @@ def run(args) -> int:
         raise CliError(f"{rec.ref} is a {rec.kind}, not a generative model")
     modality = modalities.get(model.modality)
     fields = {"n": args.n, "seed": args.seed, "max_tokens": args.max_tokens, "temperature": args.temperature,
-              "top_k": args.top_k, "label": args.label,
+              "top_k": args.top_k, "top_p": args.top_p, "stop": args.stop, "label": args.label,
               "prompt": None if args.prompt is None else modality.parse_prompt(args.prompt)}
     try:
         req = GenerateRequest(**{k: v for k, v in fields.items() if v is not None})
