@@ -9,7 +9,7 @@ PIP    := $(BIN)/pip --disable-pip-version-check -q
 # pip warns once per package about package-index folders this machine lacks; keep real errors.
 QUIET  := { grep -v 'is ignored' || true; }
 
-.PHONY: install run lint test bench quality clean
+.PHONY: install run lint test bench quality observe clean
 
 install: $(STAMP)
 
@@ -34,7 +34,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports --no-cache --no-logo
 
-test: lint
+# Prometheus' promtool checks the dashboard's PromQL in the tests: the binary alone, taken from
+# Debian's prometheus package (no service installed or started).
+$(BIN)/promtool: | $(STAMP)
+	rm -rf $(VENV)/promtool-deb && mkdir -p $(VENV)/promtool-deb
+	cd $(VENV)/promtool-deb && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg-deb -x $(VENV)/promtool-deb/prometheus_*.deb $(VENV)/promtool-deb/x
+	cp $(VENV)/promtool-deb/x/usr/bin/promtool $(BIN)/promtool
+	rm -rf $(VENV)/promtool-deb
+
+test: lint $(BIN)/promtool
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
@@ -44,6 +53,11 @@ bench: $(STAMP)
 # Trains any missing benchmark models with their default budgets (about 35 minutes on 2 cores).
 quality: $(STAMP)
 	$(BIN)/python benchmarks/quality.py
+
+# Prometheus and Grafana (Docker) over a genray running here: http://127.0.0.1:3000, dashboard "genray".
+# Put a key with the admin scope in deploy/observe/genray-key first (genray keys add prometheus --scopes admin).
+observe:
+	docker compose -f deploy/observe/docker-compose.yml up
 
 clean:
 	rm -rf $(VENV) .pytest_cache

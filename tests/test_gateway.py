@@ -4,8 +4,10 @@ import asyncio
 
 import torch
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
 
 from genray.models import build
+from genray.services.auth import AuthError, KeyStore, from_env
 from genray.services.gateway import GenerateRoute
 from genray.services.generate import INTERNAL, check_request, generate_batch
 from genray.services.metrics import GatewayMetrics
@@ -60,10 +62,44 @@ def test_every_outcome_is_counted_even_an_unexpected_exception():
     async def rejected(model, payload):  # what a model server answers for input only the model can judge
         return {"error": "label 3 is not served today", "field": "label", "status": 422}
 
-    metrics = GatewayMetrics()
-    resp = asyncio.run(GenerateRoute(models, server_crashed, metrics, 5.0)("vae", b'{"n": 1}'))
+    metrics, open_door = GatewayMetrics(), KeyStore([], enabled=False)
+
+    def route(call):
+        return GenerateRoute(models, call, None, metrics, 5.0, open_door, 1 << 20)
+
+    resp = asyncio.run(route(server_crashed)("vae", _request(b'{"n": 1}')))
     assert resp.status_code == 500 and b"replica died" not in resp.body
     assert _count(metrics, "500") == 1
-    resp = asyncio.run(GenerateRoute(models, rejected, metrics, 5.0)("vae", b'{"label": 3}'))
+    resp = asyncio.run(route(rejected)("vae", _request(b'{"label": 3}')))
     assert resp.status_code == 422 and b'"loc":["body","label"]' in resp.body
     assert _count(metrics, "422") == 1
+
+
+def _request(body: bytes, headers: dict | None = None) -> Request:
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in {"content-type": "application/json", **(headers or {})}.items()]
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": raw, "query_string": b""}, receive)
+
+
+def test_keys_are_kept_hashed_and_checked_with_scopes_and_rates():
+    store = KeyStore(from_env("gr-one=generate,gr-two=admin"))
+    assert all("gr-one" not in repr(e) and "gr-two" not in repr(e) for e in store.entries)
+    assert store.authorize({"authorization": "Bearer gr-one"}, "generate") == "env-1"
+    assert store.authorize({"x-api-key": "gr-two"}, "explain") == "env-2"  # admin takes every scope
+    for headers, scope, status in (({}, "generate", 401), ({"authorization": "Bearer gr-three"}, "generate", 401),
+                                   ({"authorization": "Bearer gr-one"}, "attack", 403)):
+        try:
+            store.authorize(headers, scope)
+            raise AssertionError("authorized")
+        except AuthError as e:
+            assert e.status == status
+    store.entries[0].rate_per_s, store.entries[0].burst = 1.0, 2
+    for _ in range(2):
+        store.authorize({"authorization": "Bearer gr-one"}, "generate")
+    try:
+        store.authorize({"authorization": "Bearer gr-one"}, "generate")
+        raise AssertionError("not limited")
+    except AuthError as e:
+        assert e.status == 429 and 0 < e.retry_after <= 1.0
