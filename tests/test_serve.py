@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import ray
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -365,6 +366,46 @@ def test_a_new_version_is_served_without_dropping_requests(client, storage, tmp_
         assert client.post("/hot/v1/generate/hot@x", json=body, headers=headers).status_code == 404
     finally:
         serve.delete("hot")
+
+
+def test_models_still_training_are_listed_and_answered_503_until_they_join(client, storage, tmp_path):
+    """What `genray up` serves before its defaults are trained: the app lists a pending model with
+    the progress its training reports, answers it 503 with Retry-After, and serves it once it is
+    published and the app redeployed."""
+    import time
+
+    from ray import serve
+
+    from genray.cluster.progress import PROGRESS_BOARD, PROGRESS_NAMESPACE, ProgressBoard
+    from genray.cluster.registry import Registry
+    from genray.cluster.storage import Storage
+    from genray.services.app import ServeOptions, build_app
+
+    own, options = Registry(Storage(str(tmp_path))), ServeOptions(max_replicas=1, auth=False)
+    board = ProgressBoard.options(name=PROGRESS_BOARD, namespace=PROGRESS_NAMESPACE).remote()
+    board.update.remote("late", {"epoch": 2, "epochs": 5, "step": 20, "total": 50})
+    serve.run(build_app(own.storage.uri, None, options, pending={"late": {"family": "markov"}}), name="late",
+              route_prefix="/late")
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            listed = client.get("/late/v1/models").json()["models"]
+            if listed[0]["progress"]:
+                break
+            time.sleep(0.5)
+        assert listed == [{"name": "late", "family": "markov", "status": "training", "endpoints": [],
+                           "progress": {"epoch": 2, "epochs": 5, "step": 20, "total": 50}}]
+        r = client.post("/late/v1/generate/late", json={"max_tokens": 5})
+        assert r.status_code == 503 and r.headers["retry-after"] == "15"
+        assert r.json()["detail"] == "model 'late' is still training (epoch 2/5); retry later"
+        own.publish("late", Registry(storage).load("markov")[0], {})
+        serve.run(build_app(own.storage.uri, None, options, pending={}), name="late", route_prefix="/late")
+        r = client.post("/late/v1/generate/late", json={"max_tokens": 5, "seed": 1})
+        assert r.status_code == 200 and r.json()["version"] == 1
+        assert [m["status"] for m in client.get("/late/v1/models").json()["models"]] == ["ready"]
+    finally:
+        serve.delete("late")
+        ray.kill(board)
 
 
 def test_a_timeout_answers_504_and_stops_the_abandoned_work(client, storage):

@@ -70,6 +70,14 @@ QUICK: dict[str, dict] = {
     "classifier": {"family": "classifier"},  # served at /v1/attack; it also judges the vae's reconstructions
 }
 
+def improvable() -> dict[str, dict]:
+    """The defaults whose quick budget is cut short (name -> TrainSpec arguments at the family's
+    default budget): `genray up` trains these again once everything serves, and the better
+    version replaces the quick one."""
+    return {name: {k: v for k, v in spec.items() if k in ("family", "dataset")}
+            for name, spec in QUICK.items() if "epochs" in spec}
+
+
 # The quality benchmark's models, by task, at the families' default budgets. Their names are
 # their own, so the table never scores a model that another command trained differently.
 QUALITY: dict[str, dict[str, dict]] = {

@@ -1,6 +1,7 @@
 """genray serve: serve registry models over HTTP with Ray Serve until Ctrl-C or SIGTERM."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -87,34 +88,82 @@ def _local_key(storage, options) -> str | None:
     return auth.add_key(path, "local", list(auth.SCOPES))
 
 
-def serve_forever(args, storage, refs: list[str] | None) -> int:
-    import ray
-    from ray import serve
+class Service:
+    """The `genray` Serve application on this process's Ray: deployed, redeployed as models join
+    (`models` None: every servable model in the registry), then stopped."""
 
-    from genray.cluster.registry import Registry
-    from genray.services.app import ServeOptions, build_app, endpoints
+    def __init__(self, args, storage, refs: list[str] | None, expected: int | None = None,
+                 only: list[str] | None = None):
+        from genray.services.app import ServeOptions, default_cpus
 
-    # Handlers first: a SIGTERM while the app deploys still ends in a clean shutdown.
+        # only: serve these names, those of them published so far, at each deploy
+        self.args, self.storage, self.refs, self.only = args, storage, refs, only
+        # Fixed CPUs per replica when more models will join, so that redeploying does not resize
+        # (and restart) the replicas already serving.
+        self.options = ServeOptions(max_replicas=args.max_replicas, gpus_per_replica=args.gpus_per_replica,
+                                    auth=not args.no_auth, keys_file=args.keys_file,
+                                    cpus_per_replica=default_cpus(expected) if expected else None)
+        self.local_key = _local_key(storage, self.options)
+
+    def deploy(self, pending: dict[str, dict] | None = None) -> list[str]:
+        """(Re)deploys the app; returns the names served."""
+        from ray import serve
+
+        from genray.cluster.registry import Registry
+        from genray.services.app import build_app, endpoints
+
+        refs = self.refs
+        if self.only is not None:
+            refs = [n for n in self.only if n in Registry(self.storage).names()]
+        quiet = not self.args.verbose  # Serve's progress lines on this process's console
+        if quiet:
+            logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        serve.start(http_options={"host": self.args.host, "port": self.args.port})
+        if quiet:  # serve.start configures its logger anew
+            logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        serve.run(build_app(self.storage.uri, refs, self.options, pending), name="genray", route_prefix="/")
+        return refs if refs is not None else [r.name for r in Registry(self.storage).list() if endpoints(r)]
+
+    def banner(self, names: list[str], pending: list[str] = ()) -> str:
+        out = f"\ngenray is serving {', '.join(names) or 'no model yet'} on http://{self.args.host}:{self.args.port}"
+        out += "  (Ctrl-C stops)\n" + (f"still training: {', '.join(pending)}\n" if pending else "")
+        if self.local_key:
+            out += (f"\nAPI key for this machine (all scopes; replaced at each start without other keys):\n"
+                    f"  export GENRAY_KEY={self.local_key}\n")
+        return out + "\n" + examples(self.args.port, list(names) + list(pending), self.options.auth)
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        print("\nstopping genray ...", flush=True)
+        if self.args.address or os.environ.get("RAY_ADDRESS"):
+            serve.delete("genray")  # leave a shared cluster's other applications running
+        else:
+            ray.shutdown()  # the embedded cluster goes with its process
+
+
+def stop_event(interrupt: bool = False) -> threading.Event:
+    """Set by SIGINT or SIGTERM (installed first: a signal while the app deploys still ends in a
+    clean shutdown). With interrupt, the signal also raises KeyboardInterrupt in the main thread,
+    so that it ends a training run under way."""
     stop = threading.Event()
+
+    def handler(*_):
+        stop.set()
+        if interrupt:
+            raise KeyboardInterrupt
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    options = ServeOptions(max_replicas=args.max_replicas, gpus_per_replica=args.gpus_per_replica,
-                           auth=not args.no_auth, keys_file=args.keys_file)
-    local_key = _local_key(storage, options)
-    application = build_app(storage.uri, refs, options)
-    serve.start(http_options={"host": args.host, "port": args.port})
-    serve.run(application, name="genray", route_prefix="/")
-    names = refs or [r.name for r in Registry(storage).list() if endpoints(r)]
-    print(f"\ngenray is serving {', '.join(names)} on http://{args.host}:{args.port}  (Ctrl-C stops)\n")
-    if local_key:
-        print(f"API key for this machine (all scopes; replaced at each start without other keys):\n"
-              f"  export GENRAY_KEY={local_key}\n")
-    print(examples(args.port, names, options.auth), flush=True)
+        signal.signal(sig, handler)
+    return stop
+
+
+def serve_forever(args, storage, refs: list[str] | None) -> int:
+    stop = stop_event()
+    service = Service(args, storage, refs)
+    print(service.banner(service.deploy()), flush=True)
     while not stop.wait(1.0):
         pass
-    print("\nstopping genray ...", flush=True)
-    if args.address or os.environ.get("RAY_ADDRESS"):
-        serve.delete("genray")  # leave a shared cluster's other applications running
-    else:
-        ray.shutdown()  # the embedded cluster goes with its process
+    service.stop()
     return 0
