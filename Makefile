@@ -43,7 +43,13 @@ $(BIN)/promtool: | $(STAMP)
 	cp $(VENV)/promtool-deb/x/usr/bin/promtool $(BIN)/promtool
 	rm -rf $(VENV)/promtool-deb
 
-test: lint $(BIN)/promtool
+# The playground's browser test drives Debian's headless Chromium.
+CHROMIUM := /usr/bin/chromium-headless-shell
+$(CHROMIUM):
+	command -v chromium-headless-shell >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-headless-shell; }
+
+test: lint $(BIN)/promtool $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

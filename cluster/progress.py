@@ -57,13 +57,17 @@ class ConsoleProgress:
         if not self.enabled:
             self.board = ProgressBoard.options(**options).remote() if self.named else None
             return self
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.board = ProgressBoard.options(**options).remote()
+        console = Console()
+        if not console.is_terminal:  # a log file: room for every column, no 80-column cut
+            console = Console(width=160)
         self.bars = Progress(TextColumn("[bold]{task.description:<14}"), BarColumn(),
                              TextColumn("epoch {task.fields[epoch]}  step {task.completed:.0f}/{task.total:.0f}"),
                              TextColumn("{task.fields[detail]}"), TextColumn("eta"), TimeRemainingColumn(),
-                             transient=False)
+                             transient=False, console=console)
         self.bars.start()
         self._thread = threading.Thread(target=self._poll, daemon=True, name="progress")
         self._thread.start()

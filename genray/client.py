@@ -159,7 +159,7 @@ class Client(_Base):
     def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         """The attack's answer, its adversarial images decoded."""
         return _decode_images(self._call("POST", f"/v1/attack/{model}", fields, timeout).json(),
-                              "adversarial", "reconstructions")
+                              "clean", "adversarial", "reconstructions")
 
     def defend(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         return _decode_images(self._call("POST", f"/v1/defend/{model}", fields, timeout).json(), "purified")
@@ -215,7 +215,7 @@ class AsyncClient(_Base):
 
     async def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         return _decode_images((await self._call("POST", f"/v1/attack/{model}", fields, timeout)).json(),
-                              "adversarial", "reconstructions")
+                              "clean", "adversarial", "reconstructions")
 
     async def defend(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         return _decode_images((await self._call("POST", f"/v1/defend/{model}", fields, timeout)).json(), "purified")

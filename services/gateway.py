@@ -12,10 +12,11 @@ import logging
 import math
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
@@ -48,6 +49,7 @@ from genray.services.schemas import (
 )
 
 log = logging.getLogger("ray.serve")
+PLAYGROUND = (Path(__file__).parent / "playground.html").read_text()
 Call = Callable[[str, dict], Any]  # (model name, request payload) -> the server's DeploymentResponse
 
 
@@ -378,6 +380,11 @@ class Gateway:
 
     def _explain(self, model: str, payload: dict):
         return self.explainer.explain.remote({**payload, "model": model})
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def playground(self):
+        """A page to try the models (services/playground.html: static, nothing fetched elsewhere)."""
+        return HTMLResponse(PLAYGROUND)
 
     @api.get("/healthz")
     async def healthz(self):

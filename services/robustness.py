@@ -54,7 +54,8 @@ def _attack(bench: Workbench, ref: str, req: dict) -> dict:
             raise OptionError("the reconstruction attack needs a target class", "target")
         r = reconstruction_attack(model, x, target=req["target"], classifier=bench.judge(req.get("classifier"), rec),
                                   **common)
-        return {"summary": r.summary(), "adversarial": pngs(r.x_adv), "reconstructions": pngs(r.recon),
+        return {"summary": r.summary(), "clean": pngs(x), "adversarial": pngs(r.x_adv),
+                "reconstructions": pngs(r.recon),
                 "clean_predictions": r.clean_recon_pred.tolist(), "adversarial_predictions": r.recon_pred.tolist(),
                 "success": r.success.tolist(), "linf": r.linf.tolist(), "l2": r.l2.tolist()}
     if method == "discriminator":
@@ -62,11 +63,12 @@ def _attack(bench: Workbench, ref: str, req: dict) -> dict:
             raise OptionError("this GAN's discriminator is conditioned on each image's class: send validation rows "
                               "('indices'), whose labels it takes", "indices")
         r = discriminator_attack(model, x, y if model.num_classes else None, **common)
-        return {"summary": r.summary(), "adversarial": pngs(r.x_adv), "success": r.fooled.tolist(),
+        return {"summary": r.summary(), "clean": pngs(x), "adversarial": pngs(r.x_adv), "success": r.fooled.tolist(),
                 "linf": r.linf.tolist(), "l2": r.l2.tolist()}
     r = attack(model, x, y, method=method, targeted=req.get("targeted", False), target=req.get("target"),
                restarts=req.get("restarts", 1), **common)
-    return {"summary": r.summary(), "adversarial": pngs(r.x_adv), "clean_predictions": r.clean_pred.tolist(),
+    return {"summary": r.summary(), "clean": pngs(x), "adversarial": pngs(r.x_adv),
+            "clean_predictions": r.clean_pred.tolist(),
             "adversarial_predictions": r.adv_pred.tolist(), "success": r.success.tolist(), "linf": r.linf.tolist(),
             "l2": r.l2.tolist()}
 

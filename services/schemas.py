@@ -152,6 +152,7 @@ class AttackResponse(BaseModel):
     version: int
     method: str
     summary: dict[str, Any]
+    clean: list[str] = Field(default_factory=list, description="base64 PNG of each input attacked")
     adversarial: list[str] = Field(default_factory=list, description="base64 PNG of each adversarial input")
     reconstructions: list[str] = Field(default_factory=list, description="vae: base64 PNG reconstructions")
     clean_predictions: list[int] = Field(default_factory=list)

@@ -434,6 +434,72 @@ def test_a_timeout_answers_504_and_stops_the_abandoned_work(client, storage):
         serve.delete("timeout")
 
 
+def test_the_playground_works_in_a_real_browser(client, keys):
+    """Debian's headless Chromium, driven by Playwright: a person enters a key, generates images,
+    text and music, attacks and explains a digit, and sees the metrics; the page fetches nothing
+    but the server's own paths. GENRAY_SCREENSHOTS=DIR saves what it shows (docs/ has them)."""
+    import os
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+    assert chromium, "no Chromium: `make test` installs Debian's chromium-headless-shell"
+    base = str(client.base_url).rstrip("/")
+    shots = os.environ.get("GENRAY_SCREENSHOTS")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        errors, foreign = [], []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: None if r.url.startswith((base, "data:", "blob:")) else foreign.append(r.url))
+        page.goto(base + "/")
+        page.fill("#key", keys["admin"])
+        page.click("#connect")
+        page.wait_for_selector("#model option[value=vae]", state="attached")
+
+        page.select_option("#model", "vae")
+        page.fill("#label", "7")
+        page.click("#generate")
+        _shown(page, "document.querySelectorAll('#output img.sample').length === 8", "gen-status")
+        assert page.evaluate("[...document.querySelectorAll('#output img.sample')].every(i => i.naturalWidth === 8)")
+        if shots:
+            page.screenshot(path=os.path.join(shots, "playground-generate.png"), full_page=True)
+
+        page.select_option("#model", "transformer")
+        page.fill("#n", "2")
+        page.click("#generate")
+        _shown(page, "document.querySelectorAll('#output pre.sample').length === 2", "gen-status")
+        texts = page.locator("#output pre.sample").all_inner_texts()
+        assert all(t.startswith("ROMEO:") and len(t) > 100 for t in texts), texts
+
+        page.select_option("#model", "chorale")
+        page.click("#generate")
+        _shown(page, "document.querySelectorAll('#output audio').length === 2", "gen-status")
+        assert page.locator("#output audio").first.get_attribute("src").startswith("data:audio/wav;base64,UklGR")
+
+        page.select_option("#model", "classifier")
+        page.click("#attack")
+        _shown(page, "document.querySelectorAll('#attack-output .triple canvas').length === 3", "attack-status")
+        page.click("#explain")
+        _shown(page, "document.querySelectorAll('#explain-output img').length === 1", "explain-status")
+        page.click("#refresh-metrics")
+        page.wait_for_selector("#metrics table")
+        assert "vae" in page.inner_text("#metrics table")
+        if shots:
+            page.screenshot(path=os.path.join(shots, "playground-attack-explain.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+    assert not foreign, foreign
+
+
+def _shown(page, condition: str, status: str) -> None:
+    """Wait until the page shows what `condition` tests, failing with the page's own error line."""
+    page.wait_for_function(f"({condition}) || document.getElementById('{status}').className === 'error'")
+    assert page.evaluate(condition), page.inner_text(f"#{status}")
+
+
 # ---- /v1/attack and /v1/defend ---------------------------------------------------------------
 def _png(img) -> str:
     from genray.models.codecs.images import to_png
