@@ -14,6 +14,7 @@ from genray.models.explain.catalog import explain_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import ENV, KEYS_FILE, KeyEntry, from_env, read_file
 from genray.services.explain import ExplainServer
+from genray.services.following import served_summary
 from genray.services.gateway import Gateway
 from genray.services.generate import ModelServer
 from genray.services.robustness import RobustnessServer
@@ -117,9 +118,7 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
     cpus = o.cpus_per_replica if o.cpus_per_replica is not None else default_cpus(len(records))
     servers, models = {}, {}
     for rec in records:
-        summary = rec.summary()
-        summary["metrics"] = {k: v for k, v in rec.metrics.items() if k != "history"}
-        models[rec.name] = {"summary": summary, "config": rec.config, "endpoints": endpoints(rec)}
+        models[rec.name] = {"summary": served_summary(rec), "config": rec.config, "endpoints": endpoints(rec)}
         if rec.kind != "generative":
             continue
         planned = (o.replicas or {}).get(rec.name, {})

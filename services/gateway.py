@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +27,7 @@ from genray.cluster.storage import Storage
 from genray.models.explain.catalog import explain_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import AuthError, KeyEntry, KeyStore
+from genray.services.following import served_summary, watch
 from genray.services.metrics import GatewayMetrics
 from genray.services.schemas import (
     AUTH_ERRORS,
@@ -314,7 +314,7 @@ class Gateway:
         # Models still training ({name: {"family", "progress"}}): listed, and answered 503 until served.
         self.pending = {n: {**v, "progress": None} for n, v in (pending or {}).items()}
         if self.registry and (self.followed or self.pending) and watch_s > 0:
-            threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name="watch-registry").start()
+            watch(watch_s, self._refresh, "refreshing the served models' records")
         self.servers, self.robustness, self.explainer = servers, robustness, explainer
         self.metrics = GatewayMetrics()
         self.keys = KeyStore(keys or [], enabled=auth)
@@ -329,22 +329,14 @@ class Gateway:
         for route in (self.generate_route, self.attack_route, self.defend_route, self.explain_route):
             route.pending = self.pending
 
-    def _watch(self, every_s: float) -> None:
-        while not threading.Event().wait(every_s):
-            try:
-                self._refresh()
-            except Exception:  # noqa: BLE001 - a registry hiccup must not end the watch
-                log.warning("refreshing the served models' records failed", exc_info=True)
-
     def _refresh(self) -> None:
         if self.pending:
             self._training_progress()
         for name in self.followed:
-            rec = self.registry.record(name)
-            entry = self.models[name]
-            if rec.version != entry["summary"]["version"]:
-                summary = {**rec.summary(), "metrics": {k: v for k, v in rec.metrics.items() if k != "history"}}
-                entry.update(summary=summary, config=rec.config)  # one dict, shared with the routes
+            entry, newest = self.models[name], self.registry.versions(name)[-1]
+            if newest != entry["summary"]["version"]:  # the record's files are read only for a new version
+                rec = self.registry.record(f"{name}@{newest}")
+                entry.update(summary=served_summary(rec), config=rec.config)  # one dict, shared with the routes
 
     def _training_progress(self) -> None:
         """The pending models' progress, from the board `genray up` trains them with."""

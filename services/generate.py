@@ -20,6 +20,7 @@ from genray.cluster.storage import Storage
 from genray.models import modalities
 from genray.models.base import GenerativeModel, seeded
 from genray.models.errors import Cancelled, InputError
+from genray.services.following import watch
 from genray.services.schemas import GenerateRequest
 
 log = logging.getLogger("ray.serve")
@@ -106,21 +107,13 @@ class ModelServer:
         self._lock = threading.Lock()
         self._batch.set_max_batch_size(max_batch_size)
         self._batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self._stop = threading.Event()
         self.cancelled_batches = 0
         if follow and watch_s > 0:
-            threading.Thread(target=self._watch, args=(watch_s,), daemon=True, name=f"watch-{self.name}").start()
+            watch(watch_s, self._follow, f"watching {self.name}'s versions")
 
     @property
     def model(self) -> GenerativeModel:
         return self.loaded[self.latest]
-
-    def _watch(self, every_s: float) -> None:
-        while not self._stop.wait(every_s):
-            try:
-                self._follow()
-            except Exception:  # noqa: BLE001 - a registry hiccup must not end the watch
-                log.warning("%s: looking for a new version failed", self.name, exc_info=True)
 
     def _follow(self) -> int:
         newest = self.registry.versions(self.name)[-1]
