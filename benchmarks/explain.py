@@ -126,7 +126,7 @@ def serving_overhead(args, storage) -> list[list]:
     from captum.attr import IntegratedGradients
     from ray import serve
 
-    from genray.services.app import ServeOptions, build_app
+    from genray.services.app import ServeOptions, deploy, undeploy
 
     name = "smoke-classifier" if args.smoke else MODELS["classifier"][0]
     m, rec = Registry(storage).load(name)
@@ -138,8 +138,7 @@ def serving_overhead(args, storage) -> list[list]:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     # Loopback only, timing explanations: no API keys.
-    serve.run(build_app(storage.uri, [rec.ref], ServeOptions(max_replicas=1, auth=False)), name="explain-bench",
-              route_prefix="/")
+    deploy(storage.uri, [rec.ref], ServeOptions(max_replicas=1, auth=False), name="explain-bench")
     served, direct = {64: [], 256: []}, {64: [], 256: []}
     threads = torch.get_num_threads()
     try:
@@ -163,7 +162,7 @@ def serving_overhead(args, storage) -> list[list]:
                 direct[steps].append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
-        serve.delete("explain-bench")
+        undeploy("explain-bench")
     rows = []
     for steps in served:
         s, d = statistics.median(served[steps]), statistics.median(direct[steps])

@@ -42,8 +42,8 @@ def serve_processes(app: str) -> dict[str, int]:
 
     out = {}
     for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        if a.class_name.startswith(f"ServeReplica:{app}:") or a.class_name == "ProxyActor":
-            out[a.class_name.removeprefix(f"ServeReplica:{app}:")] = a.pid
+        if a.class_name.startswith((f"ServeReplica:{app}:", f"ServeReplica:{app}-")) or a.class_name == "ProxyActor":
+            out[a.class_name.rpartition(":")[2]] = a.pid
     return out
 
 
@@ -97,7 +97,7 @@ def kill_one_replica(app: str) -> str:
     from ray.util.state import list_actors
 
     replicas = [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-                if a.class_name == f"ServeReplica:{app}:model-vae"]
+                if a.class_name == f"ServeReplica:{app}-vae:model-vae"]
     victim = replicas[0]
     ray.kill(ray.get_actor(victim.name, namespace="serve"), no_restart=True)
     return victim.name
@@ -106,7 +106,7 @@ def kill_one_replica(app: str) -> str:
 def running_replicas(app: str) -> int:
     from ray import serve
 
-    status = serve.status().applications[app].deployments["model-vae"]
+    status = serve.status().applications[f"{app}-vae"].deployments["model-vae"]
     return status.replica_states.get("RUNNING", 0)
 
 
@@ -152,7 +152,7 @@ def main() -> None:
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
     from genray.models import build
-    from genray.services.app import ServeOptions, build_app
+    from genray.services.app import ServeOptions, deploy, undeploy
     from genray.services.auth import KEYS_FILE, add_key
     from genray.trainers import datasets
     from genray.trainers.run import TrainSpec, model_config
@@ -170,8 +170,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
 
         # 1. A replica killed under load: two replicas, no autoscaling past them.
-        serve.run(build_app(storage.uri, ["vae"], ServeOptions(
-            replicas={"vae": {"min_replicas": 2, "max_replicas": 2, "cpus": 0.5}})), name="fault", route_prefix="/")
+        two = {"vae": {"min_replicas": 2, "max_replicas": 2, "cpus": 0.5}}
+        deploy(storage.uri, ["vae"], ServeOptions(replicas=two), name="fault")
         body = {"n": 4}
         killed: list[str] = []
         results = {}
@@ -183,7 +183,7 @@ def main() -> None:
             while running_replicas("fault") < 2 and time.time() - t0 < 60:
                 time.sleep(0.5)
             results[label]["replaced_s"] = time.time() - t0 if running_replicas("fault") == 2 else None
-        serve.delete("fault")
+        undeploy("fault")
         print("## A model replica killed under load (16 callers, 4 samples a request, 2 VAE replicas)\n")
         print("| client | requests | succeeded | failed (statuses) | success rate | replicas back to 2 after the run |")
         print("|---|---|---|---|---|---|")
@@ -198,16 +198,15 @@ def main() -> None:
                              f"replica replaced: {kept['replaced_s'] is not None}")
 
         # 2. 10x overload of a tight deployment: 2 running + 4 queued requests of 64 samples.
-        serve.run(build_app(storage.uri, ["vae"], ServeOptions(max_replicas=1, max_ongoing_requests=2,
-                                                               max_queued_requests=4)),
-                  name="overload", route_prefix="/")
+        deploy(storage.uri, ["vae"], ServeOptions(max_replicas=1, max_ongoing_requests=2, max_queued_requests=4),
+               name="overload")
         with httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"}) as c:
             c.post("/v1/generate/vae", json={"n": 64})  # warm
         pids = serve_processes("overload")
         before = footprint(pids)
         lat = overload(url, key, args.seconds, 60)
         after = footprint(pids)
-        serve.delete("overload")
+        undeploy("overload")
         print("## 10x overload (60 callers, capacity 6 requests: 2 running, 4 queued)\n")
         print("| status | requests | p50 ms | p99 ms |\n|---|---|---|---|")
         for status, values in sorted(lat.items()):
@@ -218,12 +217,12 @@ def main() -> None:
                 print(f"| {name} | {rss:.0f} | {after[name][0]:.0f} | {100 * (after[name][0] / rss - 1):+.1f}% |")
 
         if args.soak:
-            serve.run(build_app(storage.uri, ["vae"], ServeOptions(max_replicas=1)), name="soak", route_prefix="/")
+            deploy(storage.uri, ["vae"], ServeOptions(max_replicas=1), name="soak")
             pids = serve_processes("soak")
             start = footprint(pids)
             r = steady_load(url, key, args.soak, 4, 0, {"n": 8})
             end = footprint(pids)
-            serve.delete("soak")
+            undeploy("soak")
             print(f"\n## Soak: {args.soak:.0f} s at 4 callers, 8 samples a request\n")
             print(f"requests {r['ok'] + r['failed']}, errors {r['failed']} {r['statuses'] or ''}\n")
             print("| process | RSS start (MiB) | RSS end | open fds start | end |\n|---|---|---|---|---|")

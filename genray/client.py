@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 import httpx
 
@@ -91,6 +92,33 @@ def _raise_for(resp: httpx.Response) -> None:
     raise GenrayError(resp.status_code, detail, where)
 
 
+def _pieces(lines: Iterable[str]) -> Iterator[str]:
+    """The decoded pieces of server-sent `data:` lines; an error event raises GenrayError."""
+    for line in lines:
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        event = json.loads(line[len("data: "):])
+        if "error" in event:
+            raise GenrayError(event.get("status", 500), event["error"])
+        piece = event.get("text", event.get("events"))
+        if piece:
+            yield piece
+
+
+def _retryable(resp: httpx.Response) -> bool:
+    """503 (overloaded, a lost replica) and 429 (rate limited); and a 5xx that genray did not
+    answer itself (no JSON detail: Serve's proxy lost the replica running the request). Every
+    call of the API is free of side effects, so repeating one is safe."""
+    if resp.status_code in RETRY_STATUSES:
+        return True
+    if resp.status_code < 500 or resp.status_code == 504:
+        return False
+    try:
+        return "detail" not in resp.json()
+    except ValueError:
+        return True
+
+
 def _delay(resp: httpx.Response, attempt: int, backoff: float) -> float:
     """Retry-After when the server sends one (seconds), else exponential backoff with jitter."""
     after = resp.headers.get("retry-after", "")
@@ -116,8 +144,9 @@ class _Base:
 
 
 class Client(_Base):
-    """Calls genray's HTTP API. `timeout` is per call (seconds); a 503 or 429 is retried up to
-    `retries` times, waiting Retry-After or `backoff` x 2^attempt seconds."""
+    """Calls genray's HTTP API. `timeout` is per call (seconds); a 503 or 429 (or a 5xx from the
+    serving layer rather than from genray) is retried up to `retries` times, waiting Retry-After
+    or `backoff` x 2^attempt seconds."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, timeout: float = 120.0,
                  retries: int = 3, backoff: float = 0.5):
@@ -136,7 +165,7 @@ class Client(_Base):
     def _call(self, method: str, path: str, body: dict | None = None, timeout: float | None = None) -> httpx.Response:
         for attempt in range(self.retries + 1):
             resp = self._http.request(method, path, json=body, timeout=timeout or self.timeout)
-            if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
+            if not _retryable(resp) or attempt == self.retries:
                 break
             time.sleep(_delay(resp, attempt, self.backoff))
         _raise_for(resp)
@@ -155,6 +184,21 @@ class Client(_Base):
             self.models()
         body = self._call("POST", f"/v1/generate/{model}", {"n": n, **fields}, timeout).json()
         return self._generated(body)
+
+    def stream(self, model: str, *, timeout: float | None = None, **fields) -> Iterator[str]:
+        """One sample of a text or music model as it is decoded: its pieces (text, or music events
+        joined by spaces), over server-sent events. A failure after the stream began raises
+        GenrayError with the server's status; one before it, as generate() does (with retries)."""
+        body = {**fields, "stream": True, "n": 1}
+        for attempt in range(self.retries + 1):
+            with self._http.stream("POST", f"/v1/generate/{model}", json=body, timeout=timeout or self.timeout) as resp:
+                if resp.status_code == 200:
+                    yield from _pieces(resp.iter_lines())
+                    return
+                resp.read()
+            if not _retryable(resp) or attempt == self.retries:
+                _raise_for(resp)
+            time.sleep(_delay(resp, attempt, self.backoff))
 
     def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         """The attack's answer, its adversarial images decoded."""
@@ -195,7 +239,7 @@ class AsyncClient(_Base):
                     timeout: float | None = None) -> httpx.Response:
         for attempt in range(self.retries + 1):
             resp = await self._http.request(method, path, json=body, timeout=timeout or self.timeout)
-            if resp.status_code not in RETRY_STATUSES or attempt == self.retries:
+            if not _retryable(resp) or attempt == self.retries:
                 break
             await asyncio.sleep(_delay(resp, attempt, self.backoff))
         _raise_for(resp)
@@ -212,6 +256,22 @@ class AsyncClient(_Base):
             await self.models()
         body = (await self._call("POST", f"/v1/generate/{model}", {"n": n, **fields}, timeout)).json()
         return self._generated(body)
+
+    async def stream(self, model: str, *, timeout: float | None = None, **fields) -> AsyncIterator[str]:
+        """Client.stream as an async iterator."""
+        body = {**fields, "stream": True, "n": 1}
+        for attempt in range(self.retries + 1):
+            async with self._http.stream("POST", f"/v1/generate/{model}", json=body,
+                                         timeout=timeout or self.timeout) as resp:
+                if resp.status_code == 200:
+                    async for line in resp.aiter_lines():
+                        for piece in _pieces([line]):
+                            yield piece
+                    return
+                await resp.aread()
+            if not _retryable(resp) or attempt == self.retries:
+                _raise_for(resp)
+            await asyncio.sleep(_delay(resp, attempt, self.backoff))
 
     async def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         return _decode_images((await self._call("POST", f"/v1/attack/{model}", fields, timeout)).json(),

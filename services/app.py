@@ -1,7 +1,9 @@
-"""The Ray Serve application: one autoscaled, batching ModelServer deployment per generative
-registry model, one autoscaled RobustnessServer for the attacks and defenses of every model that
-takes them (classifiers included), one autoscaled ExplainServer for the explanations, behind one
-Gateway that validates, routes and keeps the metrics."""
+"""The Ray Serve applications: for each generative registry model, an application of its own at
+/v1/generate/{model} whose autoscaled, batching ModelServer ingress takes generation requests
+straight from Serve's proxy; and the gateway application at the root, whose Gateway ingress
+answers the rest (pinned versions, models still training, /v1/models, reloads, /metrics, the
+playground) beside one autoscaled RobustnessServer for the attacks and defenses of every model
+that takes them (classifiers included) and one autoscaled ExplainServer for the explanations."""
 from __future__ import annotations
 
 import os
@@ -15,7 +17,7 @@ from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import ENV, KEYS_FILE, KeyEntry, from_env, read_file
 from genray.services.explain import ExplainServer
 from genray.services.following import served_summary
-from genray.services.gateway import Gateway
+from genray.services.gateway import Gateway, model_app_name
 from genray.services.generate import ModelServer
 from genray.services.robustness import RobustnessServer
 
@@ -62,6 +64,10 @@ class ServeOptions:
     # How often model servers and the gateway look for newly published versions (0: never; then
     # only POST /v1/admin/reload swaps them).
     watch_s: float = 2.0
+    # A log line per generation request in the model replicas' logs (Serve's access log). Off by
+    # default: the metrics count every request, and on a small machine the line costs a
+    # noticeable share of a small request's CPU.
+    access_log: bool = False
 
 
 def api_keys(storage: Storage, options: ServeOptions) -> list[KeyEntry]:
@@ -96,11 +102,15 @@ def default_cpus(models: int) -> float:
     return max(0.05, min(0.5, (total - GATEWAY_CPUS) / (2 * (models + 1))))
 
 
-def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOptions | None = None,
-              pending: dict[str, dict] | None = None):
-    """The Serve application for registry models `refs` (default: the latest version of every
-    model that has an endpoint: generative models and classifiers). `pending`: models still
-    being trained, {name: {"family", ...}}, listed as training and answered 503 until served."""
+def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOptions | None = None,
+               pending: dict[str, dict] | None = None, name: str = "genray", route_prefix: str = "/") -> list:
+    """The Serve applications (serve.RunTarget) for registry models `refs` (default: the latest
+    version of every model that has an endpoint: generative models and classifiers): the gateway
+    `name` at `route_prefix`, and each generative model's own application at
+    {route_prefix}/v1/generate/{model}. `pending`: models still being trained, {name: {"family",
+    ...}}, listed as training and answered 503 until served."""
+    from ray.serve import RunTarget
+
     o = options or ServeOptions()
     registry = Registry(Storage(storage_uri))
     keys = api_keys(registry.storage, o)
@@ -116,20 +126,28 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
     autoscaling = {"min_replicas": 1, "max_replicas": o.max_replicas, "target_ongoing_requests": 16,
                    "upscale_delay_s": 3, "downscale_delay_s": 60}
     cpus = o.cpus_per_replica if o.cpus_per_replica is not None else default_cpus(len(records))
-    servers, models = {}, {}
+    board = f"genray-metrics-{name}"
+    base = route_prefix.rstrip("/")
+    targets, models = [], {}
     for rec in records:
         models[rec.name] = {"summary": served_summary(rec), "config": rec.config, "endpoints": endpoints(rec)}
         if rec.kind != "generative":
             continue
         planned = (o.replicas or {}).get(rec.name, {})
         own_cpus = planned.get("cpus", cpus)
-        servers[rec.name] = ModelServer.options(
+        server = ModelServer.options(
             name=f"model-{rec.name}", autoscaling_config={**autoscaling, **{
                 k: planned[k] for k in ("min_replicas", "max_replicas") if k in planned}},
             max_ongoing_requests=o.max_ongoing_requests, max_queued_requests=o.max_queued_requests,
+            # Serve's proxy answers a request over the queue limit itself: 503 and when to retry.
+            backpressure_config={"status_code": 503, "retry_after_s": 1},
+            logging_config={"enable_access_log": o.access_log},
             ray_actor_options={"num_cpus": own_cpus, "num_gpus": o.gpus_per_replica},
         ).bind(registry.storage.uri, rec.ref, o.max_batch_size, o.batch_wait_timeout_s, max(1, round(own_cpus)),
-               "cuda" if o.gpus_per_replica else "cpu", rec.name not in pinned, o.watch_s)
+               "cuda" if o.gpus_per_replica else "cpu", rec.name not in pinned, o.watch_s, 3, keys, o.auth,
+               o.max_body_bytes, o.request_timeout_s, board)
+        targets.append(RunTarget(server, model_app_name(name, rec.name), f"{base}/v1/generate/{rec.name}"))
+    servers = tuple(r.name for r in records if r.kind == "generative")
     robust = {r.name: r.ref for r in records if {"attack", "defend"} & set(models[r.name]["endpoints"])}
     robustness = RobustnessServer.options(
         name="robustness", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},
@@ -142,20 +160,68 @@ def build_app(storage_uri: str, refs: list[str] | None = None, options: ServeOpt
         max_ongoing_requests=o.explain_max_ongoing, max_queued_requests=o.explain_max_queued,
         ray_actor_options={"num_cpus": o.explain_cpus or min(cpus, 0.5)},
     ).bind(registry.storage.uri, explained, max(1, round(cpus))) if explained else None
-    # One gateway replica keeps /metrics whole; the model servers are what scales.
-    return Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
-                           max_ongoing_requests=4 * o.max_ongoing_requests,
-                           max_queued_requests=4 * o.max_queued_requests).bind(
+    # One gateway replica: it holds the metrics board and answers what is not a model's own route.
+    gateway = Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
+                              max_ongoing_requests=4 * o.max_ongoing_requests,
+                              max_queued_requests=4 * o.max_queued_requests).bind(
         models, servers, robustness, explainer, o.request_timeout_s, keys, o.auth, o.max_body_bytes,
         registry.storage.uri, tuple(n for n in servers if n not in pinned), o.watch_s,
-        {n: v for n, v in (pending or {}).items() if n not in models})
+        {n: v for n, v in (pending or {}).items() if n not in models}, board)
+    # The gateway last: it looks its model applications up when it starts.
+    return targets + [RunTarget(gateway, name, route_prefix)]
+
+
+def deploy(storage_uri: str, refs: list[str] | None = None, options: ServeOptions | None = None,
+           pending: dict[str, dict] | None = None, name: str = "genray", route_prefix: str = "/") -> None:
+    """Build and run the applications on the connected cluster (Serve started), replacing any
+    of the same names."""
+    from ray import serve
+
+    serve.run_many(build_apps(storage_uri, refs, options, pending, name, route_prefix))
+
+
+def undeploy(name: str = "genray") -> None:
+    """Delete the gateway application `name` and its models' applications."""
+    from ray import serve
+
+    for app in serve.status().applications:
+        if app == name or app.startswith(f"{name}-"):
+            serve.delete(app)
+
+
+def serve_config(storage_uri: str, refs: list[str], args: dict, name: str = "genray",
+                 route_prefix: str = "/") -> dict:
+    """The `serve deploy` config of what deploy() runs: the gateway application, and each
+    generative model's own; `args` (ServeOptions fields) go to every one of them."""
+    registry = Registry(Storage(storage_uri))
+    base = {"storage": storage_uri, "name": name, **args}
+    base_path = route_prefix.rstrip("/")
+    apps = [{"name": model_app_name(name, rec.name), "route_prefix": f"{base_path}/v1/generate/{rec.name}",
+             "import_path": "genray.services.app:model_app", "args": {**base, "model": ref}}
+            for ref in refs for rec in [registry.record(ref)] if rec.kind == "generative"]
+    return {"applications": [{"name": name, "route_prefix": route_prefix, "import_path": "genray.services.app:app",
+                              "args": {**base, "models": list(refs)}}] + apps}
 
 
 def app(args: dict):
-    """Application builder for `serve run` / `serve deploy` config files:
-    import_path: genray.services.app:app, args: {storage: URI, models: [refs], max_replicas: N, ...}."""
+    """Application builder for `serve run` / `serve deploy` config files: the gateway application,
+    import_path: genray.services.app:app, args: {storage: URI, models: [refs], max_replicas: N, ...}.
+    Each generative model needs its application as well (model_app), named {gateway's name}-{model}
+    at {gateway's route prefix}/v1/generate/{model}."""
     args = dict(args)
+    name = args.pop("name", "genray")
     storage = args.pop("storage", None) or Storage().uri
     refs = args.pop("models", None)
-    return build_app(storage, refs, ServeOptions(**args))
+    return build_apps(storage, refs, ServeOptions(**args), name=name)[-1].target
 
+
+def model_app(args: dict):
+    """Application builder of one model's generation route for config files:
+    import_path: genray.services.app:model_app, args: {storage, model: ref, name: the gateway
+    application's name, and the same options as the gateway's}."""
+    args = dict(args)
+    name = args.pop("name", "genray")
+    storage = args.pop("storage", None) or Storage().uri
+    ref = args.pop("model")
+    args.pop("models", None)  # the gateway's list, where a config shares one set of options
+    return build_apps(storage, [ref], ServeOptions(**args), name=name)[0].target

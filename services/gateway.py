@@ -1,25 +1,23 @@
-"""The gateway: one FastAPI ingress that validates requests, routes them to the model servers
-and keeps the Prometheus metrics.
+"""The gateway: the FastAPI ingress at the service's root. It answers everything but a served
+model's own generation path (POST /v1/generate/{model} goes straight from Serve's proxy to that
+model's application): attacks, defenses, explanations, pinned versions, models still training,
+unknown models, the model list, reloads, the playground, and /metrics, where its own metrics and
+those the model replicas push to its MetricsBoard are merged.
 
-    POST /v1/generate/{model}[@{version}]   POST /v1/attack/{model}   POST /v1/defend/{model}
+    POST /v1/generate/{model}@{version}   POST /v1/attack/{model}   POST /v1/defend/{model}
     POST /v1/explain/{model}   POST /v1/admin/reload   GET /v1/models   GET /healthz   GET /metrics
 """
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (Request)
 # after serve.ingress has rebuilt the class, where string annotations no longer resolve.
 import asyncio
-import json
-import logging
-import math
-import time
 from pathlib import Path
-from typing import Any, Callable
 
+import ray
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel
 from ray import serve
-from ray.exceptions import ActorUnavailableError, RayActorError
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayActorError
 
 from genray.cluster.progress import PROGRESS_BOARD, PROGRESS_NAMESPACE
 from genray.cluster.registry import Registry
@@ -28,7 +26,8 @@ from genray.models.explain.catalog import explain_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import AuthError, KeyEntry, KeyStore
 from genray.services.following import served_summary, watch
-from genray.services.metrics import GatewayMetrics
+from genray.services.metrics import METRICS_NAMESPACE, GatewayMetrics, MetricsBoard, merge
+from genray.services.routes import GenerateRoute, Route, auth_error
 from genray.services.schemas import (
     AUTH_ERRORS,
     POST_ERRORS,
@@ -41,203 +40,17 @@ from genray.services.schemas import (
     GenerateRequest,
     GenerateResponse,
     ReloadResponse,
-    check_applies,
     check_attack,
     check_defense,
     check_explain,
-    field_error,
 )
 
-log = logging.getLogger("ray.serve")
 PLAYGROUND = (Path(__file__).parent / "playground.html").read_text()
-Call = Callable[[str, dict], Any]  # (model name, request payload) -> the server's DeploymentResponse
 
 
-def json_error(status: int, detail, retry_after: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after else None
-    return JSONResponse(status_code=status, content={"detail": detail}, headers=headers)
-
-
-def validation_error(e: ValidationError) -> JSONResponse:
-    return json_error(422, [{"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
-                            for err in e.errors()])
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused past `limit` bytes before it is read (Content-Length) or as it arrives."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def auth_error(e: AuthError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else {}
-    if e.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(e.retry_after)))
-    return JSONResponse(status_code=e.status, content={"detail": str(e)}, headers=headers)
-
-
-class Route:
-    """One POST endpoint without the web framework: authorise, read, parse, check, call the
-    deployment, answer. Every outcome, an unexpected exception included, is answered and counted
-    in one place."""
-    schema: type[BaseModel]
-    what = "request"
-    scope = "generate"  # what the caller's key must allow
-    pins = False  # whether a path may name a version, NAME@VERSION
-    pending: dict[str, dict] = {}  # models still training (the gateway's, shared)
-
-    def __init__(self, models: dict[str, dict], call: Call, metrics: GatewayMetrics, timeout_s: float,
-                 keys: KeyStore, max_body_bytes: int):
-        self.models, self.call, self.metrics, self.timeout = models, call, metrics, timeout_s
-        self.keys, self.max_body = keys, max_body_bytes
-
-    async def __call__(self, model: str, request: Request):
-        t0, req = time.perf_counter(), None
-        try:
-            self.keys.authorize(request.headers, self.scope)
-            body = await read_body(request, self.max_body)
-            status, resp, req = await self._handle(model, body)
-        except AuthError as e:
-            status, resp = e.status, auth_error(e)
-        except BodyTooLarge:
-            status, resp = 413, json_error(413, f"the request body is over {self.max_body} bytes")
-        except Exception:
-            log.exception("%s for %r failed", self.what, model)
-            status, resp = 500, json_error(500, "internal error; the server's log has the details")
-        name = model.partition("@")[0] if self.pins else model
-        self.record(name if name in self.models else "_unknown", req, status, time.perf_counter() - t0)
-        return resp
-
-    def check(self, req, entry: dict) -> list[dict]:
-        """422 entries for a parsed request that this model cannot take."""
-        return []
-
-    def payload(self, req) -> dict:
-        return req.model_dump(exclude_unset=True)
-
-    async def invoke(self, model: str, req) -> dict:
-        response = self.call(model, self.payload(req))
-        try:
-            return await response
-        except asyncio.CancelledError:  # timed out, or the client went away: stop the replica's work too
-            response.cancel()
-            raise
-
-    def respond(self, model: str, entry: dict, req, result: dict):
-        raise NotImplementedError
-
-    def method_label(self, model: str, req, methods) -> str:
-        """The request's method as a metric label: one the model takes, else "_invalid" (a label
-        never carries what a caller typed, which would make its values unbounded)."""
-        entry, method = self.models.get(model), getattr(req, "method", None)
-        return method if entry and method in methods(entry["config"]) else "_invalid"
-
-    def record(self, model: str, req, status: int, seconds: float) -> None:
-        raise NotImplementedError
-
-    async def _handle(self, model: str, body: bytes):
-        name, _, pin = model.partition("@") if self.pins else (model, "", "")
-        entry = self.models.get(name)
-        if entry is None and name in self.pending:
-            progress = self.pending[name].get("progress") or {}
-            at = f" (epoch {progress['epoch']}/{progress['epochs']})" if progress.get("epoch") else ""
-            return 503, json_error(503, f"model {name!r} is still training{at}; retry later", retry_after=15), None
-        if entry is None or (pin and not pin.isdigit()):
-            return 404, json_error(404, f"unknown model {model!r}; served here: {sorted(self.models)}"), None
-        try:
-            req = self.schema.model_validate_json(body or b"{}")
-        except ValidationError as e:
-            return 422, validation_error(e), None
-        if pin:
-            req = req.model_copy(update={"version": int(pin)})
-        model = name
-        errors = self.check(req, entry)
-        if errors:
-            return 422, json_error(422, errors), req
-        try:
-            result = await asyncio.wait_for(self.invoke(model, req), self.timeout)
-        except BackPressureError:
-            return 503, json_error(503, f"model {model!r} is overloaded; retry later", retry_after=1), req
-        except (RayActorError, ActorUnavailableError):  # a replica died mid-request: Serve replaces it
-            return 503, json_error(503, f"model {model!r} lost a replica; retry", retry_after=1), req
-        except asyncio.TimeoutError:
-            return 504, json_error(504, f"model {model!r} did not answer within {self.timeout:g} s"), req
-        if "error" in result:
-            status = result["status"]
-            detail = ([field_error(result.get("field") or "body", result["error"])] if status == 422
-                      else result["error"])
-            return status, json_error(status, detail), req
-        return 200, self.respond(model, entry, req, result), req
-
-
-class GenerateRoute(Route):
-    """POST /v1/generate/{model} and {model}@{version}: JSON, or with "stream": true server-sent
-    events."""
-    schema, what, pins = GenerateRequest, "generation request", True
-
-    def __init__(self, models, call: Call, stream: Callable, metrics, timeout_s, keys, max_body_bytes):
-        super().__init__(models, call, metrics, timeout_s, keys, max_body_bytes)
-        self.stream = stream  # (model name, payload) -> an async iterator of the server's events
-
-    def check(self, req, entry):
-        return check_applies(req, entry["config"])
-
-    def payload(self, req):
-        return {"n": req.n, **req.model_dump(exclude_unset=True)}
-
-    async def invoke(self, model, req):
-        if not req.stream:
-            return await super().invoke(model, req)
-        events = self.stream(model, self.payload(req))
-        try:
-            first = await events.__anext__()  # an error, or the first piece: the status is known
-        except asyncio.CancelledError:
-            events.cancel()
-            raise
-        return first if "error" in first else {"events": events, "first": first}
-
-    def respond(self, model, entry, req, result):
-        if "events" in result:
-            self.metrics.generated(model, 1, None)
-            return StreamingResponse(_sse(result["first"], result["events"]), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
-        batch = result["batch_size"] if result["first_in_batch"] else None  # counted once per batch
-        self.metrics.generated(model, len(result["samples"]), batch)
-        return GenerateResponse(model=model, version=result["version"], samples=result["samples"])
-
-    def record(self, model, req, status, seconds):
-        self.metrics.request(model, status, seconds)
-
-
-async def _sse(first: dict, events):
-    """Server-sent events: each server event as `data: JSON`, an error as a last event with
-    "error" (after the stream began its status was already sent), then `data: [DONE]`."""
-    event = first
-    try:
-        while True:
-            if "status" in event:  # an error result: its message, not the server's internals
-                yield f"data: {json.dumps({'error': event['error'], 'status': event['status']})}\n\n"
-                break
-            yield f"data: {json.dumps(event)}\n\n"
-            try:
-                event = await events.__anext__()
-            except StopAsyncIteration:
-                break
-        yield "data: [DONE]\n\n"
-    finally:  # a client that went away stops the decoding
-        events.cancel()
+def model_app_name(gateway_app: str, model: str) -> str:
+    """The Serve application of a model's own generation route."""
+    return f"{gateway_app}-{model}"
 
 
 class RobustnessRoute(Route):
@@ -301,12 +114,13 @@ def _body(schema: type[BaseModel]) -> dict:
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, models: dict[str, dict], servers: dict, robustness=None, explainer=None,
+    def __init__(self, models: dict[str, dict], servers: tuple = (), robustness=None, explainer=None,
                  request_timeout_s: float = 120.0, keys: list[KeyEntry] | None = None, auth: bool = True,
                  max_body_bytes: int = 8 << 20, storage_uri: str | None = None, followed: tuple = (),
-                 watch_s: float = 2.0, pending: dict[str, dict] | None = None):
-        # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each), attack and
-        # defend (the one RobustnessServer deployment), explain (the one ExplainServer)
+                 watch_s: float = 2.0, pending: dict[str, dict] | None = None, metrics_board: str | None = None):
+        # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each, in an
+        # application of its own), attack and defend (the one RobustnessServer deployment),
+        # explain (the one ExplainServer)
         self.models = models
         # The generative models whose servers follow the registry's newest version: their entries
         # (the version /v1/models shows, the config requests are checked against) follow it too.
@@ -315,8 +129,12 @@ class Gateway:
         self.pending = {n: {**v, "progress": None} for n, v in (pending or {}).items()}
         if self.registry and (self.followed or self.pending) and watch_s > 0:
             watch(watch_s, self._refresh, "refreshing the served models' records")
-        self.servers, self.robustness, self.explainer = servers, robustness, explainer
+        app = serve.get_replica_context().app_name
+        self.servers = {n: serve.get_deployment_handle(f"model-{n}", model_app_name(app, n)) for n in servers}
+        self.robustness, self.explainer = robustness, explainer
         self.metrics = GatewayMetrics()
+        self.board_name = metrics_board
+        self.board = self._metrics_board() if metrics_board else None
         self.keys = KeyStore(keys or [], enabled=auth)
         limits = (self.metrics, request_timeout_s, self.keys, max_body_bytes)
 
@@ -338,10 +156,13 @@ class Gateway:
                 rec = self.registry.record(f"{name}@{newest}")
                 entry.update(summary=served_summary(rec), config=rec.config)  # one dict, shared with the routes
 
+    def _metrics_board(self):
+        # Owned by this replica: it goes with the gateway, and the model replicas' next pushes
+        # (cumulative) fill a new one.
+        return MetricsBoard.options(name=self.board_name, namespace=METRICS_NAMESPACE, get_if_exists=True).remote()
+
     def _training_progress(self) -> None:
         """The pending models' progress, from the board `genray up` trains them with."""
-        import ray
-
         try:
             board = ray.get_actor(PROGRESS_BOARD, namespace=PROGRESS_NAMESPACE)
             runs = ray.get(board.snapshot.remote(), timeout=5)
@@ -398,6 +219,12 @@ class Gateway:
         if denied:
             return denied
         body, content_type = self.metrics.render()
+        if self.board is not None:
+            try:
+                body = merge([body, *await self.board.texts.remote()])
+            except RayActorError:  # the board went with a replaced gateway replica: make this one's
+                self.board = self._metrics_board()
+                body = merge([body, *await self.board.texts.remote()])
         return Response(content=body, media_type=content_type)
 
     @api.post("/v1/admin/reload", response_model=ReloadResponse, responses=AUTH_ERRORS)

@@ -1,10 +1,11 @@
-"""The model server behind /v1/generate: one deployment per registry model, whose requests
-are batched into one model.sample call (the batch size counts samples, not requests).
+"""The model server behind /v1/generate/{model}: one Serve application per registry model,
+whose ingress authorises, validates and batches its requests itself (one hop from Serve's proxy
+to the replica that samples), then encodes and answers. Requests are batched into one
+model.sample call (the batch size counts samples, not requests).
 
 A request is checked against the trained model before it joins a batch, and a failure inside a
 batch is retried request by request, so one caller's bad input never fails the requests batched
 with it; callers get the model's own message, never Ray's internals (those go to the log)."""
-from __future__ import annotations
 
 import asyncio
 import logging
@@ -12,7 +13,10 @@ import threading
 import time
 from collections import OrderedDict
 
+import ray
 import torch
+from fastapi import Request
+from fastapi.responses import JSONResponse
 from ray import serve
 
 from genray.cluster.registry import Registry, RegistryError
@@ -20,7 +24,10 @@ from genray.cluster.storage import Storage
 from genray.models import modalities
 from genray.models.base import GenerativeModel, seeded
 from genray.models.errors import Cancelled, InputError
-from genray.services.following import watch
+from genray.services.auth import KeyEntry, KeyStore
+from genray.services.following import served_summary, watch
+from genray.services.metrics import METRICS_NAMESPACE, METRICS_PUSH_S, GatewayMetrics
+from genray.services.routes import GenerateRoute
 from genray.services.schemas import GenerateRequest
 
 log = logging.getLogger("ray.serve")
@@ -50,15 +57,21 @@ def _options(model: GenerativeModel, request: dict) -> dict:
     return {k: request.get(k, GenerateRequest.model_fields[k].default) for k in model.sample_options}
 
 
-def _sample_all(model: GenerativeModel, requests: list[dict], cancel=None) -> list[dict]:
+def _sample_all(model: GenerativeModel, requests: list[dict], cancel=None,
+                timings: dict | None = None) -> list[dict]:
     # Rows of one request share its generator, so its samples depend on its seed alone, not on
     # which other requests were batched with it.
     per_row = [r for r in requests for _ in range(r["n"])]
     opts = {k: [_options(model, r)[k] for r in per_row] for k in model.sample_options}
     gens = [g for r in requests for g in [seeded(r.get("seed"))] * r["n"]]
     modality = modalities.get(model.modality)
-    samples = [modality.to_json(s, r) for s, r in zip(model.sample(len(gens), generator=gens, cancel=cancel, **opts),
-                                                      per_row)]
+    t0 = time.perf_counter()
+    drawn = model.sample(len(gens), generator=gens, cancel=cancel, **opts)
+    t1 = time.perf_counter()
+    samples = [modality.to_json(s, r) for s, r in zip(drawn, per_row)]
+    if timings is not None:
+        timings["forward_s"] += t1 - t0
+        timings["encode_s"] += time.perf_counter() - t1
     out, i = [], 0
     for j, r in enumerate(requests):
         out.append({"samples": samples[i: i + r["n"]], "batch_size": len(gens), "first_in_batch": j == 0})
@@ -66,12 +79,14 @@ def _sample_all(model: GenerativeModel, requests: list[dict], cancel=None) -> li
     return out
 
 
-def generate_batch(model: GenerativeModel, requests: list[dict], cancel=None) -> list[dict]:
+def generate_batch(model: GenerativeModel, requests: list[dict], cancel=None,
+                   timings: dict | None = None) -> list[dict]:
     """One result per request: {"samples", "batch_size", "first_in_batch"}, or {"error",
     "field", "status"} for a request that failed. cancel() true stops the sampling (every
-    caller went away)."""
+    caller went away). timings: seconds spent sampling and encoding are added to its
+    "forward_s" and "encode_s"."""
     try:
-        return _sample_all(model, requests, cancel)
+        return _sample_all(model, requests, cancel, timings)
     except Cancelled:
         return [{"error": "cancelled: the caller went away", "status": 499}] * len(requests)
     except Exception as e:  # noqa: BLE001
@@ -86,17 +101,36 @@ def generate_batch(model: GenerativeModel, requests: list[dict], cancel=None) ->
     return results
 
 
+class LocalEvents:
+    """An async generator of this replica, with the cancel() the routes call on a handle's stream."""
+
+    def __init__(self, events):
+        self.events = events
+
+    def __anext__(self):
+        return self.events.__anext__()
+
+    def cancel(self) -> None:
+        try:
+            asyncio.ensure_future(self.events.aclose())
+        except RuntimeError:  # no running loop: nothing left to stop
+            pass
+
+
 @serve.deployment
 class ModelServer:
-    """Holds one registry model and generates for batches of requests. Unless started on a
-    pinned version, it follows the registry: a thread looks for a newer version every watch_s
-    seconds (and reload() at once), loads it beside the current one and swaps it in, so requests
-    already running finish on the version they started with. A request may pin an older version
-    ({"version": N}); the last keep_versions versions stay loaded."""
+    """Holds one registry model, answers POST /v1/generate/{model} itself (keys, limits, schema,
+    batching, encoding, metrics), and generates for the gateway's calls (pinned versions).
+    Unless started on a pinned version, it follows the registry: a thread looks for a newer
+    version every watch_s seconds (and reload() at once), loads it beside the current one and
+    swaps it in, so requests already running finish on the version they started with. A request
+    may pin an older version ({"version": N}); the last keep_versions versions stay loaded. Its
+    metrics go to the gateway's MetricsBoard every METRICS_PUSH_S, off the request path."""
 
     def __init__(self, storage_uri: str, ref: str, max_batch_size: int, batch_wait_timeout_s: float,
                  threads: int = 1, device: str = "cpu", follow: bool = True, watch_s: float = 2.0,
-                 keep_versions: int = 3):
+                 keep_versions: int = 3, keys: list[KeyEntry] | None = None, auth: bool = True,
+                 max_body_bytes: int = 8 << 20, request_timeout_s: float = 120.0, metrics_board: str | None = None):
         if device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"{ref}: the replica was given a GPU but torch sees no CUDA device")
         torch.set_num_threads(threads)
@@ -108,8 +142,48 @@ class ModelServer:
         self._batch.set_max_batch_size(max_batch_size)
         self._batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.cancelled_batches = 0
+        # Where a request's time goes inside the replica (benchmarks/serve_throughput.py reads it).
+        self.timings = dict.fromkeys(("handler_s", "queued_s", "forward_s", "encode_s", "requests", "batches"), 0.0)
+        # What the route checks requests against; it follows the served version.
+        self.entry = {"summary": served_summary(record), "config": record.config, "endpoints": ["generate"]}
+        self.metrics = GatewayMetrics()
+        self.route = GenerateRoute({self.name: self.entry}, self._local_call, self._local_stream, self.metrics,
+                                   request_timeout_s, KeyStore(keys or [], enabled=auth), max_body_bytes)
         if follow and watch_s > 0:
             watch(watch_s, self._follow, f"watching {self.name}'s versions")
+        if metrics_board:
+            self.board_name, self.board = metrics_board, None
+            self.source = f"{self.name}:{serve.get_replica_context().replica_id.unique_id}"
+            watch(METRICS_PUSH_S, self._push_metrics, "pushing metrics")
+
+    async def __call__(self, request: Request):
+        """HTTP at the application's prefix, /v1/generate/{model}, as Serve's proxy hands it over
+        (no web framework in between; the gateway's OpenAPI document describes the route)."""
+        if request.method != "POST":
+            return JSONResponse({"detail": "use POST"}, status_code=405, headers={"Allow": "POST"})
+        t0 = time.perf_counter()
+        try:
+            return await self.route(self.name, request)
+        finally:
+            self.timings["handler_s"] += time.perf_counter() - t0
+            self.timings["requests"] += 1
+
+    def _local_call(self, model: str, payload: dict):
+        return asyncio.ensure_future(self.generate(payload))  # awaitable, and cancel() stops the work
+
+    def _local_stream(self, model: str, payload: dict) -> LocalEvents:
+        return LocalEvents(self.stream(payload))
+
+    def _push_metrics(self) -> None:
+        if self.board is None:
+            try:
+                self.board = ray.get_actor(self.board_name, namespace=METRICS_NAMESPACE)
+            except ValueError:  # the gateway has not made it yet
+                return
+        try:
+            ray.get(self.board.push.remote(self.source, self.metrics.render()[0]), timeout=10)
+        except ray.exceptions.RayActorError:  # the gateway was replaced: find its new board next time
+            self.board = None
 
     @property
     def model(self) -> GenerativeModel:
@@ -119,7 +193,9 @@ class ModelServer:
         newest = self.registry.versions(self.name)[-1]
         if newest > self.latest:
             self._get(newest)
+            record = self.registry.record(f"{self.name}@{newest}")
             self.latest = newest  # requests from now on; those running keep their model
+            self.entry.update(summary=served_summary(record), config=record.config)
             log.info("%s: now serving version %d", self.name, newest)
         return self.latest
 
@@ -139,7 +215,8 @@ class ModelServer:
         return model
 
     def stats(self) -> dict:
-        return {"version": self.latest, "loaded": list(self.loaded), "cancelled_batches": self.cancelled_batches}
+        return {"version": self.latest, "loaded": list(self.loaded), "cancelled_batches": self.cancelled_batches,
+                "timings": dict(self.timings)}
 
     async def reload(self) -> int:
         """Serve the registry's newest version now; returns the version served."""
@@ -164,7 +241,8 @@ class ModelServer:
             return error
         abandoned = threading.Event()
         try:
-            return await self._batch({**request, "version": version, "_model": model, "_abandoned": abandoned})
+            return await self._batch({**request, "version": version, "_model": model, "_abandoned": abandoned,
+                                      "_t": time.perf_counter()})
         except asyncio.CancelledError:  # the caller timed out or went away: its batch may stop early
             abandoned.set()
             raise
@@ -200,8 +278,13 @@ class ModelServer:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005, batch_size_fn=lambda reqs: sum(r["n"] for r in reqs))
     async def _batch(self, requests: list[dict]) -> list[dict]:
-        # In a thread, so that the replica's event loop goes on (streams, cancellations) meanwhile.
-        return await asyncio.to_thread(self._run, requests)
+        # A step-wise decoder runs in a thread, so that the replica's event loop goes on (streams,
+        # cancellations) meanwhile; a one-pass sampler (an image model: milliseconds a batch) runs
+        # on the loop, where the thread hop would cost more than it frees (measured in
+        # benchmarks/serve_throughput.py).
+        if any(r["_model"].streams for r in requests):
+            return await asyncio.to_thread(self._run, requests)
+        return self._run(requests)
 
     def _run(self, requests: list[dict]) -> list[dict]:
         # Sampling stops once every request of the batch is abandoned.
@@ -211,6 +294,9 @@ class ModelServer:
                 return True
             return False
 
+        started = time.perf_counter()
+        self.timings["queued_s"] += sum(started - r["_t"] for r in requests)
+        self.timings["batches"] += 1
         # One model.sample call per version among the batch's requests (nearly always one).
         by_version: dict[int, list[int]] = {}
         for i, r in enumerate(requests):
@@ -218,6 +304,6 @@ class ModelServer:
         out: list = [None] * len(requests)
         for version, rows in by_version.items():
             group = [requests[i] for i in rows]
-            for i, result in zip(rows, generate_batch(group[0]["_model"], group, cancel)):
+            for i, result in zip(rows, generate_batch(group[0]["_model"], group, cancel, self.timings)):
                 out[i] = {**result, "version": version}
         return out

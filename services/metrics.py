@@ -1,6 +1,9 @@
-"""Prometheus metrics of the gateway, in a registry of its own (one per gateway replica)."""
+"""Prometheus metrics of the service: each ingress replica (the gateway, each model's) keeps a
+registry of its own; the model replicas push theirs to a MetricsBoard actor, and the gateway's
+/metrics merges them with its own."""
 from __future__ import annotations
 
+import ray
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -10,8 +13,12 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 disable_created_metrics()  # the *_created series only add noise to every scrape
+METRICS_PUSH_S = 1.0  # how often a model replica sends its metrics to the board
+METRICS_NAMESPACE = "genray"
 
 
 class GatewayMetrics:
@@ -101,3 +108,51 @@ def _count_bools(counter: Counter, labels: tuple[str, ...], values: list[bool]) 
         n = sum(1 for v in values if bool(v) is value)
         if n:
             counter.labels(*labels, str(value).lower()).inc(n)
+
+
+def merge(texts: list[bytes]) -> bytes:
+    """Prometheus text snapshots of several registries (the gateway's and every model replica's)
+    as one exposition: samples of the same name and labels are summed (counters, histogram
+    buckets, sums and counts all add up across replicas)."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple, float]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode()):
+            families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            own = values.setdefault(family.name, {})
+            for s in family.samples:
+                key = (s.name, tuple(sorted(s.labels.items())))
+                own[key] = own.get(key, 0.0) + s.value
+    for name, family in families.items():
+        # Each series' lines together, its buckets in order (as one registry writes them).
+        for (sample, labels), value in sorted(values[name].items(), key=_series_order):
+            family.add_sample(sample, dict(labels), value)
+
+    class Merged:
+        def collect(self):
+            return families.values()
+
+    return generate_latest(Merged())
+
+
+def _series_order(item) -> tuple:
+    (sample, labels), _ = item
+    le = dict(labels).get("le")
+    return (tuple(kv for kv in labels if kv[0] != "le"), not sample.endswith("_bucket"), sample,
+            float(le) if le is not None else 0.0)
+
+
+@ray.remote(num_cpus=0)
+class MetricsBoard:
+    """The latest metrics snapshot of each model replica, pushed off the request path every
+    METRICS_PUSH_S; the gateway merges them with its own at each scrape. A replica that is gone
+    keeps its last snapshot, so that totals never go down."""
+
+    def __init__(self):
+        self.snapshots: dict[str, bytes] = {}
+
+    def push(self, source: str, text: bytes) -> None:
+        self.snapshots[source] = text
+
+    def texts(self) -> list[bytes]:
+        return list(self.snapshots.values())

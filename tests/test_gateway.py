@@ -8,9 +8,9 @@ from starlette.requests import Request
 
 from genray.models import build
 from genray.services.auth import AuthError, KeyStore, from_env
-from genray.services.gateway import GenerateRoute
 from genray.services.generate import INTERNAL, check_request, generate_batch
-from genray.services.metrics import GatewayMetrics
+from genray.services.metrics import GatewayMetrics, merge
+from genray.services.routes import GenerateRoute
 
 
 def _vae():
@@ -103,3 +103,24 @@ def test_keys_are_kept_hashed_and_checked_with_scopes_and_rates():
         raise AssertionError("not limited")
     except AuthError as e:
         assert e.status == 429 and 0 < e.retry_after <= 1.0
+
+
+def test_metrics_of_several_replicas_merge_into_one_exposition():
+    """What the gateway's /metrics serves: the model replicas' snapshots and its own, summed
+    series by series, in the Prometheus text format."""
+    a, b = GatewayMetrics(), GatewayMetrics()
+    a.request("vae", 200, 0.01)
+    b.request("vae", 200, 0.2)
+    b.request("gan", 422, 0.3)
+    a.generated("vae", 8, 8)
+    b.generated("vae", 16, 16)
+    merged = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for f in text_string_to_metric_families(merge([a.render()[0], b.render()[0]]).decode())
+              for s in f.samples}
+    assert merged[("genray_requests_total", (("model", "vae"), ("status", "200")))] == 2
+    assert merged[("genray_requests_total", (("model", "gan"), ("status", "422")))] == 1
+    assert merged[("genray_request_latency_seconds_bucket", (("le", "0.025"), ("model", "vae")))] == 1
+    assert merged[("genray_request_latency_seconds_bucket", (("le", "+Inf"), ("model", "vae")))] == 2
+    assert abs(merged[("genray_request_latency_seconds_sum", (("model", "vae"),))] - 0.21) < 1e-9
+    assert merged[("genray_samples_generated_total", (("model", "vae"),))] == 24
+    assert merged[("genray_batch_size_count", (("model", "vae"),))] == 2

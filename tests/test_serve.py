@@ -35,15 +35,15 @@ def keys(storage):
 def client(trained, storage, keys):
     from ray import serve
 
-    from genray.services.app import build_app
+    from genray.services.app import deploy, undeploy
 
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(storage.uri), name="genray", route_prefix="/")
+    deploy(storage.uri)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
                       headers={"Authorization": f"Bearer {keys['admin']}"}) as c:
         yield c
-    serve.delete("genray")
+    undeploy("genray")
 
 
 def _samples(text: str) -> dict:
@@ -55,6 +55,18 @@ def _samples(text: str) -> dict:
         for sample in family.samples:
             out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return out
+
+
+def _scrape_until(client, ready, timeout_s: float = 10.0) -> dict:
+    """/metrics parsed, once ready(samples) holds: the model replicas push theirs every second."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while True:
+        samples = _samples(client.get("/metrics").text)
+        if ready(samples) or time.time() > deadline:
+            return samples
+        time.sleep(0.25)
 
 
 def _delta(before: dict, after: dict):
@@ -239,7 +251,8 @@ def test_keys_scopes_rate_limits_and_body_size(client, keys, storage):
             yield b" " * (1 << 20)
     assert client.post(url, content=chunks(), headers={"content-type": "application/json"}).status_code == 413
 
-    after = _samples(client.get("/metrics").text)
+    after = _scrape_until(client, lambda m: m.get(("genray_requests_total", (("model", "markov"), ("status", "413"))),
+                                                   0) >= 2)
     assert after[("genray_requests_total", (("model", "markov"), ("status", "401")))] >= 2
     assert after[("genray_requests_total", (("model", "markov"), ("status", "429")))] >= 1
     assert after[("genray_requests_total", (("model", "markov"), ("status", "413")))] >= 2
@@ -266,7 +279,9 @@ def test_metrics_move_with_traffic(client):
     client.post("/v1/generate/vae", json={"n": 999})
     r = client.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain; version=")  # the Prometheus text format
-    after = _samples(r.text)
+    # Every replica's counts, merged at the gateway (a model replica pushes its own every second).
+    after = _scrape_until(client, lambda m: _delta(before, m)("genray_request_latency_seconds_count",
+                                                              model="vae") >= 17)
     assert after[("TYPE", "genray_requests")] == "counter"
     assert after[("TYPE", "genray_samples_generated")] == "counter"
     assert after[("TYPE", "genray_request_latency_seconds")] == "histogram"
@@ -302,20 +317,19 @@ def test_one_bad_request_does_not_fail_its_batch(client):
 
 
 def test_overload_answers_503_not_a_hang(client, storage):
-    from ray import serve
 
-    from genray.services.app import ServeOptions, build_app
+    from genray.services.app import ServeOptions, deploy, undeploy
 
     # A second app on the same HTTP proxy whose model server takes one request and queues one.
     tight = ServeOptions(max_replicas=1, max_ongoing_requests=1, max_queued_requests=1, max_batch_size=1)
-    serve.run(build_app(storage.uri, ["transformer"], tight), name="tight", route_prefix="/tight")
+    deploy(storage.uri, ["transformer"], tight, name="tight", route_prefix="/tight")
     slow = {"max_tokens": 1500, "prompt": "A"}
     try:
         with ThreadPoolExecutor(8) as pool:
             codes = list(pool.map(lambda _: client.post("/tight/v1/generate/transformer", json=slow).status_code,
                                   range(8)))
     finally:
-        serve.delete("tight")
+        undeploy("tight")
     assert 503 in codes and 200 in codes and set(codes) <= {200, 503}, codes
 
 
@@ -324,19 +338,17 @@ def test_a_new_version_is_served_without_dropping_requests(client, storage, tmp_
     version 2 (an RNN under the same name) is published and POST /v1/admin/reload swaps it in;
     every request succeeds, the new version answers from then on, and version 1 stays reachable
     by pin."""
-    from ray import serve
 
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
     from genray.services import auth
-    from genray.services.app import ServeOptions, build_app
+    from genray.services.app import ServeOptions, deploy, undeploy
 
     trained, own = Registry(storage), Registry(Storage(str(tmp_path)))
     own.publish("hot", trained.load("markov")[0], {})
     admin = auth.add_key(own.storage.path(auth.KEYS_FILE), "admin", ["admin"])
     generate_only = auth.add_key(own.storage.path(auth.KEYS_FILE), "gen", ["generate"])
-    serve.run(build_app(own.storage.uri, ["hot"], ServeOptions(max_replicas=1, watch_s=0)), name="hot",
-              route_prefix="/hot")
+    deploy(own.storage.uri, ["hot"], ServeOptions(max_replicas=1, watch_s=0), name="hot", route_prefix="/hot")
     headers = {"authorization": f"Bearer {admin}"}
     body = {"prompt": "KING", "max_tokens": 30, "seed": 3}
     try:
@@ -365,7 +377,7 @@ def test_a_new_version_is_served_without_dropping_requests(client, storage, tmp_
         assert r.status_code == 404 and "no version 9" in r.json()["detail"]
         assert client.post("/hot/v1/generate/hot@x", json=body, headers=headers).status_code == 404
     finally:
-        serve.delete("hot")
+        undeploy("hot")
 
 
 def test_models_still_training_are_listed_and_answered_503_until_they_join(client, storage, tmp_path):
@@ -374,18 +386,15 @@ def test_models_still_training_are_listed_and_answered_503_until_they_join(clien
     published and the app redeployed."""
     import time
 
-    from ray import serve
-
     from genray.cluster.progress import PROGRESS_BOARD, PROGRESS_NAMESPACE, ProgressBoard
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
-    from genray.services.app import ServeOptions, build_app
+    from genray.services.app import ServeOptions, deploy, undeploy
 
     own, options = Registry(Storage(str(tmp_path))), ServeOptions(max_replicas=1, auth=False)
     board = ProgressBoard.options(name=PROGRESS_BOARD, namespace=PROGRESS_NAMESPACE).remote()
     board.update.remote("late", {"epoch": 2, "epochs": 5, "step": 20, "total": 50})
-    serve.run(build_app(own.storage.uri, None, options, pending={"late": {"family": "markov"}}), name="late",
-              route_prefix="/late")
+    deploy(own.storage.uri, None, options, pending={"late": {"family": "markov"}}, name="late", route_prefix="/late")
     try:
         deadline = time.time() + 15
         while time.time() < deadline:
@@ -399,12 +408,12 @@ def test_models_still_training_are_listed_and_answered_503_until_they_join(clien
         assert r.status_code == 503 and r.headers["retry-after"] == "15"
         assert r.json()["detail"] == "model 'late' is still training (epoch 2/5); retry later"
         own.publish("late", Registry(storage).load("markov")[0], {})
-        serve.run(build_app(own.storage.uri, None, options, pending={}), name="late", route_prefix="/late")
+        deploy(own.storage.uri, None, options, pending={}, name="late", route_prefix="/late")
         r = client.post("/late/v1/generate/late", json={"max_tokens": 5, "seed": 1})
         assert r.status_code == 200 and r.json()["version"] == 1
         assert [m["status"] for m in client.get("/late/v1/models").json()["models"]] == ["ready"]
     finally:
-        serve.delete("late")
+        undeploy("late")
         ray.kill(board)
 
 
@@ -413,17 +422,16 @@ def test_a_timeout_answers_504_and_stops_the_abandoned_work(client, storage):
 
     from ray import serve
 
-    from genray.services.app import ServeOptions, build_app
+    from genray.services.app import ServeOptions, deploy, undeploy
 
-    serve.run(build_app(storage.uri, ["transformer"], ServeOptions(max_replicas=1, request_timeout_s=0.3,
-                                                                   auth=False)),
-              name="timeout", route_prefix="/timeout")
+    deploy(storage.uri, ["transformer"], ServeOptions(max_replicas=1, request_timeout_s=0.3, auth=False),
+           name="timeout", route_prefix="/timeout")
     try:
         t0 = time.perf_counter()
         r = client.post("/timeout/v1/generate/transformer", json={"n": 64, "prompt": "A", "max_tokens": 2048})
         assert r.status_code == 504 and "did not answer within" in r.json()["detail"]
         assert time.perf_counter() - t0 < 5
-        replica = serve.get_deployment_handle("model-transformer", app_name="timeout")
+        replica = serve.get_deployment_handle("model-transformer", app_name="timeout-transformer")
         deadline = time.time() + 10
         while replica.stats.remote().result()["cancelled_batches"] < 1 and time.time() < deadline:
             time.sleep(0.1)
@@ -431,7 +439,7 @@ def test_a_timeout_answers_504_and_stops_the_abandoned_work(client, storage):
         quick = client.post("/timeout/v1/generate/transformer", json={"max_tokens": 5})
         assert quick.status_code == 200 and len(quick.json()["samples"][0]) == 5
     finally:
-        serve.delete("timeout")
+        undeploy("timeout")
 
 
 def test_the_playground_works_in_a_real_browser(client, keys):
@@ -793,6 +801,10 @@ def test_python_client_returns_decoded_samples_and_names_bad_fields(client, keys
                                                            for s in raw]  # the same seed, the same pixels
         text = c.generate("transformer", prompt="KING", max_tokens=10, seed=5).samples[0]
         assert isinstance(text, str) and text.startswith("KING") and len(text) == 14
+        assert "KING" + "".join(c.stream("transformer", prompt="KING", max_tokens=10, seed=5)) == text
+        with pytest.raises(GenrayError) as e:
+            list(c.stream("transformer", prompt="KING", top_p=2))
+        assert e.value.status == 422 and e.value.field == "top_p"
         tune = c.generate("chorale", prompt="G4/1 A4/1", max_tokens=8, seed=2, wav=True).samples[0]
         assert isinstance(tune, Music) and tune.midi[:4] == b"MThd" and tune.wav[:4] == b"RIFF"
         assert all(isinstance(v, float) for v in c.generate("ar", max_tokens=5, seed=1).samples[0])
@@ -805,13 +817,17 @@ def test_python_client_returns_decoded_samples_and_names_bad_fields(client, keys
 
     async def run():
         async with AsyncClient(str(client.base_url), timeout=120) as ac:
-            return await asyncio.gather(*(ac.generate("gan", n=1, label=3, seed=s) for s in range(3)))
+            pieces = [p async for p in ac.stream("transformer", prompt="KING", max_tokens=10, seed=5)]
+            return pieces, await asyncio.gather(*(ac.generate("gan", n=1, label=3, seed=s) for s in range(3)))
 
-    assert [g.samples[0].size for g in asyncio.run(run())] == [(8, 8)] * 3
+    pieces, gans = asyncio.run(run())
+    assert "KING" + "".join(pieces) == text
+    assert [g.samples[0].size for g in gans] == [(8, 8)] * 3
 
 
 def test_python_client_retries_what_the_server_asks_it_to():
-    """A server that answers 503 (Retry-After: 0) twice, then 200: retried through; without retries, raised."""
+    """A server that answers 503 (Retry-After: 0) twice, then 200: retried through; without retries, raised.
+    A 500 that genray did not write (no JSON detail) is retried; genray's own is not."""
     import http.server
     import json
     import threading
@@ -824,8 +840,13 @@ def test_python_client_retries_what_the_server_asks_it_to():
         def do_GET(self):
             calls.append(self.path)
             busy = len(calls) % 3 != 0
-            body = json.dumps({"detail": "overloaded"} if busy else {"status": "ok", "models": 0}).encode()
-            self.send_response(503 if busy else 200)
+            if self.path == "/v1/models":  # the serving layer's own 500 (a lost replica), then genray's
+                busy = len(calls) == 1
+                status, body = (500, b"Internal Server Error") if busy else (500, b'{"detail": "internal error"}')
+            else:
+                status = 503 if busy else 200
+                body = json.dumps({"detail": "overloaded"} if busy else {"status": "ok", "models": 0}).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Retry-After", "0")
             self.send_header("Content-Length", str(len(body)))
@@ -844,5 +865,9 @@ def test_python_client_retries_what_the_server_asks_it_to():
         with Client(url, retries=0) as c, pytest.raises(GenrayError) as e:
             c.health()
         assert e.value.status == 503 and "overloaded" in str(e.value)
+        calls.clear()
+        with Client(url, retries=3) as c, pytest.raises(GenrayError) as e:
+            c.models()
+        assert len(calls) == 2 and e.value.detail == "internal error"  # genray's own 500 is not retried
     finally:
         server.shutdown()

@@ -297,7 +297,7 @@ def test_a_run_started_from_another_runs_checkpoint_takes_its_own_lr(asha, stora
 def test_genray_plan_probes_served_models_and_writes_their_autoscaling_bounds(trained, storage, tmp_path, capsys):
     import yaml
 
-    from genray.services.app import ServeOptions, build_app
+    from genray.services.app import ServeOptions, app, build_apps, model_app
 
     out = tmp_path / "plan.yaml"
     assert main(["plan", "--storage", storage.uri, "--rate", "vae=40", "--rate", "markov=5", "--sizes", "0.5,1",
@@ -310,6 +310,13 @@ def test_genray_plan_probes_served_models_and_writes_their_autoscaling_bounds(tr
     for plan in replicas.values():
         assert 1 <= plan["min_replicas"] <= plan["max_replicas"] and plan["cpus"] in (0.5, 1.0)
     assert sum(p["min_replicas"] * p["cpus"] for p in replicas.values()) <= 4
-    build_app(storage.uri, ["vae", "markov"], ServeOptions(replicas=replicas, auth=False))  # the app takes the plan
+    build_apps(storage.uri, ["vae", "markov"], ServeOptions(replicas=replicas, auth=False))  # the app takes the plan
+    # The file `serve deploy` reads: the gateway, and each generative model's own application.
+    apps = yaml.safe_load(out.read_text())["applications"]
+    assert [(a["name"], a["route_prefix"]) for a in apps] == [
+        ("genray", "/"), ("genray-markov", "/v1/generate/markov"), ("genray-vae", "/v1/generate/vae")]
+    for a in apps:
+        builder = {"genray.services.app:app": app, "genray.services.app:model_app": model_app}[a["import_path"]]
+        assert builder({**a["args"], "auth": False}) is not None
     assert main(["plan", "--storage", storage.uri, "--rate", "vae=1e9", "--nodes", "2", "-o", str(out)]) == 2
     assert "no plan meets the target rates" in capsys.readouterr().err

@@ -59,6 +59,7 @@ def run(args) -> int:
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
     from genray.services import capacity
+    from genray.services.app import serve_config
 
     rates, bounds = _floats(args.rate, "--rate"), _floats(args.max_latency, "--max-latency")
     try:
@@ -92,9 +93,7 @@ def run(args) -> int:
     for node, models in p.placement.items():
         print(f"  {node}: load {p.node_loads[node]:g} of {nodes[node]:g} CPUs: "
               + (", ".join(f"{m} x{k}" for m, k in models.items()) or "-"))
-    config = {"applications": [{"name": "genray", "route_prefix": "/", "import_path": "genray.services.app:app",
-                                "args": {"storage": storage.uri, "models": sorted(rates),
-                                         "replicas": capacity.serve_args(p)}}]}
+    config = serve_config(storage.uri, sorted(rates), {"replicas": capacity.serve_args(p)})
     with open(args.output, "w") as f:
         f.write("# Written by `genray plan`: `serve deploy` or `serve run` this file.\n")
         yaml.safe_dump(config, f, sort_keys=False)

@@ -110,7 +110,7 @@ class Service:
         from ray import serve
 
         from genray.cluster.registry import Registry
-        from genray.services.app import build_app, endpoints
+        from genray.services.app import deploy, endpoints
 
         refs = self.refs
         if self.only is not None:
@@ -121,7 +121,7 @@ class Service:
         serve.start(http_options={"host": self.args.host, "port": self.args.port})
         if quiet:  # serve.start configures its logger anew
             logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        serve.run(build_app(self.storage.uri, refs, self.options, pending), name="genray", route_prefix="/")
+        deploy(self.storage.uri, refs, self.options, pending)
         return refs if refs is not None else [r.name for r in Registry(self.storage).list() if endpoints(r)]
 
     def banner(self, names: list[str], pending: list[str] = ()) -> str:
@@ -134,11 +134,12 @@ class Service:
 
     def stop(self) -> None:
         import ray
-        from ray import serve
+
+        from genray.services.app import undeploy
 
         print("\nstopping genray ...", flush=True)
         if self.args.address or os.environ.get("RAY_ADDRESS"):
-            serve.delete("genray")  # leave a shared cluster's other applications running
+            undeploy("genray")  # leave a shared cluster's other applications running
         else:
             ray.shutdown()  # the embedded cluster goes with its process
 
