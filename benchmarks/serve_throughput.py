@@ -1,6 +1,6 @@
 """Serving throughput of POST /v1/generate/vae: a loopback load generator at several concurrencies
 against (1) genray on Ray Serve (the model's own application: Serve's proxy, then the batching
-replica) and (2) a plain unbatched FastAPI server (uvicorn, one process) holding the same model,
+replicas) and (2) a plain unbatched FastAPI server (uvicorn, one process) holding the same model,
 compared with (3) the raw batched model in-process, and with (4) the load generator's own limit
 against a no-op server that answers the same bytes at once.
 
@@ -26,6 +26,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TWO_REPLICAS = {"vae": {"min_replicas": 2, "max_replicas": 2, "cpus": 1}}
 sys.path.insert(0, ROOT)
 
 PLAIN_SERVER = """
@@ -164,16 +165,19 @@ def load(url: str, n: int, concurrency: int, seconds: float, headers: dict | Non
 
 def ray_processes() -> dict[str, list[int]]:
     """pids of the local Ray cluster's processes by role: Serve's proxy, the model replica, the
-    rest of Serve (gateway, controller, other replicas) and Ray's core (raylet, GCS, workers)."""
+    gateway, the rest of Serve (controller, other replicas) and Ray's core (raylet, GCS, workers)."""
     import psutil
 
-    groups: dict[str, list[int]] = {"proxy": [], "model replica": [], "other Serve": [], "Ray core": []}
+    groups: dict[str, list[int]] = {"proxy": [], "model replica": [], "gateway": [], "other Serve": [],
+                                    "Ray core": []}
     for p in psutil.process_iter(["cmdline", "name"]):
         line = " ".join(p.info["cmdline"] or [])
         if "ray::ProxyActor" in line:
             groups["proxy"].append(p.pid)
         elif "model-vae" in line and "ray::ServeReplica" in line:
             groups["model replica"].append(p.pid)
+        elif "ray::ServeReplica" in line and ":Gateway" in line:
+            groups["gateway"].append(p.pid)
         elif "ray::Serve" in line:
             groups["other Serve"].append(p.pid)
         elif p.pid != os.getpid() and ("ray/core/src" in line or "raylet" in (p.info["name"] or "")
@@ -235,7 +239,7 @@ def print_profile(name: str, r: dict, timings: dict | None = None) -> None:
     print(f"  {name}: CPU ms per request: {parts}; total {1000 * sum(cpu.values()) / per_req:.2f}")
     if timings:
         k = timings["requests"] or 1
-        print(f"  {name}: inside the replica, ms per request: handler {1000 * timings['handler_s'] / k:.2f} "
+        print(f"  {name}: inside one replica, ms per request: handler {1000 * timings['handler_s'] / k:.2f} "
               f"(waiting for a batch {1000 * timings['queued_s'] / k:.2f}, sampling "
               f"{1000 * timings['forward_s'] / k:.2f}, encoding {1000 * timings['encode_s'] / k:.2f}); "
               f"{timings['requests'] / max(1, timings['batches']):.1f} requests per batch; "
@@ -284,8 +288,9 @@ def main() -> int:
         connect()
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        # One replica with both cores' threads, as the raw limit has: batching against no batching.
-        deploy(storage.uri, ["vae"], ServeOptions(max_replicas=1, cpus_per_replica=2), name="bench")
+        # Two replicas of one CPU (one torch thread) each: Serve uses both cores by scaling out, as
+        # the raw limit uses them with two threads.
+        deploy(storage.uri, ["vae"], ServeOptions(replicas=TWO_REPLICAS), name="bench")
         url = f"http://127.0.0.1:{port}/v1/generate/vae"
         replica = serve.get_deployment_handle("model-vae", "bench-vae")
         meter = CpuMeter(ray_processes())
@@ -324,7 +329,7 @@ def main() -> int:
         raw, raw_encoded, best = raw_limit(storage.uri, args.n, min(2.0, args.seconds))
 
     print(f"\nVAE (MNIST 28x28), {args.n} samples per request ({len(body):,} bytes of JSON), {args.seconds:.0f} s "
-          f"per point, 1 model replica; servers and load generator share {os.cpu_count()} cores")
+          f"per point, 2 model replicas of 1 CPU; servers and load generator share {os.cpu_count()} cores")
     print(f"raw in-process limit ({torch.get_num_threads()} threads, best batch {best}): "
           f"{raw:,.0f} samples/s sampling only, {raw_encoded:,.0f} samples/s with PNG+base64 encoding")
     print(f"{'server':<32}{'generator':>10}{'conc':>5}{'samples/s':>11}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"

@@ -16,7 +16,8 @@ from collections import OrderedDict
 import ray
 import torch
 from fastapi import Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from ray import serve
 
 from genray.cluster.registry import Registry, RegistryError
@@ -142,7 +143,7 @@ class ModelServer:
         self._batch.set_max_batch_size(max_batch_size)
         self._batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.cancelled_batches = 0
-        # Where a request's time goes inside the replica (benchmarks/serve_throughput.py reads it).
+        # Where a request's time goes inside one replica (benchmarks/serve_throughput.py reads it).
         self.timings = dict.fromkeys(("handler_s", "queued_s", "forward_s", "encode_s", "requests", "batches"), 0.0)
         # What the route checks requests against; it follows the served version.
         self.entry = {"summary": served_summary(record), "config": record.config, "endpoints": ["generate"]}
@@ -163,7 +164,10 @@ class ModelServer:
             return JSONResponse({"detail": "use POST"}, status_code=405, headers={"Allow": "POST"})
         t0 = time.perf_counter()
         try:
-            return await self.route(self.name, request)
+            answer = await self.route(self.name, request)
+            if isinstance(answer, BaseModel):  # pydantic's own JSON, rather than Serve's generic encoder
+                return Response(answer.model_dump_json(), media_type="application/json")
+            return answer
         finally:
             self.timings["handler_s"] += time.perf_counter() - t0
             self.timings["requests"] += 1

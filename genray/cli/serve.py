@@ -144,24 +144,30 @@ class Service:
             ray.shutdown()  # the embedded cluster goes with its process
 
 
-def stop_event(interrupt: bool = False) -> threading.Event:
+class StopSignal(threading.Event):
     """Set by SIGINT or SIGTERM (installed first: a signal while the app deploys still ends in a
-    clean shutdown). With interrupt, the signal also raises KeyboardInterrupt in the main thread,
-    so that it ends a training run under way."""
-    stop = threading.Event()
+    clean shutdown). With interrupt, the signal also raises KeyboardInterrupt in the
+    main thread, so that it ends a training run under way."""
 
-    def handler(*_):
-        stop.set()
-        if interrupt:
+    def __init__(self, interrupt: bool = False):
+        super().__init__()
+        self.interrupt = interrupt
+        self.install()
+
+    def _handler(self, *_) -> None:
+        self.set()
+        if self.interrupt:
             raise KeyboardInterrupt
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-    return stop
+    def install(self) -> None:
+        """(Re)installs the handlers: Ray Train's fit installs a SIGINT handler of its own and
+        leaves it behind, where a later Ctrl-C would only abort the finished run."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handler)
 
 
 def serve_forever(args, storage, refs: list[str] | None) -> int:
-    stop = stop_event()
+    stop = StopSignal()
     service = Service(args, storage, refs)
     print(service.banner(service.deploy()), flush=True)
     while not stop.wait(1.0):

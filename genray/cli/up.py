@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from genray.cli.serve import Service, add_http_options, stop_event
+from genray.cli.serve import Service, StopSignal, add_http_options
 
 
 def add_parser(sub, storage, ray) -> None:
@@ -36,7 +36,7 @@ def run(args) -> int:
     missing = {n: QUICK[n] for n in wanted if n not in have}
     improve = {} if args.no_improve else {n: s for n, s in improvable().items() if n in wanted}
     connect(args.address, console=args.verbose)
-    stop = stop_event(interrupt=True)
+    stop = StopSignal(interrupt=True)
     service = Service(args, storage, None, expected=len(have | set(wanted)), only=wanted if args.only else None)
     try:
         with ConsoleProgress(enabled=not args.verbose, named=True) as progress:
@@ -44,6 +44,7 @@ def run(args) -> int:
             progress.print(service.banner(service.deploy(pending), list(pending)))
             for name, spec in missing.items():
                 rec = _train(train, TrainSpec(name=name, workers=args.workers, **spec), storage, progress)
+                stop.install()
                 del pending[name]
                 service.deploy(pending)  # the new model joins; the others keep serving
                 progress.print(f"{rec.ref} serves now")
@@ -51,6 +52,7 @@ def run(args) -> int:
                 if Registry(storage).record(name).metrics.get("budget") != "full":
                     rec = _train(train, TrainSpec(name=name, workers=args.workers, **spec), storage, progress,
                                  extra={"budget": "full"})
+                    stop.install()
                     progress.print(f"{rec.ref} (full budget) replaces the quick version")
         while not stop.wait(1.0):
             pass
