@@ -164,7 +164,7 @@ def main() -> None:
         meta = datasets.prepare(dataset, storage)
         Registry(storage).publish("vae", build(model_config(TrainSpec("vae", dataset=dataset).resolved(), meta)), {})
         key = add_key(storage.path(KEYS_FILE), "bench", ["generate"])
-        connect()
+        connect(console=False)  # as `genray serve` runs: Ray's logs in its log folder, not shipped here
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         url = f"http://127.0.0.1:{port}"

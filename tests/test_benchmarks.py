@@ -10,6 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # script -> a line its report prints once it has run every part
 EXPECT = {
+    "composition.py": "target: 0 parallels, 0 range violations, key >= 95%:",
     "explain.py": "| IG on one image, concurrency 1 | served (median) |",
     "gpu_check.py": "same as cpu",
     "parallel.py": "## Recovery: a training worker on the second node SIGKILLed",
