@@ -171,7 +171,8 @@ def main() -> None:
 
         # 1. A replica killed under load: two replicas, no autoscaling past them.
         two = {"vae": {"min_replicas": 2, "max_replicas": 2, "cpus": 0.5}}
-        deploy(storage.uri, ["vae"], ServeOptions(replicas=two), name="fault")
+        # Generation alone: the attack, explanation and composition deployments play no part here.
+        deploy(storage.uri, ["vae"], ServeOptions(replicas=two, extras=()), name="fault")
         body = {"n": 4}
         killed: list[str] = []
         results = {}
@@ -198,8 +199,8 @@ def main() -> None:
                              f"replica replaced: {kept['replaced_s'] is not None}")
 
         # 2. 10x overload of a tight deployment: 2 running + 4 queued requests of 64 samples.
-        deploy(storage.uri, ["vae"], ServeOptions(max_replicas=1, max_ongoing_requests=2, max_queued_requests=4),
-               name="overload")
+        tight = ServeOptions(max_replicas=1, max_ongoing_requests=2, max_queued_requests=4, extras=())
+        deploy(storage.uri, ["vae"], tight, name="overload")
         with httpx.Client(base_url=url, headers={"authorization": f"Bearer {key}"}) as c:
             c.post("/v1/generate/vae", json={"n": 64})  # warm
         pids = serve_processes("overload")
@@ -217,7 +218,7 @@ def main() -> None:
                 print(f"| {name} | {rss:.0f} | {after[name][0]:.0f} | {100 * (after[name][0] / rss - 1):+.1f}% |")
 
         if args.soak:
-            deploy(storage.uri, ["vae"], ServeOptions(max_replicas=1), name="soak")
+            deploy(storage.uri, ["vae"], ServeOptions(max_replicas=1, extras=()), name="soak")
             pids = serve_processes("soak")
             start = footprint(pids)
             r = steady_load(url, key, args.soak, 4, 0, {"n": 8})

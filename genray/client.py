@@ -78,6 +78,12 @@ def _decode_images(body: dict, *keys: str) -> dict:
             for k in body}
 
 
+def _decode_audio(body: dict) -> dict:
+    """A composition with its MIDI (and WAV) as bytes."""
+    return {**body, "midi": base64.b64decode(body["midi"]),
+            "wav": base64.b64decode(body["wav"]) if body.get("wav") else None}
+
+
 def _raise_for(resp: httpx.Response) -> None:
     if resp.status_code < 400:
         return
@@ -200,6 +206,10 @@ class Client(_Base):
                 _raise_for(resp)
             time.sleep(_delay(resp, attempt, self.backoff))
 
+    def compose(self, key: str = "C", bars: int = 8, *, timeout: float | None = None, **fields) -> dict:
+        """A four-part chorale (fields: seed, melody to harmonise, wav), its MIDI and WAV as bytes."""
+        return _decode_audio(self._call("POST", "/v1/compose", {"key": key, "bars": bars, **fields}, timeout).json())
+
     def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         """The attack's answer, its adversarial images decoded."""
         return _decode_images(self._call("POST", f"/v1/attack/{model}", fields, timeout).json(),
@@ -272,6 +282,10 @@ class AsyncClient(_Base):
             if not _retryable(resp) or attempt == self.retries:
                 _raise_for(resp)
             await asyncio.sleep(_delay(resp, attempt, self.backoff))
+
+    async def compose(self, key: str = "C", bars: int = 8, *, timeout: float | None = None, **fields) -> dict:
+        body = {"key": key, "bars": bars, **fields}
+        return _decode_audio((await self._call("POST", "/v1/compose", body, timeout)).json())
 
     async def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         return _decode_images((await self._call("POST", f"/v1/attack/{model}", fields, timeout)).json(),

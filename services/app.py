@@ -15,6 +15,7 @@ from genray.models.errors import ConfigError
 from genray.models.explain.catalog import explain_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import ENV, KEYS_FILE, KeyEntry, from_env, read_file
+from genray.services.compose import ComposeServer
 from genray.services.explain import ExplainServer
 from genray.services.following import served_summary
 from genray.services.gateway import Gateway, model_app_name
@@ -68,6 +69,13 @@ class ServeOptions:
     # default: the metrics count every request, and on a small machine the line costs a
     # noticeable share of a small request's CPU.
     access_log: bool = False
+    # What is served beside generation (None: everything): "attack" (with defend), "explain" and
+    # "compose"; each is a deployment of its own, so a generation-only service starts fewer replicas.
+    extras: tuple[str, ...] | None = None
+    # POST /v1/compose on a deployment of its own: two compositions at a time per replica (each
+    # takes tens of ms of music21 analysis), a short queue, then 503s.
+    compose_max_ongoing: int = 2
+    compose_max_queued: int = 16
 
 
 def api_keys(storage: Storage, options: ServeOptions) -> list[KeyEntry]:
@@ -81,8 +89,8 @@ def api_keys(storage: Storage, options: ServeOptions) -> list[KeyEntry]:
     return entries
 
 
-def endpoints(rec) -> list[str]:
-    """The endpoints a registry model is served at."""
+def endpoints(rec, extras: tuple[str, ...] | None = None) -> list[str]:
+    """The endpoints a registry model is served at (of `extras` only, beside generation)."""
     out = ["generate"] if rec.kind == "generative" else []
     if attack_methods(rec.config):
         out.append("attack")
@@ -90,7 +98,8 @@ def endpoints(rec) -> list[str]:
         out.append("defend")
     if explain_methods(rec.config):
         out.append("explain")
-    return out
+    wanted = set(extras) | ({"defend"} if "attack" in extras else set()) if extras is not None else None
+    return [e for e in out if e == "generate" or wanted is None or e in wanted]
 
 
 def default_cpus(models: int) -> float:
@@ -114,14 +123,15 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
     o = options or ServeOptions()
     registry = Registry(Storage(storage_uri))
     keys = api_keys(registry.storage, o)
-    records = [registry.record(r) for r in refs] if refs is not None else [r for r in registry.list() if endpoints(r)]
+    records = ([registry.record(r) for r in refs] if refs is not None
+               else [r for r in registry.list() if endpoints(r, o.extras)])
     # A model named without a version follows the registry: a newer version is served when it is
     # published (within watch_s) or at POST /v1/admin/reload.
     pinned = {r.partition("@")[0] for r in refs or [] if "@" in r}
     if not records and not pending:
         raise RegistryError(f"no models to serve in {storage_uri}; train one with `genray train`")
     for rec in records:
-        if not endpoints(rec):
+        if not endpoints(rec, o.extras):
             raise RegistryError(f"{rec.ref} is a {rec.kind} model with no endpoint to serve it at")
     autoscaling = {"min_replicas": 1, "max_replicas": o.max_replicas, "target_ongoing_requests": 16,
                    "upscale_delay_s": 3, "downscale_delay_s": 60}
@@ -130,7 +140,8 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
     base = route_prefix.rstrip("/")
     targets, models = [], {}
     for rec in records:
-        models[rec.name] = {"summary": served_summary(rec), "config": rec.config, "endpoints": endpoints(rec)}
+        models[rec.name] = {"summary": served_summary(rec), "config": rec.config,
+                            "endpoints": endpoints(rec, o.extras)}
         if rec.kind != "generative":
             continue
         planned = (o.replicas or {}).get(rec.name, {})
@@ -160,13 +171,19 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
         max_ongoing_requests=o.explain_max_ongoing, max_queued_requests=o.explain_max_queued,
         ray_actor_options={"num_cpus": o.explain_cpus or min(cpus, 0.5)},
     ).bind(registry.storage.uri, explained, max(1, round(cpus))) if explained else None
+    composer = ComposeServer.options(
+        name="compose", autoscaling_config={**autoscaling, "target_ongoing_requests": 2},
+        max_ongoing_requests=o.compose_max_ongoing, max_queued_requests=o.compose_max_queued,
+        # A small reservation: it must not take the room the model servers scale into.
+        ray_actor_options={"num_cpus": min(cpus, 0.1)},
+    ).bind() if o.extras is None or "compose" in o.extras else None
     # One gateway replica: it holds the metrics board and answers what is not a model's own route.
     gateway = Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
                               max_ongoing_requests=4 * o.max_ongoing_requests,
                               max_queued_requests=4 * o.max_queued_requests).bind(
         models, servers, robustness, explainer, o.request_timeout_s, keys, o.auth, o.max_body_bytes,
         registry.storage.uri, tuple(n for n in servers if n not in pinned), o.watch_s,
-        {n: v for n, v in (pending or {}).items() if n not in models}, board)
+        {n: v for n, v in (pending or {}).items() if n not in models}, board, composer)
     # The gateway last: it looks its model applications up when it starts.
     return targets + [RunTarget(gateway, name, route_prefix)]
 
@@ -180,13 +197,18 @@ def deploy(storage_uri: str, refs: list[str] | None = None, options: ServeOption
     serve.run_many(build_apps(storage_uri, refs, options, pending, name, route_prefix))
 
 
-def undeploy(name: str = "genray") -> None:
-    """Delete the gateway application `name` and its models' applications."""
+def undeploy(name: str = "genray", timeout_s: float = 120.0) -> None:
+    """Delete the gateway application `name` and its models' applications, all at once."""
+    import time
+
     from ray import serve
 
-    for app in serve.status().applications:
-        if app == name or app.startswith(f"{name}-"):
-            serve.delete(app)
+    apps = [a for a in serve.status().applications if a == name or a.startswith(f"{name}-")]
+    for app in apps:
+        serve.delete(app, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while set(apps) & set(serve.status().applications) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def serve_config(storage_uri: str, refs: list[str], args: dict, name: str = "genray",

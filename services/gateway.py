@@ -27,12 +27,14 @@ from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import AuthError, KeyEntry, KeyStore
 from genray.services.following import served_summary, watch
 from genray.services.metrics import METRICS_NAMESPACE, GatewayMetrics, MetricsBoard, merge
-from genray.services.routes import GenerateRoute, Route, auth_error
+from genray.services.routes import GenerateRoute, Route, auth_error, json_error
 from genray.services.schemas import (
     AUTH_ERRORS,
     POST_ERRORS,
     AttackRequest,
     AttackResponse,
+    ComposeRequest,
+    ComposeResponse,
     DefendRequest,
     DefendResponse,
     ExplainRequest,
@@ -102,6 +104,20 @@ class ExplainRoute(Route):
         self.metrics.explain_request(model, self.method_label(model, req, explain_methods), status, seconds)
 
 
+class ComposeRoute(Route):
+    """POST /v1/compose: the composer's own schema and metrics; no model in the path."""
+    schema, what, name = ComposeRequest, "composition", "theory"
+
+    def __init__(self, call, metrics, timeout_s, keys, max_body_bytes):
+        super().__init__({self.name: {}}, call, metrics, timeout_s, keys, max_body_bytes)
+
+    def respond(self, model, entry, req, result):
+        return ComposeResponse(**result)
+
+    def record(self, model, req, status, seconds):
+        self.metrics.compose_request(status, seconds)
+
+
 api = FastAPI(title="genray", description="Generation, attacks, defenses and explanations of genray registry models")
 
 
@@ -117,7 +133,8 @@ class Gateway:
     def __init__(self, models: dict[str, dict], servers: tuple = (), robustness=None, explainer=None,
                  request_timeout_s: float = 120.0, keys: list[KeyEntry] | None = None, auth: bool = True,
                  max_body_bytes: int = 8 << 20, storage_uri: str | None = None, followed: tuple = (),
-                 watch_s: float = 2.0, pending: dict[str, dict] | None = None, metrics_board: str | None = None):
+                 watch_s: float = 2.0, pending: dict[str, dict] | None = None, metrics_board: str | None = None,
+                 composer=None):
         # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each, in an
         # application of its own), attack and defend (the one RobustnessServer deployment),
         # explain (the one ExplainServer)
@@ -144,6 +161,8 @@ class Gateway:
         self.attack_route = RobustnessRoute("attack", serving("attack"), self._attack, *limits)
         self.defend_route = RobustnessRoute("defend", serving("defend"), self._defend, *limits)
         self.explain_route = ExplainRoute(serving("explain"), self._explain, *limits)
+        self.composer = composer
+        self.compose_route = ComposeRoute(lambda _, payload: composer.compose.remote(payload), *limits)
         for route in (self.generate_route, self.attack_route, self.defend_route, self.explain_route):
             route.pending = self.pending
 
@@ -247,6 +266,14 @@ class Gateway:
                                               "\"sample\": ...}, data: [DONE]"}})
     async def generate(self, model: str, request: Request):
         return await self.generate_route(model, request)
+
+    @api.post("/v1/compose", response_model=ComposeResponse, openapi_extra=_body(ComposeRequest),
+              responses={k: v for k, v in POST_ERRORS.items() if k != 404})
+    async def compose(self, request: Request):
+        """A four-part chorale in a key, or a harmonisation of a melody (generate scope)."""
+        if self.composer is None:
+            return json_error(404, "this service was deployed without the composer")
+        return await self.compose_route(ComposeRoute.name, request)
 
     @api.post("/v1/attack/{model}", response_model=AttackResponse, openapi_extra=_body(AttackRequest),
               responses=POST_ERRORS)

@@ -58,6 +58,15 @@ class GatewayMetrics:
                                       "explanation over a random ranking's (lower is more faithful; the mean is "
                                       "_sum / _count)", ["model", "method"], registry=self.registry)
 
+        self.compositions = Counter("genray_compositions", "Chorales composed or harmonised, by HTTP status",
+                                    ["status"], registry=self.registry)
+        self.compose_latency = Histogram("genray_compose_latency_seconds", "Composition request latency",
+                                         registry=self.registry, buckets=seconds)
+
+    def compose_request(self, status: int, seconds: float) -> None:
+        self.compositions.labels(str(status)).inc()
+        self.compose_latency.observe(seconds)
+
     def request(self, model: str, status: int, seconds: float | None) -> None:
         self.requests.labels(model, str(status)).inc()
         if seconds is not None:

@@ -45,6 +45,32 @@ class ReloadResponse(BaseModel):
     models: dict[str, int] = Field(..., description="each model that follows the registry: the version it serves")
 
 
+class ComposeRequest(BaseModel):
+    """POST /v1/compose: a four-part chorale by the rules of tonal harmony, or a harmonisation."""
+    model_config = ConfigDict(extra="forbid")
+
+    key: StrictStr = Field("C", min_length=1, max_length=16, description="'C', 'F#', 'Bb' (major), 'a' or "
+                                                                         "'A minor' (minor)")
+    bars: StrictInt = Field(8, ge=1, le=64, description="bars of 4/4 (with a melody: its length instead)")
+    melody: Optional[Union[StrictStr, list[StrictStr]]] = Field(
+        None, max_length=4096, description="a soprano line to harmonise, as events ('G4/1 A4/0.5 R/1'; at most "
+                                           "512)")
+    seed: Optional[StrictInt] = Field(None, ge=0, lt=2**63, description="same seed, same chorale")
+    wav: StrictBool = Field(False, description="also return the chorale rendered as a WAV file")
+
+
+class ComposeResponse(BaseModel):
+    key: str = Field(..., description="the key composed in, e.g. 'F# minor'")
+    voices: dict[str, list[str]] = Field(..., description="Soprano, Alto, Tenor and Bass as note events")
+    chords: list[Optional[str]] = Field(..., description="the chord under each event (Roman numeral; null at a "
+                                                         "rest)")
+    midi: str = Field(..., description="the four parts as a base64 MIDI file")
+    wav: Optional[str] = Field(None, description="base64 WAV, on request")
+    analysis: dict[str, Any] = Field(..., description="music21's check of the result: parallel_fifths, "
+                                                      "parallel_octaves, range_violations, crossings, key, "
+                                                      "key_agrees")
+
+
 class FieldError(BaseModel):
     loc: list[Union[str, int]] = Field(..., description='where: ["body", FIELD, ...]')
     msg: str

@@ -147,3 +147,18 @@ def test_bad_melodies_are_input_errors(melody, why):
     with pytest.raises(InputError, match=why) as e:
         theory.compose("C", 4, melody=melody)
     assert e.value.field == "melody"
+
+
+def test_genray_compose_prints_or_writes_the_chorale_and_names_bad_input(tmp_path, capsys):
+    from genray.cli import main as cli
+
+    assert cli(["compose", "--key", "Bb", "--bars", "2", "--seed", "4"]) == 0
+    out, err = capsys.readouterr()
+    voices = {line.split()[0]: line.split()[1:] for line in out.splitlines()}
+    assert list(voices) == ["Soprano", "Alto", "Tenor", "Bass", "chords"]
+    assert voices["chords"][-1] == "I" and "0 parallel fifths" in err and "key B- major" in err
+    midi = tmp_path / "c.mid"
+    assert cli(["compose", "--key", "Bb", "--bars", "2", "--seed", "4", "-o", str(midi)]) == 0
+    assert midi.read_bytes()[:4] == b"MThd"
+    assert cli(["compose", "--key", "H"]) == 2 and "unknown key 'H'" in capsys.readouterr().err
+    assert cli(["compose", "--bars", "0"]) == 2 and "bars" in capsys.readouterr().err

@@ -321,7 +321,8 @@ def test_overload_answers_503_not_a_hang(client, storage):
     from genray.services.app import ServeOptions, deploy, undeploy
 
     # A second app on the same HTTP proxy whose model server takes one request and queues one.
-    tight = ServeOptions(max_replicas=1, max_ongoing_requests=1, max_queued_requests=1, max_batch_size=1)
+    tight = ServeOptions(max_replicas=1, max_ongoing_requests=1, max_queued_requests=1, max_batch_size=1,
+                         extras=())
     deploy(storage.uri, ["transformer"], tight, name="tight", route_prefix="/tight")
     slow = {"max_tokens": 1500, "prompt": "A"}
     try:
@@ -348,7 +349,8 @@ def test_a_new_version_is_served_without_dropping_requests(client, storage, tmp_
     own.publish("hot", trained.load("markov")[0], {})
     admin = auth.add_key(own.storage.path(auth.KEYS_FILE), "admin", ["admin"])
     generate_only = auth.add_key(own.storage.path(auth.KEYS_FILE), "gen", ["generate"])
-    deploy(own.storage.uri, ["hot"], ServeOptions(max_replicas=1, watch_s=0), name="hot", route_prefix="/hot")
+    deploy(own.storage.uri, ["hot"], ServeOptions(max_replicas=1, watch_s=0, extras=()), name="hot",
+           route_prefix="/hot")
     headers = {"authorization": f"Bearer {admin}"}
     body = {"prompt": "KING", "max_tokens": 30, "seed": 3}
     try:
@@ -391,7 +393,7 @@ def test_models_still_training_are_listed_and_answered_503_until_they_join(clien
     from genray.cluster.storage import Storage
     from genray.services.app import ServeOptions, deploy, undeploy
 
-    own, options = Registry(Storage(str(tmp_path))), ServeOptions(max_replicas=1, auth=False)
+    own, options = Registry(Storage(str(tmp_path))), ServeOptions(max_replicas=1, auth=False, extras=())
     board = ProgressBoard.options(name=PROGRESS_BOARD, namespace=PROGRESS_NAMESPACE).remote()
     board.update.remote("late", {"epoch": 2, "epochs": 5, "step": 20, "total": 50})
     deploy(own.storage.uri, None, options, pending={"late": {"family": "markov"}}, name="late", route_prefix="/late")
@@ -424,7 +426,7 @@ def test_a_timeout_answers_504_and_stops_the_abandoned_work(client, storage):
 
     from genray.services.app import ServeOptions, deploy, undeploy
 
-    deploy(storage.uri, ["transformer"], ServeOptions(max_replicas=1, request_timeout_s=0.3, auth=False),
+    deploy(storage.uri, ["transformer"], ServeOptions(max_replicas=1, request_timeout_s=0.3, auth=False, extras=()),
            name="timeout", route_prefix="/timeout")
     try:
         t0 = time.perf_counter()
@@ -802,6 +804,8 @@ def test_python_client_returns_decoded_samples_and_names_bad_fields(client, keys
         text = c.generate("transformer", prompt="KING", max_tokens=10, seed=5).samples[0]
         assert isinstance(text, str) and text.startswith("KING") and len(text) == 14
         assert "KING" + "".join(c.stream("transformer", prompt="KING", max_tokens=10, seed=5)) == text
+        chorale = c.compose("F", 2, seed=1, wav=True)
+        assert chorale["midi"][:4] == b"MThd" and chorale["wav"][:4] == b"RIFF" and chorale["key"] == "F major"
         with pytest.raises(GenrayError) as e:
             list(c.stream("transformer", prompt="KING", top_p=2))
         assert e.value.status == 422 and e.value.field == "top_p"
@@ -823,6 +827,34 @@ def test_python_client_returns_decoded_samples_and_names_bad_fields(client, keys
     pieces, gans = asyncio.run(run())
     assert "KING" + "".join(pieces) == text
     assert [g.samples[0].size for g in gans] == [(8, 8)] * 3
+
+
+def test_compose_answers_a_checked_chorale_and_harmonises_a_melody(client):
+    before = _samples(client.get("/metrics").text)
+    r = client.post("/v1/compose", json={"key": "e", "bars": 4, "seed": 3, "wav": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["key"] == "E minor" and list(body["voices"]) == ["Soprano", "Alto", "Tenor", "Bass"]
+    assert len({len(v) for v in body["voices"].values()}) == 1 and len(body["chords"]) == len(body["voices"]["Bass"])
+    checked = body["analysis"]
+    assert (checked["parallel_fifths"], checked["parallel_octaves"], checked["range_violations"],
+            checked["crossings"], checked["key_agrees"]) == (0, 0, 0, 0, True)
+    assert base64.b64decode(body["midi"])[:4] == b"MThd" and base64.b64decode(body["wav"])[:4] == b"RIFF"
+    again = client.post("/v1/compose", json={"key": "e", "bars": 4, "seed": 3}).json()
+    assert again["voices"] == body["voices"] and again["wav"] is None
+    melody = ["G4/1", "G4/1", "D5/1", "R/0.5", "B4/0.5", "A4/1.5", "F#4/0.25", "G4/2"]
+    harmonised = client.post("/v1/compose", json={"key": "G", "melody": " ".join(melody)}).json()
+    assert harmonised["voices"]["Soprano"] == melody and harmonised["analysis"]["parallel_fifths"] == 0
+    for bad, field in (({"key": "H"}, "key"), ({"bars": 0}, "bars"), ({"key": "G", "melody": "G4/1 X9/1"}, "melody"),
+                       ({"tempo": 90}, "tempo")):
+        r = client.post("/v1/compose", json=bad)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", field], (bad, r.text)
+    after = _samples(client.get("/metrics").text)
+    delta = _delta(before, after)
+    assert delta("genray_compositions_total", status="200") == 3
+    assert delta("genray_compositions_total", status="422") == 4
+    assert delta("genray_compose_latency_seconds_count") == 7
+    assert "/v1/compose" in client.get("/openapi.json").json()["paths"]
 
 
 def test_python_client_retries_what_the_server_asks_it_to():

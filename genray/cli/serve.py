@@ -122,7 +122,8 @@ class Service:
         if quiet:  # serve.start configures its logger anew
             logging.getLogger("ray.serve").setLevel(logging.WARNING)
         deploy(self.storage.uri, refs, self.options, pending)
-        return refs if refs is not None else [r.name for r in Registry(self.storage).list() if endpoints(r)]
+        served = [r.name for r in Registry(self.storage).list() if endpoints(r, self.options.extras)]
+        return refs if refs is not None else served
 
     def banner(self, names: list[str], pending: list[str] = ()) -> str:
         out = f"\ngenray is serving {', '.join(names) or 'no model yet'} on http://{self.args.host}:{self.args.port}"

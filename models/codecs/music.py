@@ -166,10 +166,9 @@ def trim(events: Sequence[str]) -> list[str]:
     return events
 
 
-def to_wav(events: Sequence[str], bpm: float = 90.0, rate: int = 22050, max_seconds: float = 120.0) -> bytes:
-    """16-bit mono WAV of the melody played by a soft additive synth (three harmonics, with an
-    attack-decay envelope so that repeated notes are heard apart), cut at max_seconds so that a
-    long sample's audio stays a few MB."""
+def _pcm(events: Sequence[str], bpm: float, rate: int, max_seconds: float) -> np.ndarray:
+    """The melody played by a soft additive synth (three harmonics, with an attack-decay envelope
+    so that repeated notes are heard apart), cut at max_seconds."""
     chunks, total = [], 0
     for tok in events:
         if total >= max_seconds * rate:
@@ -188,7 +187,21 @@ def to_wav(events: Sequence[str], bpm: float = 90.0, rate: int = 22050, max_seco
         tone = sum(a * np.sin(2 * np.pi * f * h * t) for h, a in ((1, 1.0), (2, 0.4), (3, 0.15)))
         env = np.minimum(1.0, t / 0.01) * np.exp(-3.0 * t) * np.minimum(1.0, (n - np.arange(n)) / (0.02 * rate))
         chunks.append(tone * env)
-    pcm = np.concatenate(chunks) if chunks else np.zeros(1)
+    return np.concatenate(chunks) if chunks else np.zeros(1)
+
+
+def to_wav(events: Sequence[str], bpm: float = 90.0, rate: int = 22050, max_seconds: float = 120.0) -> bytes:
+    """16-bit mono WAV of the melody (cut at max_seconds, so that a long sample's audio stays a few MB)."""
+    return mix_wav([events], bpm, rate, max_seconds)
+
+
+def mix_wav(voices: Sequence[Sequence[str]], bpm: float = 90.0, rate: int = 22050,
+            max_seconds: float = 120.0) -> bytes:
+    """16-bit mono WAV of several voices sounding together (a chorale's four parts)."""
+    parts = [_pcm(v, bpm, rate, max_seconds) for v in voices]
+    pcm = np.zeros(max(len(p) for p in parts))
+    for p in parts:
+        pcm[:len(p)] += p
     pcm = (0.3 * 32767 * pcm / max(1.0, np.abs(pcm).max() / 1.5)).astype("<i2")
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
