@@ -43,16 +43,14 @@ def run(args) -> int:
             pending = {n: {"family": s["family"]} for n, s in missing.items()}
             progress.print(service.banner(service.deploy(pending), list(pending)))
             for name, spec in missing.items():
-                rec = _train(train, TrainSpec(name=name, workers=args.workers, **spec), storage, progress)
-                stop.install()
+                rec = _train(train, TrainSpec(name=name, workers=args.workers, **spec), storage, progress, stop)
                 del pending[name]
                 service.deploy(pending)  # the new model joins; the others keep serving
                 progress.print(f"{rec.ref} serves now")
             for name, spec in improve.items():
                 if Registry(storage).record(name).metrics.get("budget") != "full":
-                    rec = _train(train, TrainSpec(name=name, workers=args.workers, **spec), storage, progress,
+                    rec = _train(train, TrainSpec(name=name, workers=args.workers, **spec), storage, progress, stop,
                                  extra={"budget": "full"})
-                    stop.install()
                     progress.print(f"{rec.ref} (full budget) replaces the quick version")
         while not stop.wait(1.0):
             pass
@@ -62,9 +60,10 @@ def run(args) -> int:
     return 0
 
 
-def _train(train, spec, storage, progress, extra: dict | None = None):
+def _train(train, spec, storage, progress, stop: StopSignal, extra: dict | None = None):
     t0 = time.time()
     rec = train(spec, storage, progress=progress.board)
+    stop.install()  # Ray Train's fit leaves a SIGINT handler of its own behind
     if extra:
         from genray.cluster.registry import Registry
 
