@@ -3,7 +3,8 @@
 straight from Serve's proxy; and the gateway application at the root, whose Gateway ingress
 answers the rest (pinned versions, models still training, /v1/models, reloads, /metrics, the
 playground) beside one autoscaled RobustnessServer for the attacks and defenses of every model
-that takes them (classifiers included) and one autoscaled ExplainServer for the explanations."""
+that takes them (classifiers included), one autoscaled ExplainServer for the explanations and one
+ComposeServer for /v1/compose (ServeOptions.extras leaves any of the three out)."""
 from __future__ import annotations
 
 import os
