@@ -69,6 +69,22 @@ def _scrape_until(client, ready, timeout_s: float = 10.0) -> dict:
         time.sleep(0.25)
 
 
+def _settled(client, timeout_s: float = 10.0) -> dict:
+    """/metrics parsed once the model replicas' pushes have caught up with earlier traffic:
+    two scrapes a push interval apart agree."""
+    import time
+
+    deadline = time.time() + timeout_s
+    samples = _samples(client.get("/metrics").text)
+    while time.time() < deadline:
+        time.sleep(1.5)  # longer than one push interval (METRICS_PUSH_S)
+        again = _samples(client.get("/metrics").text)
+        if again == samples:
+            break
+        samples = again
+    return samples
+
+
 def _delta(before: dict, after: dict):
     """(sample name, **labels) -> how much that sample moved between two scrapes."""
     def delta(name, **labels):
@@ -271,7 +287,7 @@ def test_every_status_is_declared_with_its_error_body(client):
 
 
 def test_metrics_move_with_traffic(client):
-    before = _samples(client.get("/metrics").text)
+    before = _settled(client)  # the tests before this one may still be on their way to the board
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda i: client.post("/v1/generate/vae", json={"n": 2, "seed": i}).status_code,
                               range(16)))
