@@ -210,6 +210,15 @@ class Client(_Base):
         """A four-part chorale (fields: seed, melody to harmonise, wav), its MIDI and WAV as bytes."""
         return _decode_audio(self._call("POST", "/v1/compose", {"key": key, "bars": bars, **fields}, timeout).json())
 
+    def inpaint(self, model: str, *, timeout: float | None = None, **fields) -> dict:
+        """Completions of an image's hidden pixels (fields: image or index, mask, n, steps, ...), decoded."""
+        return _decode_images(self._call("POST", f"/v1/inpaint/{model}", fields, timeout).json(), "images")
+
+    def style(self, content: str, style: str, *, timeout: float | None = None, **fields) -> dict:
+        """content, style: base64 PNG/JPEG or a built-in photograph's name; the result as an image."""
+        body = {"content": content, "style": style, **fields}
+        return {**(r := self._call("POST", "/v1/style", body, timeout).json()), "image": _image(r["image"])}
+
     def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         """The attack's answer, its adversarial images decoded."""
         return _decode_images(self._call("POST", f"/v1/attack/{model}", fields, timeout).json(),
@@ -286,6 +295,14 @@ class AsyncClient(_Base):
     async def compose(self, key: str = "C", bars: int = 8, *, timeout: float | None = None, **fields) -> dict:
         body = {"key": key, "bars": bars, **fields}
         return _decode_audio((await self._call("POST", "/v1/compose", body, timeout)).json())
+
+    async def inpaint(self, model: str, *, timeout: float | None = None, **fields) -> dict:
+        return _decode_images((await self._call("POST", f"/v1/inpaint/{model}", fields, timeout)).json(), "images")
+
+    async def style(self, content: str, style: str, *, timeout: float | None = None, **fields) -> dict:
+        body = {"content": content, "style": style, **fields}
+        r = (await self._call("POST", "/v1/style", body, timeout)).json()
+        return {**r, "image": _image(r["image"])}
 
     async def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         return _decode_images((await self._call("POST", f"/v1/attack/{model}", fields, timeout)).json(),

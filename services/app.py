@@ -3,8 +3,9 @@
 straight from Serve's proxy; and the gateway application at the root, whose Gateway ingress
 answers the rest (pinned versions, models still training, /v1/models, reloads, /metrics, the
 playground) beside one autoscaled RobustnessServer for the attacks and defenses of every model
-that takes them (classifiers included), one autoscaled ExplainServer for the explanations and one
-ComposeServer for /v1/compose (ServeOptions.extras leaves any of the three out)."""
+that takes them (classifiers included), one autoscaled ExplainServer for the explanations, one
+InpaintServer for /v1/inpaint, one StyleServer for /v1/style and one ComposeServer for /v1/compose
+(ServeOptions.extras leaves any of these out)."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,7 @@ from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
 from genray.models.errors import ConfigError
 from genray.models.explain.catalog import explain_methods
+from genray.models.inpaint import METHODS as INPAINT_METHODS
 from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import ENV, KEYS_FILE, KeyEntry, from_env, read_file
 from genray.services.compose import ComposeServer
@@ -21,7 +23,9 @@ from genray.services.explain import ExplainServer
 from genray.services.following import served_summary
 from genray.services.gateway import Gateway, model_app_name
 from genray.services.generate import ModelServer
+from genray.services.inpaint import InpaintServer
 from genray.services.robustness import RobustnessServer
+from genray.services.style import StyleServer
 
 GATEWAY_CPUS = 0.25
 
@@ -70,13 +74,20 @@ class ServeOptions:
     # default: the metrics count every request, and on a small machine the line costs a
     # noticeable share of a small request's CPU.
     access_log: bool = False
-    # What is served beside generation (None: everything): "attack" (with defend), "explain" and
-    # "compose"; each is a deployment of its own, so a generation-only service starts fewer replicas.
+    # What is served beside generation (None: everything): "attack" (with defend), "explain",
+    # "inpaint", "style" and "compose"; each is a deployment of its own, so a generation-only service starts
+    # fewer replicas.
     extras: tuple[str, ...] | None = None
     # POST /v1/compose on a deployment of its own: two compositions at a time per replica (each
     # takes tens of ms of music21 analysis), a short queue, then 503s.
     compose_max_ongoing: int = 2
     compose_max_queued: int = 16
+    # POST /v1/inpaint: a hundred or so passes of a small image model each, two at a time per replica.
+    inpaint_max_ongoing: int = 2
+    inpaint_max_queued: int = 8
+    # POST /v1/style: seconds to a minute of optimisation each, one at a time per replica.
+    style_max_ongoing: int = 1
+    style_max_queued: int = 4
 
 
 def api_keys(storage: Storage, options: ServeOptions) -> list[KeyEntry]:
@@ -99,6 +110,8 @@ def endpoints(rec, extras: tuple[str, ...] | None = None) -> list[str]:
         out.append("defend")
     if explain_methods(rec.config):
         out.append("explain")
+    if rec.kind == "generative" and rec.config.get("family") in INPAINT_METHODS:
+        out.append("inpaint")
     wanted = set(extras) | ({"defend"} if "attack" in extras else set()) if extras is not None else None
     return [e for e in out if e == "generate" or wanted is None or e in wanted]
 
@@ -172,6 +185,17 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
         max_ongoing_requests=o.explain_max_ongoing, max_queued_requests=o.explain_max_queued,
         ray_actor_options={"num_cpus": o.explain_cpus or min(cpus, 0.5)},
     ).bind(registry.storage.uri, explained, max(1, round(cpus))) if explained else None
+    inpainted = {r.name: r.ref for r in records if "inpaint" in models[r.name]["endpoints"]}
+    inpainter = InpaintServer.options(
+        name="inpaint", autoscaling_config={**autoscaling, "target_ongoing_requests": 2},
+        max_ongoing_requests=o.inpaint_max_ongoing, max_queued_requests=o.inpaint_max_queued,
+        ray_actor_options={"num_cpus": min(cpus, 0.1)},
+    ).bind(registry.storage.uri, inpainted, max(1, round(cpus))) if inpainted else None
+    stylist = StyleServer.options(
+        name="style", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},
+        max_ongoing_requests=o.style_max_ongoing, max_queued_requests=o.style_max_queued,
+        ray_actor_options={"num_cpus": min(cpus, 0.1)},
+    ).bind(max(1, round(cpus))) if o.extras is None or "style" in o.extras else None
     composer = ComposeServer.options(
         name="compose", autoscaling_config={**autoscaling, "target_ongoing_requests": 2},
         max_ongoing_requests=o.compose_max_ongoing, max_queued_requests=o.compose_max_queued,
@@ -184,7 +208,7 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
                               max_queued_requests=4 * o.max_queued_requests).bind(
         models, servers, robustness, explainer, o.request_timeout_s, keys, o.auth, o.max_body_bytes,
         registry.storage.uri, tuple(n for n in servers if n not in pinned), o.watch_s,
-        {n: v for n, v in (pending or {}).items() if n not in models}, board, composer)
+        {n: v for n, v in (pending or {}).items() if n not in models}, board, composer, inpainter, stylist)
     # The gateway last: it looks its model applications up when it starts.
     return targets + [RunTarget(gateway, name, route_prefix)]
 

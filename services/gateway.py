@@ -5,7 +5,9 @@ unknown models, the model list, reloads, the playground, and /metrics, where its
 those the model replicas push to its MetricsBoard are merged.
 
     POST /v1/generate/{model}@{version}   POST /v1/attack/{model}   POST /v1/defend/{model}
-    POST /v1/explain/{model}   POST /v1/admin/reload   GET /v1/models   GET /healthz   GET /metrics
+    POST /v1/explain/{model}   POST /v1/inpaint/{model}   POST /v1/style   POST /v1/compose
+    POST /v1/admin/reload
+    GET /v1/models   GET /healthz   GET /metrics
 """
 # No `from __future__ import annotations` here: FastAPI reads the endpoints' annotations (Request)
 # after serve.ingress has rebuilt the class, where string annotations no longer resolve.
@@ -23,6 +25,7 @@ from genray.cluster.progress import PROGRESS_BOARD, PROGRESS_NAMESPACE
 from genray.cluster.registry import Registry
 from genray.cluster.storage import Storage
 from genray.models.explain.catalog import explain_methods
+from genray.models.inpaint import METHODS
 from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import AuthError, KeyEntry, KeyStore
 from genray.services.following import served_summary, watch
@@ -41,10 +44,16 @@ from genray.services.schemas import (
     ExplainResponse,
     GenerateRequest,
     GenerateResponse,
+    InpaintRequest,
+    InpaintResponse,
     ReloadResponse,
+    StyleRequest,
+    StyleResponse,
     check_attack,
     check_defense,
     check_explain,
+    check_inpaint,
+    check_style,
 )
 
 PLAYGROUND = (Path(__file__).parent / "playground.html").read_text()
@@ -104,6 +113,23 @@ class ExplainRoute(Route):
         self.metrics.explain_request(model, self.method_label(model, req, explain_methods), status, seconds)
 
 
+class InpaintRoute(Route):
+    """POST /v1/inpaint/{model}: a VAE's or flow's completions of an image's hidden pixels."""
+    schema, what = InpaintRequest, "inpainting"
+
+    def check(self, req, entry):
+        return check_inpaint(req, entry["config"])
+
+    def respond(self, model, entry, req, result):
+        return InpaintResponse(model=model, version=entry["summary"]["version"], **result)
+
+    def record(self, model, req, status, seconds):
+        entry = self.models.get(model)
+        methods = METHODS[entry["config"]["family"]] if entry else ()
+        method = (req.method or methods[0]) if req is not None and entry else None
+        self.metrics.inpaint_request(model, method if method in methods else "_invalid", status, seconds)
+
+
 class ComposeRoute(Route):
     """POST /v1/compose: the composer's own schema and metrics; no model in the path."""
     schema, what, name = ComposeRequest, "composition", "theory"
@@ -116,6 +142,20 @@ class ComposeRoute(Route):
 
     def record(self, model, req, status, seconds):
         self.metrics.compose_request(status, seconds)
+
+
+class StyleRoute(ComposeRoute):
+    """POST /v1/style: style transfer's own schema and metrics; no model in the path."""
+    schema, what, name = StyleRequest, "style transfer", "random-features"
+
+    def check(self, req, entry):
+        return check_style(req, entry)
+
+    def respond(self, model, entry, req, result):
+        return StyleResponse(**result)
+
+    def record(self, model, req, status, seconds):
+        self.metrics.style_request(status, seconds)
 
 
 api = FastAPI(title="genray", description="Generation, attacks, defenses and explanations of genray registry models")
@@ -134,7 +174,7 @@ class Gateway:
                  request_timeout_s: float = 120.0, keys: list[KeyEntry] | None = None, auth: bool = True,
                  max_body_bytes: int = 8 << 20, storage_uri: str | None = None, followed: tuple = (),
                  watch_s: float = 2.0, pending: dict[str, dict] | None = None, metrics_board: str | None = None,
-                 composer=None):
+                 composer=None, inpainter=None, stylist=None):
         # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each, in an
         # application of its own), attack and defend (the one RobustnessServer deployment),
         # explain (the one ExplainServer)
@@ -161,9 +201,12 @@ class Gateway:
         self.attack_route = RobustnessRoute("attack", serving("attack"), self._attack, *limits)
         self.defend_route = RobustnessRoute("defend", serving("defend"), self._defend, *limits)
         self.explain_route = ExplainRoute(serving("explain"), self._explain, *limits)
-        self.composer = composer
+        self.composer, self.inpainter, self.stylist = composer, inpainter, stylist
+        self.style_route = StyleRoute(lambda _, payload: stylist.style.remote(payload), *limits)
+        self.inpaint_route = InpaintRoute(serving("inpaint"), self._inpaint, *limits)
         self.compose_route = ComposeRoute(lambda _, payload: composer.compose.remote(payload), *limits)
-        for route in (self.generate_route, self.attack_route, self.defend_route, self.explain_route):
+        for route in (self.generate_route, self.attack_route, self.defend_route, self.explain_route,
+                      self.inpaint_route):
             route.pending = self.pending
 
     def _refresh(self) -> None:
@@ -212,6 +255,9 @@ class Gateway:
 
     def _explain(self, model: str, payload: dict):
         return self.explainer.explain.remote({**payload, "model": model})
+
+    def _inpaint(self, model: str, payload: dict):
+        return self.inpainter.inpaint.remote({**payload, "model": model})
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground(self):
@@ -274,6 +320,20 @@ class Gateway:
         if self.composer is None:
             return json_error(404, "this service was deployed without the composer")
         return await self.compose_route(ComposeRoute.name, request)
+
+    @api.post("/v1/inpaint/{model}", response_model=InpaintResponse, openapi_extra=_body(InpaintRequest),
+              responses=POST_ERRORS)
+    async def inpaint(self, model: str, request: Request):
+        """Fill the hidden pixels of an image with a VAE or flow model (generate scope)."""
+        return await self.inpaint_route(model, request)
+
+    @api.post("/v1/style", response_model=StyleResponse, openapi_extra=_body(StyleRequest),
+              responses={k: v for k, v in POST_ERRORS.items() if k != 404})
+    async def style(self, request: Request):
+        """A photograph redrawn in another image's texture statistics (generate scope)."""
+        if self.stylist is None:
+            return json_error(404, "this service was deployed without style transfer")
+        return await self.style_route(StyleRoute.name, request)
 
     @api.post("/v1/attack/{model}", response_model=AttackResponse, openapi_extra=_body(AttackRequest),
               responses=POST_ERRORS)

@@ -63,6 +63,24 @@ class GatewayMetrics:
         self.compose_latency = Histogram("genray_compose_latency_seconds", "Composition request latency",
                                          registry=self.registry, buckets=seconds)
 
+        self.inpaintings = Counter("genray_inpaintings", "Inpainting requests by model, method and HTTP status",
+                                   ["model", "method", "status"], registry=self.registry)
+        self.inpaint_latency = Histogram("genray_inpaint_latency_seconds", "Inpainting request latency", ["model"],
+                                         registry=self.registry, buckets=seconds)
+
+        self.style_transfers = Counter("genray_style_transfers", "Style transfers by HTTP status", ["status"],
+                                       registry=self.registry)
+        self.style_latency = Histogram("genray_style_latency_seconds", "Style transfer request latency",
+                                       registry=self.registry, buckets=seconds)
+
+    def style_request(self, status: int, seconds: float) -> None:
+        self.style_transfers.labels(str(status)).inc()
+        self.style_latency.observe(seconds)
+
+    def inpaint_request(self, model: str, method: str, status: int, seconds: float) -> None:
+        self.inpaintings.labels(model, method, str(status)).inc()
+        self.inpaint_latency.labels(model).observe(seconds)
+
     def compose_request(self, status: int, seconds: float) -> None:
         self.compositions.labels(str(status)).inc()
         self.compose_latency.observe(seconds)

@@ -387,3 +387,90 @@ def check_explain(req: ExplainRequest, config: dict) -> list[dict]:
         errors.append(field_error("target", "target is a class (an integer) for image models and a symbol or "
                                             "continuation (a string) for text and music models"))
     return errors
+
+
+# ---- applications: /v1/inpaint ---------------------------------------------------------------
+class InpaintRequest(BaseModel):
+    """POST /v1/inpaint/{model}: fill the hidden pixels of an image with a VAE or flow model."""
+    model_config = ConfigDict(extra="forbid")
+
+    image: Optional[Png] = Field(None, description="base64 PNG of the model's image shape")
+    index: Optional[StrictInt] = Field(None, ge=0, description="instead of an image, a row of the validation split "
+                                                               "(the answer then scores PSNR against it)")
+    mask: StrictStr = Field("center", max_length=1_000_000, description="center | top | bottom | left | right | "
+                                                                        "random, or a base64 PNG of the image's "
+                                                                        "size, white where pixels are missing")
+    fraction: Number = Field(0.5, gt=0, lt=1, description="random: the share of pixels hidden")
+    method: Optional[StrictStr] = Field(None, max_length=16, description="vae: latent (default) | gibbs; flow: map "
+                                                                         "(default) | langevin")
+    n: StrictInt = Field(1, ge=1, le=16, description="completions of the image")
+    steps: StrictInt = Field(100, ge=1, le=1000, description="optimisation or sampling steps")
+    seed: StrictInt = Field(0, ge=0, lt=2**31, description="same seed, same completions")
+    label: Optional[StrictInt] = Field(None, ge=0, description="class-conditional VAE: the class to complete "
+                                                               "(default: the one that explains the seen pixels)")
+
+
+class InpaintResponse(BaseModel):
+    model: str
+    version: int
+    method: str
+    images: list[str] = Field(..., description="base64 PNG of each completion; the seen pixels are the input's")
+    mask: str = Field(..., description="base64 PNG of the mask used, white where filled")
+    psnr: Optional[list[float]] = Field(None, description="with index: PSNR (dB) of each completion on the hidden "
+                                                          "pixels, against the validation image")
+
+
+def check_inpaint(req: InpaintRequest, config: dict) -> list[dict]:
+    from genray.models.inpaint import MASKS, METHODS
+
+    family = config["family"]
+    errors = []
+    if (req.image is None) == (req.index is None):
+        errors.append(field_error("image", "give exactly one of 'image' (a base64 PNG) and 'index' (a validation "
+                                           "row)"))
+    if req.method is not None and req.method not in METHODS[family]:
+        errors.append(field_error("method", f"{family} models inpaint by {list(METHODS[family])}, not "
+                                            f"{req.method!r}"))
+    if req.label is not None and req.label >= config.get("num_classes", 0):
+        errors.append(field_error("label", f"this model has {config.get('num_classes', 0)} classes"))
+    if "fraction" in req.model_fields_set and req.mask != "random":
+        errors.append(field_error("fraction", "fraction applies to the random mask only"))
+    if req.mask not in MASKS and len(req.mask) < 16:  # too short for a PNG: a misspelt name
+        errors.append(field_error("mask", f"mask must be one of {list(MASKS)} or a base64 PNG, got {req.mask!r}"))
+    return errors
+
+
+# ---- applications: /v1/style -------------------------------------------------------------------
+Photo = Annotated[StrictStr, Field(min_length=1, max_length=12_000_000)]
+
+
+class StyleRequest(BaseModel):
+    """POST /v1/style: a photograph redrawn with another image's texture statistics."""
+    model_config = ConfigDict(extra="forbid")
+
+    content: Photo = Field(..., description="base64 PNG or JPEG, or a built-in photograph: astronaut | chelsea | "
+                                            "coffee | rocket")
+    style: Photo = Field(..., description="base64 PNG or JPEG, or a built-in image: immunohistochemistry | "
+                                          "hubble_deep_field | brick | gravel | grass | colorwheel (or a content "
+                                          "photograph)")
+    strength: Number = Field(0.8, gt=0, le=1, description="the share of the style distance to remove (the style "
+                                                          "term's weight grows until it is gone)")
+    steps: StrictInt = Field(200, ge=1, le=500, description="Adam steps on the pixels")
+    max_side: StrictInt = Field(256, ge=16, le=512, description="the output's longer side in pixels (never upscaled)")
+    loss: StrictStr = Field("gram", max_length=8, description="gram (Gatys) | stats (channel means and deviations)")
+    seed: StrictInt = Field(0, ge=0, lt=2**31, description="the random feature network's seed")
+
+
+class StyleResponse(BaseModel):
+    image: str = Field(..., description="base64 PNG of the result")
+    summary: dict[str, float] = Field(..., description="style_distance_before/_after and style_reduction on the "
+                                                       "optimised features, the same on an independent random "
+                                                       "network (heldout_*), content_ssim, seconds")
+
+
+def check_style(req: StyleRequest, config: dict) -> list[dict]:
+    from genray.models.style import STYLE_LOSSES
+
+    if req.loss not in STYLE_LOSSES:
+        return [field_error("loss", f"loss must be one of {list(STYLE_LOSSES)}, got {req.loss!r}")]
+    return []

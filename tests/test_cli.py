@@ -214,3 +214,20 @@ def test_train_shows_a_progress_bar_and_keeps_ray_off_the_console(tmp_path):
     assert lines[0].startswith("console") and "epoch 2/2" in lines[0] and "val " in lines[0]
     assert lines[1].startswith("published console@1: val_nll=") and len(lines) == 2
     assert r.stderr.count("Ray's logs: ") == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_inpaint_writes_the_masked_input_and_its_completions(trained, storage, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "filled.png"
+    assert cli(["inpaint", "vae", "--index", "5", "--mask", "bottom", "-n", "2", "--steps", "5", "-o", str(out),
+                "--storage", storage.uri]) == 0
+    assert "PSNR on the hidden pixels" in capsys.readouterr().out
+    assert Image.open(out).size == (4 * 8 + 5 * 2, 8 + 2 * 2)  # masked input, 2 completions, the original
+    drawn = tmp_path / "mask.png"
+    Image.new("L", (8, 8), 255).save(drawn)  # hides everything
+    assert cli(["inpaint", "flow", "--index", "5", "--mask", str(drawn), "--storage", storage.uri]) == 2
+    assert "hide some pixels and leave some visible" in capsys.readouterr().err
+    assert cli(["inpaint", "markov", "--index", "1", "--storage", storage.uri]) == 2
+    assert "needs a VAE or a flow" in capsys.readouterr().err
+    assert cli(["inpaint", "vae", "--storage", storage.uri]) == 2 and "--index" in capsys.readouterr().err

@@ -6,8 +6,10 @@ import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 import ray
+import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -102,8 +104,8 @@ def test_health_and_model_list(client):
     assert models["vae"]["modality"] == "image" and models["markov"]["family"] == "markov"
     # Classifiers are served for attacks and explanations; generative models where an attack or defense applies.
     assert models["classifier"]["kind"] == "classifier" and models["classifier"]["endpoints"] == ["attack", "explain"]
-    assert models["vae"]["endpoints"] == ["generate", "attack", "defend", "explain"]
-    assert models["flow"]["endpoints"] == ["generate", "defend", "explain"]
+    assert models["vae"]["endpoints"] == ["generate", "attack", "defend", "explain", "inpaint"]
+    assert models["flow"]["endpoints"] == ["generate", "defend", "explain", "inpaint"]
     assert models["markov"]["endpoints"] == ["generate", "explain"]
     assert models["transformer"]["endpoints"] == ["generate", "attack", "explain"]
     assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
@@ -871,6 +873,84 @@ def test_compose_answers_a_checked_chorale_and_harmonises_a_melody(client):
     assert delta("genray_compositions_total", status="422") == 4
     assert delta("genray_compose_latency_seconds_count") == 7
     assert "/v1/compose" in client.get("/openapi.json").json()["paths"]
+
+
+def _png_of(array: np.ndarray) -> str:
+    """A uint8 array (H, W) or (H, W, 3) as a base64 PNG."""
+    t = torch.from_numpy(array)
+    return _png(t[None] if t.dim() == 2 else t.permute(2, 0, 1))
+
+
+def test_inpaint_keeps_the_seen_pixels_and_names_bad_fields(client, keys):
+    from genray.client import Client
+
+    before = _samples(client.get("/metrics").text)
+    image = np.zeros((8, 8), dtype=np.uint8)
+    image[1:7, 3] = 200  # a stroke, like the digits' 1
+    drawn = np.zeros((8, 8), dtype=np.uint8)
+    drawn[2:6, 1:5] = 255  # white: missing
+    for model, extra in (("vae", {}), ("flow", {"method": "langevin"})):
+        body = {"image": _png_of(image), "mask": _png_of(drawn), "n": 2, "steps": 10, "seed": 3, **extra}
+        r = client.post(f"/v1/inpaint/{model}", json=body)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["model"] == model and body["method"] == extra.get("method", "latent") and body["psnr"] is None
+        outs = [np.array(Image.open(io.BytesIO(base64.b64decode(s)))) for s in body["images"]]
+        assert len(outs) == 2 and all(o.shape == (8, 8) for o in outs)
+        for o in outs:  # the seen pixels come back exactly; the hole is filled in
+            assert (o[drawn == 0] == image[drawn == 0]).all()
+        assert (np.array(Image.open(io.BytesIO(base64.b64decode(body["mask"])))) > 127).sum() == 16
+    with Client(str(client.base_url), api_key=keys["generate"], timeout=120) as c:
+        scored = c.inpaint("vae", index=2, mask="bottom", steps=10)
+    assert len(scored["images"]) == 1 and scored["images"][0].size == (8, 8) and 0 < scored["psnr"][0] <= 100
+
+    small = np.full((5, 5), 255, dtype=np.uint8)
+    bads = (("vae", {"index": 0, "mask": _png_of(small)}, "mask"), ("vae", {}, "image"),
+            ("vae", {"index": 0, "method": "map"}, "method"), ("flow", {"index": 0, "label": 1}, "label"),
+            ("vae", {"image": "not base64!"}, "image"), ("vae", {"index": 0, "mask": "circle"}, "mask"),
+            ("vae", {"index": 0, "steps": 5000}, "steps"), ("vae", {"index": 10**6}, "index"),
+            ("flow", {"image": _png_of(small)}, "image"), ("vae", {"index": 0, "fraction": 0.2}, "fraction"))
+    for model, bad, field in bads:
+        r = client.post(f"/v1/inpaint/{model}", json=bad)
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["detail"][0]["loc"][:2] == ["body", field], (bad, r.text)
+    assert client.post("/v1/inpaint/markov", json={"index": 0}).status_code == 404
+    after = _samples(client.get("/metrics").text)
+    delta = _delta(before, after)
+    assert delta("genray_inpaintings_total", model="vae", method="latent", status="200") == 2
+    assert delta("genray_inpaintings_total", model="flow", method="langevin", status="200") == 1
+    assert delta("genray_inpaintings_total", model="vae", method="latent", status="422") == 6
+    assert delta("genray_inpaintings_total", model="vae", method="_invalid", status="422") == 2
+    assert delta("genray_inpaint_latency_seconds_count", model="vae") == 10
+    assert "/v1/inpaint/{model}" in client.get("/openapi.json").json()["paths"]
+
+
+def test_style_transfer_answers_a_png_with_its_scores_and_names_bad_fields(client):
+    before = _samples(client.get("/metrics").text)
+    content = np.zeros((24, 40, 3), dtype=np.uint8)
+    content[6:18, 10:30] = (200, 180, 40)  # a yellow box on black
+    r = client.post("/v1/style", json={"content": _png_of(content), "style": "brick", "steps": 20, "max_side": 32,
+                                       "strength": 0.9})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert Image.open(io.BytesIO(base64.b64decode(body["image"]))).size == (32, 19)
+    assert body["summary"]["style_distance_after"] < body["summary"]["style_distance_before"]
+    assert 0 < body["summary"]["content_ssim"] < 1
+    named = client.post("/v1/style", json={"content": "chelsea", "style": "gravel", "steps": 2, "max_side": 16})
+    assert named.status_code == 200, named.text
+    for bad, field in (({"content": "lena", "style": "brick"}, "content"),
+                       ({"content": "chelsea", "style": "x" * 80}, "style"),
+                       ({"content": "chelsea", "style": "brick", "loss": "vgg"}, "loss"),
+                       ({"content": "chelsea", "style": "brick", "steps": 0}, "steps"),
+                       ({"content": "chelsea"}, "style"),
+                       ({"content": "chelsea", "style": "brick", "model": "x"}, "model")):
+        r = client.post("/v1/style", json=bad)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", field], (bad, r.text)
+    delta = _delta(before, _samples(client.get("/metrics").text))
+    assert delta("genray_style_transfers_total", status="200") == 2
+    assert delta("genray_style_transfers_total", status="422") == 6
+    assert delta("genray_style_latency_seconds_count") == 8
+    assert "/v1/style" in client.get("/openapi.json").json()["paths"]
 
 
 def test_python_client_retries_what_the_server_asks_it_to():

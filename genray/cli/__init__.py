@@ -8,11 +8,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genray.cli import attack, compose, defend, explain, keys, models, plan, sample, serve, train, tune, up
+from genray.cli import (
+    attack,
+    compose,
+    defend,
+    explain,
+    inpaint,
+    keys,
+    models,
+    plan,
+    sample,
+    serve,
+    style,
+    train,
+    tune,
+    up,
+)
 from genray.cli import eval as eval_cmd
 from genray.cli.common import CliError, ray_parent, storage_parent
 
-COMMANDS = (train, tune, models, eval_cmd, sample, compose, attack, defend, explain, serve, plan, up, keys)
+COMMANDS = (train, tune, models, eval_cmd, sample, inpaint, style, compose, attack, defend, explain, serve, plan, up,
+            keys)
 
 
 def parser() -> argparse.ArgumentParser:

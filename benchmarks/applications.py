@@ -1,0 +1,208 @@
+"""genray's applications, each scored against simple baselines on held-out data: one table per
+application, with wall times and cores.
+
+    python benchmarks/applications.py [--part inpaint|style|all] [--storage DIR] [--workers 2] [--reuse]
+                                      [--vae inpaint-vae] [--flow inpaint-flow]
+                                      [--n 500] [--masks center,bottom,right,random] [--n-other 100] [--steps 100]
+                                      [--style-steps 200] [--max-side 256] [--strength 0.8] [--smoke]
+
+inpaint   MNIST-5k validation digits with the centre square (14x14) hidden, completed by the
+          registry's VAE (latent optimisation, pseudo-Gibbs) and flow (MAP, Langevin), both trained
+          on Ray Train here (or taken from the registry with --reuse), against mean fill, the nearest
+          training image on the visible pixels, a diffusion (blurred) fill and scikit-image's
+          biharmonic inpainting. Scored by PSNR on the hidden pixels and by the accuracy of a
+          genray-trained digit classifier (the judge of `genray eval`) on the completed images;
+          then the same under the other masks, on fewer digits.
+
+style     astronaut, chelsea and coffee (scikit-image's photographs) in the textures of
+          immunohistochemistry, hubble_deep_field and brick: optimisation-based transfer on a random
+          multi-scale CNN's Gram matrices. Scored by the style distance before and after, on the
+          network optimised and on an independent one (another seed), and by content SSIM.
+
+The theory composer has its own benchmarks/composition.py.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from genray.cluster.datacache import local_arrays  # noqa: E402
+from genray.cluster.registry import Registry  # noqa: E402
+from genray.cluster.storage import Storage  # noqa: E402
+from genray.models.inpaint import BASELINES, METHODS, baseline_fill, inpaint, make_mask, masked_psnr, per_image  # noqa: E402
+from genray.models.style import photo, transfer  # noqa: E402
+from genray.trainers import datasets  # noqa: E402
+from genray.trainers.evaluate import judge  # noqa: E402
+from genray.trainers.run import TrainSpec, train  # noqa: E402
+
+INPAINTERS = {"vae": {}, "flow": {"epochs": 6}}  # family -> training budget beyond its preset
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Bench:
+    def __init__(self, args):
+        self.args, self.storage = args, Storage(args.storage)
+        self.registry = Registry(self.storage)
+
+    def train(self, name: str, family: str, dataset: str, **kw):
+        """Train and publish (or, with --reuse, take the registry's latest `name`); model and record."""
+        if self.args.reuse and name in self.registry.names():
+            return self.registry.load(name)
+        from genray.cluster.connect import connect
+
+        connect(console=False)  # once per process: only a part that trains needs Ray
+        if self.args.smoke:
+            kw = {**kw, "limit": 512, "epochs": 1}
+        rec = train(TrainSpec(family, name=name, dataset=dataset, workers=self.args.workers, fresh=True, **kw),
+                    self.storage)
+        return self.registry.load(rec.ref)
+
+
+def table(title: str, header: list[str], rows: list[list]) -> None:
+    print(f"\n{title}\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |", flush=True)
+
+
+def timed(fn, *a, **kw):
+    t0 = time.perf_counter()
+    out = fn(*a, **kw)
+    return out, time.perf_counter() - t0
+
+
+def balanced(images, labels, n: int):
+    """n rows spread evenly over the split: MNIST-5k's validation split is sorted by label."""
+    step = max(1, len(images) // n)
+    return images[::step][:n].float() / 255.0, labels[::step][:n]
+
+
+def inpainting(b: Bench) -> None:
+    a = b.args
+    data = "digits" if a.smoke else "mnist"
+    meta = datasets.prepare(data, b.storage)
+    splits = {s: local_arrays(meta, s, b.storage) for s in ("train", "val")}
+    clf = judge(meta, b.storage, splits)
+    train_x = splits["train"]["image"].float() / 255.0
+    _, H, W = meta["shape"]
+    models = {}
+    for family, extra in INPAINTERS.items():
+        models[family] = b.train(getattr(a, family), family, data, **extra)
+    budget = "; ".join(f"{rec.ref}: {rec.metrics['epochs']} epochs, {rec.metrics['wall_time_s']:.0f} s on "
+                       f"{rec.metrics['workers']} workers" for _, rec in models.values())
+
+    def scored(mask_kind: str, x, y):
+        """[row label, PSNR, judge accuracy, ms per image] of every inpainter and baseline under one mask."""
+        mask = per_image(make_mask(mask_kind, H, W, seed=0), len(x))
+        runs = [(f"{rec.ref} {method} ({a.steps} steps)", inpaint, (model, x, mask),
+                 {"method": method, "steps": a.steps, "seed": 0})
+                for model, rec in models.values() for method in METHODS[model.family]]
+        runs += [(f"baseline: {name}", baseline_fill, (name, x, mask, train_x), {}) for name in BASELINES]
+        for label, fn, args, kw in runs:
+            out, s = timed(fn, *args, **kw)
+            out = out[:, 0] if out.dim() == 5 else out
+            row = [label, float(masked_psnr(out, x, mask).mean()),
+                   clf.accuracy((out * 255).round().to(torch.uint8), y), f"{1000 * s / len(x):.1f}"]
+            print("  measured:", mask_kind, row, file=sys.stderr, flush=True)
+            yield row
+
+    if "center" in a.masks:
+        x, y = balanced(splits["val"]["image"], splits["val"]["label"], a.n)
+        rows = list(scored("center", x, y))
+        mask = per_image(make_mask("center", H, W), len(x))
+        rows.append(["(the masked input itself)", float(masked_psnr(x * ~mask, x, mask).mean()),
+                     clf.accuracy((x * ~mask * 255).round().to(torch.uint8), y), "-"])
+        rows.append(["(the original images)", 100.0, clf.accuracy((x * 255).round().to(torch.uint8), y), "-"])
+        table(f"## Inpainting: {data} validation, {len(x)} digits, centre {H // 2}x{W // 2} square hidden "
+              f"({cores()} cores, one process; {budget}; judge: genray's digit classifier)",
+              ["inpainter", "PSNR on the hidden pixels (dB)", "judge accuracy", "ms per image"], rows)
+        gen = [r for r in rows[:-2] if not r[0].startswith("baseline")]
+        base = {r[0].removeprefix("baseline: "): r for r in rows if r[0].startswith("baseline")}
+        best = max(gen, key=lambda r: r[2])
+        met = all(best[2] > r[2] for r in base.values()) and all(best[1] > base[k][1] for k in ("mean", "blur"))
+        print(f"\ntarget: the better generative inpainter ({best[0]}) beats every baseline on judge accuracy and "
+              f"mean fill and blur on PSNR: {'met' if met else 'missed'}")
+    others = [k for k in a.masks if k != "center"]
+    if others:
+        x, y = balanced(splits["val"]["image"], splits["val"]["label"], a.n_other)
+        rows = [[kind, *row] for kind in others for row in scored(kind, x, y)]
+        table(f"## Inpainting under other masks ({len(x)} {data} validation digits, balanced over the classes)",
+              ["mask", "inpainter", "PSNR on the hidden pixels (dB)", "judge accuracy", "ms per image"], rows)
+
+
+def style_transfer(b: Bench) -> None:
+    a = b.args
+    contents, styles = ("astronaut", "chelsea", "coffee"), ("immunohistochemistry", "hubble_deep_field", "brick")
+    if a.smoke:
+        contents, styles = contents[:1], styles[:2]
+    rows, met = [], True
+    for c in contents:
+        for s in styles:
+            r = transfer(photo(c), photo(s), steps=a.style_steps, max_side=a.max_side, strength=a.strength).summary()
+            ok = r["style_reduction"] >= 0.7 and r["heldout_style_reduction"] >= 0.7 and r["content_ssim"] >= 0.4
+            met &= ok
+            rows.append([f"{c} in {s}", f"{r['style_distance_before']:.3f} -> {r['style_distance_after']:.3f}",
+                         f"{100 * r['style_reduction']:.1f}%", f"{100 * r['heldout_style_reduction']:.1f}%",
+                         r["content_ssim"], f"{r['seconds']:.1f}", "yes" if ok else "no"])
+            print("  measured:", rows[-1], file=sys.stderr, flush=True)
+    table(f"## Style transfer: Gram statistics of a random multi-scale CNN (4 filter sizes x 3 scales x 64 "
+          f"filters), Adam on the pixels, {a.style_steps} steps, longer side {a.max_side} px, strength {a.strength:g} "
+          f"({cores()} cores, one process)",
+          ["content in style", "style distance (optimised network)", "fall", "fall on an independent network",
+           "content SSIM", "s per image", "target met"], rows)
+    print(f"\ntarget: style distance -70% (on both networks) with content SSIM >= 0.4 on every pair: "
+          f"{'met' if met else 'missed'}")
+
+
+PARTS = {"inpaint": inpainting, "style": style_transfer}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", default="all", choices=["all", *PARTS])
+    ap.add_argument("--storage", default=None)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--n", type=int, default=500, help="validation images to inpaint")
+    ap.add_argument("--masks", default="center,bottom,right,random", help="inpainting: the masks to score (center: "
+                                                                         "the main table and its target)")
+    ap.add_argument("--n-other", type=int, default=100, help="validation images for the other masks")
+    ap.add_argument("--steps", type=int, default=100, help="optimisation or sampling steps per inpainting")
+    ap.add_argument("--style-steps", type=int, default=200, help="style transfer: Adam steps")
+    ap.add_argument("--max-side", type=int, default=256, help="style transfer: the output's longer side")
+    ap.add_argument("--strength", type=float, default=0.8, help="style transfer: the share of the style distance "
+                                                                "to remove")
+    ap.add_argument("--vae", default="inpaint-vae", help="inpainting: the VAE (trained on MNIST-5k if missing)")
+    ap.add_argument("--flow", default="inpaint-flow", help="inpainting: the flow (trained on MNIST-5k if missing)")
+    ap.add_argument("--reuse", action="store_true", help="take models of the same name from the registry")
+    ap.add_argument("--smoke", action="store_true", help="the 8x8 digits, 1 epoch, 32 images, 5 steps")
+    args = ap.parse_args()
+    args.masks = args.masks.split(",")
+    if args.smoke:
+        import atexit
+        import shutil
+        import tempfile
+
+        args.n, args.n_other, args.steps, args.workers, args.style_steps, args.max_side = 32, 16, 5, 1, 5, 32
+        if not args.storage:
+            args.storage = tempfile.mkdtemp(prefix="genray-applications-smoke-")
+            atexit.register(shutil.rmtree, args.storage, ignore_errors=True)
+    torch.set_num_threads(cores())
+    b = Bench(args)
+    for name, part in PARTS.items():
+        if args.part in ("all", name):
+            t0 = time.perf_counter()
+            part(b)
+            print(f"({name}: {time.perf_counter() - t0:.0f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
