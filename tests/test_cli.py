@@ -1,5 +1,6 @@
 """The genray command line: clear errors, listing, sampling to files."""
 import io
+import re
 
 import pytest
 from PIL import Image
@@ -231,3 +232,14 @@ def test_inpaint_writes_the_masked_input_and_its_completions(trained, storage, t
     assert cli(["inpaint", "markov", "--index", "1", "--storage", storage.uri]) == 2
     assert "needs a VAE or a flow" in capsys.readouterr().err
     assert cli(["inpaint", "vae", "--storage", storage.uri]) == 2 and "--index" in capsys.readouterr().err
+
+
+def test_inpaint_fills_a_text_gap_with_a_text_model(trained, storage, capsys):
+    assert cli(["inpaint", "markov", "--text", "ROMEO: What ____ thou", "--candidates", "8",
+                "--storage", storage.uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    scores = [float(line.split()[0]) for line in lines]
+    assert 1 <= len(lines) <= 5 and scores == sorted(scores, reverse=True)
+    assert all(re.search(r"What \[.{4}\] thou", line, re.S) for line in lines)
+    assert cli(["inpaint", "markov", "--text", "no gap here", "--storage", storage.uri]) == 2
+    assert "underscores" in capsys.readouterr().err

@@ -145,3 +145,28 @@ def test_bad_options_name_their_field():
     with pytest.raises(OptionError) as e:
         inpaint(torch.nn.Linear(2, 2), x, make_mask("center", 8, 8))
     assert e.value.field == "model"
+
+
+def test_text_infilling_lets_the_right_side_choose_the_fill():
+    from genray.models import build
+    from genray.models.codecs import CharVocab
+    from genray.models.inpaint import infill
+
+    text = "I love you.\nI hate him.\n" * 200
+    vocab = CharVocab.from_text(text)
+    lm = build({"family": "markov", "vocab": vocab.chars, "order": 4})
+    ids = torch.as_tensor(vocab.encode(text))
+    lm.train_step({"tokens": ids[: (len(ids) // 48) * 48].view(-1, 48)}, [])
+    lm.reduce_statistics(lambda t: None)
+    for right, want in ((" you.", "love"), (" him.", "hate")):
+        ranked = infill(lm, "I ", right, length=4, candidates=16)
+        assert ranked[0][0] == want and {f for f, _ in ranked} >= {"love", "hate"}, ranked
+        assert ranked == sorted(ranked, key=lambda p: -p[1])
+    assert infill(lm, "I ", " you.", length=4, candidates=16, seed=3) == infill(lm, "I ", " you.", length=4,
+                                                                                candidates=16, seed=3)
+    with pytest.raises(OptionError) as e:
+        infill(lm, "I ", " yoü", length=4)
+    assert e.value.field == "right"
+    with pytest.raises(OptionError) as e:
+        infill(models()["vae"], "a", "b", length=1)
+    assert e.value.field == "model"

@@ -1,6 +1,7 @@
 """genray inpaint: fill the hidden pixels of an image with a registry VAE or flow, in-process, as
 POST /v1/inpaint does; writes one PNG row: the masked input (hidden pixels grey), each
-completion, and with --index the original."""
+completion, and with --index the original. With --text and a text model, fill the gap (a run of
+underscores) between the two sides, ranked by the model."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ from genray.cli.common import CliError
 
 def add_parser(sub, storage, ray) -> None:
     p = sub.add_parser("inpaint", parents=[storage], help="complete an image's hidden pixels with a VAE or flow")
-    p.add_argument("model", help="NAME or NAME@VERSION of a vae or flow image model")
+    p.add_argument("model", help="NAME or NAME@VERSION of a vae or flow image model (or a text model with --text)")
     p.add_argument("image", nargs="?", help="a PNG of the model's image shape (or --index)")
     p.add_argument("--index", type=int, help="a row of the validation split instead of an image (prints PSNR)")
     p.add_argument("--mask", default="center", help="center | top | bottom | left | right | random, or a PNG of "
@@ -23,6 +24,9 @@ def add_parser(sub, storage, ray) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int, help="class-conditional vae: the class to complete")
     p.add_argument("-o", "--output", default="inpainted.png", help="the PNG to write (default inpainted.png)")
+    p.add_argument("--text", help="text models: a text with a gap of underscores, e.g. 'To be, or ___ to be'")
+    p.add_argument("--length", type=int, help="--text: characters to fill (default: the gap's length)")
+    p.add_argument("--candidates", type=int, default=32, help="--text: fills drawn from the left side")
     p.set_defaults(fn=run)
 
 
@@ -37,6 +41,8 @@ def run(args) -> int:
 
     storage = Storage(args.storage)
     model, rec = Registry(storage).load(args.model)
+    if args.text is not None:
+        return _infill(model, rec, args)
     family_of(model)
     C, H, W = model.shape
     if (args.image is None) == (args.index is None):
@@ -75,3 +81,19 @@ def _read_png(path: str, from_png, C: int, H: int, W: int):
             return from_png(f.read(), channels=C, size=(W, H))
     except (OSError, ValueError) as e:
         raise CliError(f"{path}: {e}; the model takes images of {W}x{H} pixels") from None
+
+
+def _infill(model, rec, args) -> int:
+    import re
+
+    from genray.models.inpaint import infill
+
+    gap = re.search(r"_{2,}", args.text)
+    if gap is None:
+        raise CliError("--text needs a gap: a run of two or more underscores")
+    left, right = args.text[: gap.start()], args.text[gap.end():]
+    ranked = infill(model, left, right, length=args.length or len(gap.group()), candidates=args.candidates,
+                    seed=args.seed)
+    for fill, score in ranked:
+        print(f"{score:10.2f}  {left}[{fill}]{right}")
+    return 0
