@@ -7,13 +7,14 @@ import asyncio
 import base64
 import binascii
 import io
+import threading
 
 import numpy as np
 import torch
 from ray import serve
 
 from genray.models.codecs.images import EIGHT_BIT_MODES, to_png
-from genray.models.errors import OptionError
+from genray.models.errors import Cancelled, OptionError
 from genray.models.modalities.base import b64
 from genray.models.style import PHOTOS, photo, transfer
 from genray.services.generate import error_result
@@ -46,13 +47,16 @@ def read_image(value: str, field: str) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
 
 
-def run_style(request: dict) -> dict:
-    """The answer to a StyleRequest's fields, or an error result (422 naming the field)."""
+def run_style(request: dict, cancel=None) -> dict:
+    """The answer to a StyleRequest's fields, or an error result (422 naming the field); `cancel()`
+    true stops the optimisation at its next step."""
     try:
         content, style = read_image(request["content"], "content"), read_image(request["style"], "style")
         r = transfer(content, style, strength=request.get("strength", 0.8), steps=request.get("steps", 200),
                      loss=request.get("loss", "gram"), max_side=request.get("max_side", 256),
-                     seed=request.get("seed", 0))
+                     seed=request.get("seed", 0), cancel=cancel)
+    except Cancelled:  # nobody is waiting for this answer
+        return {"error": "the caller went away", "status": 499}
     except Exception as e:  # noqa: BLE001 - every failure becomes this caller's error result
         return error_result(e)
     return {"image": b64(to_png(r.image)), "summary": r.summary()}
@@ -64,4 +68,9 @@ class StyleServer:
         torch.set_num_threads(threads)
 
     async def style(self, request: dict) -> dict:
-        return await asyncio.to_thread(run_style, request)
+        abandoned = threading.Event()
+        try:
+            return await asyncio.to_thread(run_style, request, abandoned.is_set)
+        except asyncio.CancelledError:  # the caller timed out or went away: stop optimising for it
+            abandoned.set()
+            raise

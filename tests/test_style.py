@@ -54,6 +54,20 @@ def test_sizes_follow_max_side_and_grey_images_are_taken():
     assert r.image.shape == (3, 20, 32)
 
 
+def test_an_abandoned_transfer_stops_at_its_next_step():
+    from genray.models.errors import Cancelled
+
+    steps = []
+
+    def cancel():
+        steps.append(1)
+        return len(steps) > 3
+
+    with pytest.raises(Cancelled):
+        transfer(blob(), stripes(), steps=500, max_side=32, cancel=cancel)
+    assert len(steps) == 4
+
+
 def test_bad_options_name_their_field():
     for kw, field in (({"loss": "vgg"}, "loss"), ({"steps": 0}, "steps"), ({"strength": 0}, "strength"),
                       ({"strength": 1.5}, "strength"), ({"max_side": 4096}, "max_side")):

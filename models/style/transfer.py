@@ -7,13 +7,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genray.models.errors import OptionError
+from genray.models.errors import Cancelled, OptionError
 from genray.models.style.features import (
     STYLE_LOSSES,
     RandomFeatures,
@@ -77,14 +78,16 @@ def scores(image: Tensor, content: Tensor, style: Tensor, net: RandomFeatures, k
 
 
 def transfer(content: Tensor, style: Tensor, *, strength: float = 0.8, steps: int = 200, loss: str = "gram",
-             max_side: int = 256, lr: float = 0.02, seed: int = 0, net: RandomFeatures | None = None) -> Transfer:
+             max_side: int = 256, lr: float = 0.02, seed: int = 0, net: RandomFeatures | None = None,
+             cancel: Callable[[], bool] | None = None) -> Transfer:
     """content, style (C, H, W) in [0, 1] (grey or colour, any sizes) -> the content image in the
     style, at most max_side pixels a side (the style is scaled to the same area).
 
     `strength` in (0, 1] is the share of the style distance to remove: the style term (relative to
     its value at the content image) starts at the content term's weight and doubles every
     DOUBLE_EVERY steps while the distance is above (1 - strength) of where it began, so each pair
-    of images finds its own balance and keeps as much content as that share allows."""
+    of images finds its own balance and keeps as much content as that share allows. `cancel()` is
+    checked at every step: true raises Cancelled (the caller went away)."""
     if loss not in STYLE_LOSSES:
         raise OptionError(f"loss must be one of {list(STYLE_LOSSES)}, got {loss!r}", "loss")
     if not 1 <= steps <= MAX_STEPS:
@@ -108,6 +111,8 @@ def transfer(content: Tensor, style: Tensor, *, strength: float = 0.8, steps: in
     opt = torch.optim.Adam([x], lr=lr)
     weight = 1.0
     for step in range(steps):
+        if cancel is not None and cancel():
+            raise Cancelled("the style transfer was abandoned")
         f = net(x)
         styled = style_distance(f, s_targets, loss).sum() / max(start, 1e-12)  # 1 at the content image
         if step and step % DOUBLE_EVERY == 0 and float(styled.detach()) > 1 - strength:
