@@ -173,35 +173,34 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
                o.max_body_bytes, o.request_timeout_s, board)
         targets.append(RunTarget(server, model_app_name(name, rec.name), f"{base}/v1/generate/{rec.name}"))
     servers = tuple(r.name for r in records if r.kind == "generative")
-    robust = {r.name: r.ref for r in records if {"attack", "defend"} & set(models[r.name]["endpoints"])}
-    robustness = RobustnessServer.options(
-        name="robustness", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},
-        max_ongoing_requests=o.robustness_max_ongoing, max_queued_requests=o.robustness_max_queued,
-        ray_actor_options={"num_cpus": o.robustness_cpus or min(cpus, 0.5)},
-    ).bind(registry.storage.uri, robust, max(1, round(cpus))) if robust else None
-    explained = {r.name: r.ref for r in records if "explain" in models[r.name]["endpoints"]}
-    explainer = ExplainServer.options(
-        name="explain", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},
-        max_ongoing_requests=o.explain_max_ongoing, max_queued_requests=o.explain_max_queued,
-        ray_actor_options={"num_cpus": o.explain_cpus or min(cpus, 0.5)},
-    ).bind(registry.storage.uri, explained, max(1, round(cpus))) if explained else None
-    inpainted = {r.name: r.ref for r in records if "inpaint" in models[r.name]["endpoints"]}
-    inpainter = InpaintServer.options(
-        name="inpaint", autoscaling_config={**autoscaling, "target_ongoing_requests": 2},
-        max_ongoing_requests=o.inpaint_max_ongoing, max_queued_requests=o.inpaint_max_queued,
-        ray_actor_options={"num_cpus": min(cpus, 0.1)},
-    ).bind(registry.storage.uri, inpainted, max(1, round(cpus))) if inpainted else None
-    stylist = StyleServer.options(
-        name="style", autoscaling_config={**autoscaling, "target_ongoing_requests": 1},
-        max_ongoing_requests=o.style_max_ongoing, max_queued_requests=o.style_max_queued,
-        ray_actor_options={"num_cpus": min(cpus, 0.1)},
-    ).bind(max(1, round(cpus))) if o.extras is None or "style" in o.extras else None
-    composer = ComposeServer.options(
-        name="compose", autoscaling_config={**autoscaling, "target_ongoing_requests": 2},
-        max_ongoing_requests=o.compose_max_ongoing, max_queued_requests=o.compose_max_queued,
-        # A small reservation: it must not take the room the model servers scale into.
-        ray_actor_options={"num_cpus": min(cpus, 0.1)},
-    ).bind() if o.extras is None or "compose" in o.extras else None
+    threads = max(1, round(cpus))
+
+    def beside(deployment, dep_name: str, target: int, ongoing: int, queued: int, num_cpus: float):
+        """A deployment beside generation: autoscaled replicas of its own, few requests at a time
+        and a short queue, so that a burst of its requests waits or is refused there."""
+        return deployment.options(name=dep_name, autoscaling_config={**autoscaling, "target_ongoing_requests": target},
+                                  max_ongoing_requests=ongoing, max_queued_requests=queued,
+                                  ray_actor_options={"num_cpus": num_cpus})
+
+    def serving(endpoint: str) -> dict[str, str]:
+        return {r.name: r.ref for r in records if endpoint in models[r.name]["endpoints"]}
+
+    robust = {**serving("attack"), **serving("defend")}
+    robustness = beside(RobustnessServer, "robustness", 1, o.robustness_max_ongoing, o.robustness_max_queued,
+                        o.robustness_cpus or min(cpus, 0.5)).bind(registry.storage.uri, robust, threads) \
+        if robust else None
+    explained = serving("explain")
+    explainer = beside(ExplainServer, "explain", 1, o.explain_max_ongoing, o.explain_max_queued,
+                       o.explain_cpus or min(cpus, 0.5)).bind(registry.storage.uri, explained, threads) \
+        if explained else None
+    # The applications' reservations are small: they must not take the room the model servers scale into.
+    inpainted = serving("inpaint")
+    inpainter = beside(InpaintServer, "inpaint", 2, o.inpaint_max_ongoing, o.inpaint_max_queued,
+                       min(cpus, 0.1)).bind(registry.storage.uri, inpainted, threads) if inpainted else None
+    stylist = beside(StyleServer, "style", 1, o.style_max_ongoing, o.style_max_queued, min(cpus, 0.1)).bind(
+        threads) if o.extras is None or "style" in o.extras else None
+    composer = beside(ComposeServer, "compose", 2, o.compose_max_ongoing, o.compose_max_queued, min(cpus, 0.1)).bind(
+        ) if o.extras is None or "compose" in o.extras else None
     # One gateway replica: it holds the metrics board and answers what is not a model's own route.
     gateway = Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
                               max_ongoing_requests=4 * o.max_ongoing_requests,

@@ -5,8 +5,6 @@ generation."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 
 import torch
 from ray import serve
@@ -16,14 +14,7 @@ from genray.models.errors import OptionError
 from genray.models.inpaint import MASKS, METHODS, inpaint, make_mask, mask_from_png, masked_psnr, per_image
 from genray.models.modalities.base import b64
 from genray.services.generate import error_result
-from genray.services.workbench import Workbench
-
-
-def _decode(field: str, data: str) -> bytes:
-    try:
-        return base64.b64decode(data, validate=True)
-    except binascii.Error:
-        raise OptionError(f"{field} is not base64", field) from None
+from genray.services.workbench import Workbench, from_b64
 
 
 def run_inpaint(bench: Workbench, ref: str, req: dict) -> dict:
@@ -50,14 +41,14 @@ def _inpaint(bench: Workbench, ref: str, req: dict) -> dict:
         image = truth = val[req["index"]][None].float() / 255.0
     else:
         try:
-            image = from_png(_decode("image", req["image"]), channels=C, size=(W, H))[None].float() / 255.0
+            image = from_png(from_b64(req["image"], "image"), channels=C, size=(W, H))[None].float() / 255.0
         except ValueError as e:
             raise OptionError(f"image: {e}; the model takes images of shape {model.shape}", "image") from None
         except OSError:
             raise OptionError("image is not an image Pillow can read", "image") from None
     kind = req.get("mask", "center")
     mask = (make_mask(kind, H, W, fraction=req.get("fraction", 0.5), seed=req.get("seed", 0)) if kind in MASKS
-            else mask_from_png(_decode("mask", kind), H, W))
+            else mask_from_png(from_b64(kind, "mask"), H, W))
     method = req.get("method") or METHODS[model.family][0]
     out = inpaint(model, image, mask, method=method, steps=req.get("steps", 100), n=req.get("n", 1),
                   seed=req.get("seed", 0), label=req.get("label"))[0]  # (n, C, H, W)

@@ -4,8 +4,6 @@ deployment of its own with a short queue."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import io
 import threading
 
@@ -18,6 +16,7 @@ from genray.models.errors import Cancelled, OptionError
 from genray.models.modalities.base import b64
 from genray.models.style import PHOTOS, photo, transfer
 from genray.services.generate import error_result
+from genray.services.workbench import from_b64
 
 MAX_PIXELS = 4096 * 4096  # an upload's size, checked from its header before decoding
 
@@ -31,10 +30,7 @@ def read_image(value: str, field: str) -> torch.Tensor:
     if len(value) < 64:  # no image is this short: a misspelt name
         raise OptionError(f"{field}: unknown photograph {value!r}; built in: {list(PHOTOS)}, or send a base64 PNG "
                           f"or JPEG", field)
-    try:
-        data = base64.b64decode(value, validate=True)
-    except binascii.Error:
-        raise OptionError(f"{field} is neither a built-in photograph nor base64", field) from None
+    data = from_b64(value, field)
     try:
         im = Image.open(io.BytesIO(data))  # the header only
     except (OSError, Image.DecompressionBombError):

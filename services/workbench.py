@@ -20,6 +20,14 @@ CALIBRATION_ROWS = 500  # validation images that calibrate a detector's threshol
 DETECT_FPR = 0.05
 
 
+def from_b64(value: str, field: str, what: str | None = None) -> bytes:
+    """A request field's base64 bytes; a 422 naming `field` (described as `what`) if it is not base64."""
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise OptionError(f"{what or field} is not base64", field) from None
+
+
 def pngs(images: torch.Tensor) -> list[str]:
     return [b64(to_png(img)) for img in images]
 
@@ -99,10 +107,7 @@ class Workbench:
             return val["image"][idx].float() / 255.0, (val["label"][idx] if "label" in val else None)
         images = []
         for i, s in enumerate(req["inputs"]):
-            try:
-                data = base64.b64decode(s, validate=True)
-            except binascii.Error:
-                raise OptionError(f"inputs[{i}] is not base64", "inputs") from None
+            data = from_b64(s, "inputs", f"inputs[{i}]")
             try:
                 images.append(from_png(data, channels=shape[0], size=(shape[2], shape[1])))
             except ValueError as e:  # the wrong size or pixel format: checked before decoding

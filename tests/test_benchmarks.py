@@ -31,20 +31,22 @@ def test_every_benchmark_script_has_a_smoke_run():
     assert scripts == set(EXPECT)
 
 
-def _smoke(script: str, *extra: str) -> None:
+def _smoke(script: str, *extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    r = subprocess.run([sys.executable, os.path.join("benchmarks", script), "--smoke", *extra], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
-    assert EXPECT[script] in r.stdout, r.stdout[-4000:]
+    return subprocess.run([sys.executable, os.path.join("benchmarks", script), "--smoke", *extra], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize("script", sorted(set(EXPECT) - {"applications.py"}))
 def test_benchmark_smoke_mode_runs(script):
-    _smoke(script)
+    r = _smoke(script)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert EXPECT[script] in r.stdout, r.stdout[-4000:]
 
 
 def test_applications_smoke_runs_on_the_session_models(trained, storage):
     """On the session's digit VAE and flow, so that it trains nothing (and starts no Ray); after
     the other smokes, which start Ray clusters of their own while the session's is not yet up."""
-    _smoke("applications.py", "--storage", storage.uri, "--vae", "vae", "--flow", "flow", "--reuse")
+    r = _smoke("applications.py", "--storage", storage.uri, "--vae", "vae", "--flow", "flow", "--reuse")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert EXPECT["applications.py"] in r.stdout, r.stdout[-4000:]

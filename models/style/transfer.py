@@ -65,16 +65,13 @@ class Transfer:
                 "content_ssim": self.ssim, "seconds": self.seconds}
 
 
-def scores(image: Tensor, content: Tensor, style: Tensor, net: RandomFeatures, kind: str) -> tuple[float, float]:
-    """(style distance to `style` on net, SSIM to `content`) of an image (3, H, W)."""
+def content_ssim(image: Tensor, content: Tensor) -> float:
+    """SSIM (scikit-image) of an image (3, H, W) in [0, 1] to the content image."""
     from skimage.metrics import structural_similarity
 
-    with torch.no_grad():
-        d = float(style_distance(net(image[None]), style_targets(net(style[None]), kind), kind))
-    ssim = structural_similarity(image.permute(1, 2, 0).numpy().astype(np.float64),
-                                 content.permute(1, 2, 0).numpy().astype(np.float64), channel_axis=2,
-                                 data_range=1.0)
-    return d, float(ssim)
+    return float(structural_similarity(image.permute(1, 2, 0).numpy().astype(np.float64),
+                                       content.permute(1, 2, 0).numpy().astype(np.float64), channel_axis=2,
+                                       data_range=1.0))
 
 
 def transfer(content: Tensor, style: Tensor, *, strength: float = 0.8, steps: int = 200, loss: str = "gram",
@@ -101,7 +98,6 @@ def transfer(content: Tensor, style: Tensor, *, strength: float = 0.8, steps: in
     H, W = content.shape[1:]
     style = fit_size(rgb(style.float()), round(max(style.shape[1:]) * math.sqrt(H * W / math.prod(style.shape[1:]))))
     style = fit_size(style, MAX_SIDE)
-    torch.manual_seed(seed)
     net = net or RandomFeatures(seed=seed)
     with torch.no_grad():
         s_targets = style_targets(net(style[None]), loss)
@@ -123,8 +119,10 @@ def transfer(content: Tensor, style: Tensor, *, strength: float = 0.8, steps: in
             x.clamp_(0.0, 1.0)
     out = x.detach()[0]
     seconds = time.perf_counter() - t0
-    after, ssim = scores(out, content, style, net, loss)
     judge = RandomFeatures(seed=SCORE_SEED if seed != SCORE_SEED else SCORE_SEED + 1)
-    held_before, _ = scores(content, content, style, judge, loss)
-    held_after, _ = scores(out, content, style, judge, loss)
-    return Transfer(out, start, after, held_before, held_after, ssim, seconds)
+    with torch.no_grad():
+        after = float(style_distance(net(out[None]), s_targets, loss))
+        j_targets = style_targets(judge(style[None]), loss)
+        held_before = float(style_distance(judge(content[None]), j_targets, loss))
+        held_after = float(style_distance(judge(out[None]), j_targets, loss))
+    return Transfer(out, start, after, held_before, held_after, content_ssim(out, content), seconds)
