@@ -1,8 +1,9 @@
 """genray's applications, each scored against simple baselines on held-out data: one table per
 application, with wall times and cores.
 
-    python benchmarks/applications.py [--part inpaint|style|all] [--storage DIR] [--workers 2] [--reuse]
-                                      [--vae inpaint-vae] [--flow inpaint-flow]
+    python benchmarks/applications.py [--part inpaint|style|summarize|all] [--storage DIR] [--workers 2]
+                                      [--reuse] [--vae inpaint-vae] [--flow inpaint-flow]
+                                      [--scorer summary-scorer] [--abstractor summary-abstractor]
                                       [--n 500] [--masks center,bottom,right,random] [--n-other 100] [--steps 100]
                                       [--style-steps 200] [--max-side 256] [--strength 0.8] [--smoke]
 
@@ -18,6 +19,12 @@ style     astronaut, chelsea and coffee (scikit-image's photographs) in the text
           immunohistochemistry, hubble_deep_field and brick: optimisation-based transfer on a random
           multi-scale CNN's Gram matrices. Scored by the style distance before and after, on the
           network optimised and on an independent one (another seed), and by content SSIM.
+
+summarize ACLSum's 99 test papers, each aspect (challenge, approach, outcome) summarized by lead-k,
+          random-k, sumy's TextRank and LexRank, the sentence scorer (trained on the highlight
+          labels on Ray Train) and the pointer-generator (trained on the highlighted sentences ->
+          summary pairs on Ray Train; fed the scorer's best five sentences). Scored by ROUGE-1/2/L
+          F1 against the one-sentence aspect summaries, per aspect and overall.
 
 The theory composer has its own benchmarks/composition.py.
 """
@@ -162,7 +169,57 @@ def style_transfer(b: Bench) -> None:
           f"{'met' if met else 'missed'}")
 
 
-PARTS = {"inpaint": inpainting, "style": style_transfer}
+def summarization(b: Bench) -> None:
+    from genray.models.summarize import ASPECTS, rouge, summarize
+    from genray.trainers.corpora import aclsum
+
+    a = b.args
+    kw = {"limit": 256, "model": {"hidden": 32}} if a.smoke else {}
+    scorer, srec = b.train(a.scorer, "sentence-scorer", "aclsum", **kw)
+    abstractor, arec = b.train(a.abstractor, "pointer-generator", "aclsum-pairs",
+                               model={"extractor": a.scorer, **({"dim": 16, "hidden": 16} if a.smoke else {})},
+                               **({"limit": 32} if a.smoke else {}))
+    budget = "; ".join(f"{r.ref}: {r.metrics['epochs']} epochs (best {r.metrics.get('published_epoch')}), "
+                       f"{r.metrics['wall_time_s']:.0f} s on {r.metrics['workers']} workers" for r in (srec, arec))
+    papers = aclsum("test")[:5 if a.smoke else None]
+
+    def pick(sentences, aspect, k):  # the abstractor's source: the scorer's best sentences
+        return summarize(scorer, sentences, aspect, k)["sentences"]
+
+    systems = {f"lead-{k}": ("lead", k) for k in (1, 2, 3)}
+    systems.update({"random-3": ("random", 3), "textrank-3": ("textrank", 3), "lexrank-3": ("lexrank", 3),
+                    "sentence scorer, 1": (scorer, 1), "sentence scorer, 2": (scorer, 2),
+                    "sentence scorer, 3": (scorer, 3), "pointer-generator": (abstractor, None)})
+    def row(label: str, preds: dict[str, list[str]], ms: str) -> dict:
+        per = {x: rouge(preds[x], [p["summaries"][x] for p in papers]) for x in ASPECTS}
+        overall = {m: sum(per[x][m] for x in ASPECTS) / len(ASPECTS) for m in per[ASPECTS[0]]}
+        rows.append([label, overall["rouge1"], overall["rouge2"], overall["rougeL"],
+                     *[f"{per[x]['rouge2']:.3f} / {per[x]['rougeL']:.3f}" for x in ASPECTS], ms])
+        print("  measured:", rows[-1], file=sys.stderr, flush=True)
+        return overall
+
+    rows, scores = [], {}
+    for label, (method, k) in systems.items():
+        preds, t0 = {x: [] for x in ASPECTS}, time.perf_counter()
+        for p in papers:
+            for x in ASPECTS:
+                preds[x].append(summarize(method, p["sentences"], x, k, extractor=pick)["summary"])
+        ms = 1000 * (time.perf_counter() - t0) / (len(papers) * len(ASPECTS))
+        scores[label] = row(label, preds, f"{ms:.0f}")
+    # The annotators' own highlighted sentences: what an extractive summary at best resembles.
+    row("(highlighted sentences)", {x: [" ".join(s for s, h in zip(p["sentences"], p["highlights"][x]) if h)
+                                        for p in papers] for x in ASPECTS}, "-")
+    table(f"## Summarization: ACLSum test split ({len(papers)} papers x 3 aspects), ROUGE F1 (rouge-score, stemmed) "
+          f"against the one-sentence aspect summaries ({cores()} cores; {budget})",
+          ["system", "ROUGE-1", "ROUGE-2", "ROUGE-L", *[f"{x} R-2 / R-L" for x in ASPECTS], "ms per summary"], rows)
+    ours, lead = scores["sentence scorer, 3"], scores["lead-3"]
+    met = ours["rouge2"] > lead["rouge2"] and ours["rougeL"] > lead["rougeL"]
+    print(f"\ntarget: the sentence scorer (3 sentences) beats lead-3 on ROUGE-2 ({ours['rouge2']:.3f} vs "
+          f"{lead['rouge2']:.3f}) and ROUGE-L ({ours['rougeL']:.3f} vs {lead['rougeL']:.3f}): "
+          f"{'met' if met else 'missed'}")
+
+
+PARTS = {"inpaint": inpainting, "style": style_transfer, "summarize": summarization}
 
 
 def main() -> int:
@@ -181,6 +238,10 @@ def main() -> int:
                                                                 "to remove")
     ap.add_argument("--vae", default="inpaint-vae", help="inpainting: the VAE (trained on MNIST-5k if missing)")
     ap.add_argument("--flow", default="inpaint-flow", help="inpainting: the flow (trained on MNIST-5k if missing)")
+    ap.add_argument("--scorer", default="summary-scorer", help="summarization: the sentence scorer (trained on "
+                                                                "ACLSum if missing)")
+    ap.add_argument("--abstractor", default="summary-abstractor", help="summarization: the pointer-generator "
+                                                                       "(trained on ACLSum if missing)")
     ap.add_argument("--reuse", action="store_true", help="take models of the same name from the registry")
     ap.add_argument("--smoke", action="store_true", help="the 8x8 digits, 1 epoch, 32 images, 5 steps")
     args = ap.parse_args()

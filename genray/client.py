@@ -78,6 +78,10 @@ def _decode_images(body: dict, *keys: str) -> dict:
             for k in body}
 
 
+def _summary_body(text: str | list[str], aspect: str, fields: dict) -> dict:
+    return {"sentences" if isinstance(text, list) else "text": text, "aspect": aspect, **fields}
+
+
 def _decode_audio(body: dict) -> dict:
     """A composition with its MIDI (and WAV) as bytes."""
     return {**body, "midi": base64.b64decode(body["midi"]),
@@ -219,6 +223,12 @@ class Client(_Base):
         body = {"content": content, "style": style, **fields}
         return {**(r := self._call("POST", "/v1/style", body, timeout).json()), "image": _image(r["image"])}
 
+    def summarize(self, model: str, text: str | list[str], aspect: str = "challenge", *,
+                  timeout: float | None = None, **fields) -> dict:
+        """One aspect of a document (text, or its sentences as a list) by a summarizer or a built-in
+        method (lead, random, textrank, lexrank); fields: max_sentences, max_tokens, seed."""
+        return self._call("POST", f"/v1/summarize/{model}", _summary_body(text, aspect, fields), timeout).json()
+
     def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         """The attack's answer, its adversarial images decoded."""
         return _decode_images(self._call("POST", f"/v1/attack/{model}", fields, timeout).json(),
@@ -303,6 +313,11 @@ class AsyncClient(_Base):
         body = {"content": content, "style": style, **fields}
         r = (await self._call("POST", "/v1/style", body, timeout)).json()
         return {**r, "image": _image(r["image"])}
+
+    async def summarize(self, model: str, text: str | list[str], aspect: str = "challenge", *,
+                        timeout: float | None = None, **fields) -> dict:
+        body = _summary_body(text, aspect, fields)
+        return (await self._call("POST", f"/v1/summarize/{model}", body, timeout)).json()
 
     async def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         return _decode_images((await self._call("POST", f"/v1/attack/{model}", fields, timeout)).json(),

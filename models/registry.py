@@ -19,7 +19,7 @@ from genray.models.errors import ConfigError
 
 _CLASSES: dict[str, type["Configurable"]] = {}
 # Packages whose modules register classes when imported.
-_PROVIDERS = ("genray.models.families", "genray.models.classifiers")
+_PROVIDERS = ("genray.models.families", "genray.models.classifiers", "genray.models.summarize")
 # Keys that configs saved before training settings moved to the training config still carry.
 _MOVED_TO_TRAINING = frozenset({"lr", "max_grad_norm"})
 

@@ -4,8 +4,8 @@ straight from Serve's proxy; and the gateway application at the root, whose Gate
 answers the rest (pinned versions, models still training, /v1/models, reloads, /metrics, the
 playground) beside one autoscaled RobustnessServer for the attacks and defenses of every model
 that takes them (classifiers included), one autoscaled ExplainServer for the explanations, one
-InpaintServer for /v1/inpaint, one StyleServer for /v1/style and one ComposeServer for /v1/compose
-(ServeOptions.extras leaves any of these out)."""
+InpaintServer for /v1/inpaint, one StyleServer for /v1/style, one ComposeServer for /v1/compose
+and one SummarizeServer for /v1/summarize (ServeOptions.extras leaves any of these out)."""
 from __future__ import annotations
 
 import os
@@ -26,6 +26,7 @@ from genray.services.generate import ModelServer
 from genray.services.inpaint import InpaintServer
 from genray.services.robustness import RobustnessServer
 from genray.services.style import StyleServer
+from genray.services.summarize import SummarizeServer
 
 GATEWAY_CPUS = 0.25
 
@@ -75,8 +76,8 @@ class ServeOptions:
     # noticeable share of a small request's CPU.
     access_log: bool = False
     # What is served beside generation (None: everything): "attack" (with defend), "explain",
-    # "inpaint", "style" and "compose"; each is a deployment of its own, so a generation-only service starts
-    # fewer replicas.
+    # "inpaint", "style", "compose" and "summarize"; each is a deployment of its own, so a generation-only
+    # service starts fewer replicas.
     extras: tuple[str, ...] | None = None
     # POST /v1/compose on a deployment of its own: two compositions at a time per replica (each
     # takes tens of ms of music21 analysis), a short queue, then 503s.
@@ -88,6 +89,9 @@ class ServeOptions:
     # POST /v1/style: seconds to a minute of optimisation each, one at a time per replica.
     style_max_ongoing: int = 1
     style_max_queued: int = 4
+    # POST /v1/summarize: milliseconds (extractive) to a second (abstractive) per document.
+    summarize_max_ongoing: int = 4
+    summarize_max_queued: int = 16
 
 
 def api_keys(storage: Storage, options: ServeOptions) -> list[KeyEntry]:
@@ -112,6 +116,8 @@ def endpoints(rec, extras: tuple[str, ...] | None = None) -> list[str]:
         out.append("explain")
     if rec.kind == "generative" and rec.config.get("family") in INPAINT_METHODS:
         out.append("inpaint")
+    if rec.kind == "summarizer":
+        out.append("summarize")
     wanted = set(extras) | ({"defend"} if "attack" in extras else set()) if extras is not None else None
     return [e for e in out if e == "generate" or wanted is None or e in wanted]
 
@@ -201,13 +207,17 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
         threads) if o.extras is None or "style" in o.extras else None
     composer = beside(ComposeServer, "compose", 2, o.compose_max_ongoing, o.compose_max_queued, min(cpus, 0.1)).bind(
         ) if o.extras is None or "compose" in o.extras else None
+    summarizer = beside(SummarizeServer, "summarize", 2, o.summarize_max_ongoing, o.summarize_max_queued,
+                        min(cpus, 0.1)).bind(registry.storage.uri, serving("summarize"), threads) \
+        if o.extras is None or "summarize" in o.extras else None
     # One gateway replica: it holds the metrics board and answers what is not a model's own route.
     gateway = Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
                               max_ongoing_requests=4 * o.max_ongoing_requests,
                               max_queued_requests=4 * o.max_queued_requests).bind(
         models, servers, robustness, explainer, o.request_timeout_s, keys, o.auth, o.max_body_bytes,
         registry.storage.uri, tuple(n for n in servers if n not in pinned), o.watch_s,
-        {n: v for n, v in (pending or {}).items() if n not in models}, board, composer, inpainter, stylist)
+        {n: v for n, v in (pending or {}).items() if n not in models}, board, composer, inpainter, stylist,
+        summarizer)
     # The gateway last: it looks its model applications up when it starts.
     return targets + [RunTarget(gateway, name, route_prefix)]
 

@@ -6,6 +6,7 @@ those the model replicas push to its MetricsBoard are merged.
 
     POST /v1/generate/{model}@{version}   POST /v1/attack/{model}   POST /v1/defend/{model}
     POST /v1/explain/{model}   POST /v1/inpaint/{model}   POST /v1/style   POST /v1/compose
+    POST /v1/summarize/{model}
     POST /v1/admin/reload
     GET /v1/models   GET /healthz   GET /metrics
 """
@@ -27,6 +28,8 @@ from genray.cluster.storage import Storage
 from genray.models.explain.catalog import explain_methods
 from genray.models.inpaint import METHODS
 from genray.models.robustness.catalog import attack_methods, defense_methods
+from genray.models.summarize import ASPECTS
+from genray.models.summarize import METHODS as SUMMARY_METHODS
 from genray.services.auth import AuthError, KeyEntry, KeyStore
 from genray.services.following import served_summary, watch
 from genray.services.metrics import METRICS_NAMESPACE, GatewayMetrics, MetricsBoard, merge
@@ -49,11 +52,14 @@ from genray.services.schemas import (
     ReloadResponse,
     StyleRequest,
     StyleResponse,
+    SummarizeRequest,
+    SummarizeResponse,
     check_attack,
     check_defense,
     check_explain,
     check_inpaint,
     check_style,
+    check_summarize,
 )
 
 PLAYGROUND = (Path(__file__).parent / "playground.html").read_text()
@@ -130,6 +136,21 @@ class InpaintRoute(Route):
         self.metrics.inpaint_request(model, method if method in methods else "_invalid", status, seconds)
 
 
+class SummarizeRoute(Route):
+    """POST /v1/summarize/{model}: a registry summarizer or a built-in extractive method."""
+    schema, what = SummarizeRequest, "summary"
+
+    def check(self, req, entry):
+        return check_summarize(req, entry["config"])
+
+    def respond(self, model, entry, req, result):
+        return SummarizeResponse(model=model, aspect=req.aspect, **result)
+
+    def record(self, model, req, status, seconds):
+        aspect = req.aspect if req is not None and req.aspect in ASPECTS else "_invalid"
+        self.metrics.summarize_request(model, aspect, status, seconds)
+
+
 class ComposeRoute(Route):
     """POST /v1/compose: the composer's own schema and metrics; no model in the path."""
     schema, what, name = ComposeRequest, "composition", "theory"
@@ -174,7 +195,7 @@ class Gateway:
                  request_timeout_s: float = 120.0, keys: list[KeyEntry] | None = None, auth: bool = True,
                  max_body_bytes: int = 8 << 20, storage_uri: str | None = None, followed: tuple = (),
                  watch_s: float = 2.0, pending: dict[str, dict] | None = None, metrics_board: str | None = None,
-                 composer=None, inpainter=None, stylist=None):
+                 composer=None, inpainter=None, stylist=None, summarizer=None):
         # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each, in an
         # application of its own), attack and defend (the one RobustnessServer deployment),
         # explain (the one ExplainServer)
@@ -205,6 +226,11 @@ class Gateway:
         self.style_route = StyleRoute(lambda _, payload: stylist.style.remote(payload), *limits)
         self.inpaint_route = InpaintRoute(serving("inpaint"), self._inpaint, *limits)
         self.compose_route = ComposeRoute(lambda _, payload: composer.compose.remote(payload), *limits)
+        # The built-in extractive methods, and the registry's summarizers.
+        summarizers = {**{m: {"config": {"family": m}} for m in SUMMARY_METHODS}, **serving("summarize")} \
+            if summarizer is not None else {}
+        self.summarize_route = SummarizeRoute(
+            summarizers, lambda name, payload: summarizer.summarize.remote({**payload, "model": name}), *limits)
         for route in (self.generate_route, self.attack_route, self.defend_route, self.explain_route,
                       self.inpaint_route):
             route.pending = self.pending
@@ -334,6 +360,13 @@ class Gateway:
         if self.stylist is None:
             return json_error(404, "this service was deployed without style transfer")
         return await self.style_route(StyleRoute.name, request)
+
+    @api.post("/v1/summarize/{model}", response_model=SummarizeResponse, openapi_extra=_body(SummarizeRequest),
+              responses=POST_ERRORS)
+    async def summarize(self, model: str, request: Request):
+        """One aspect of a paper, by a built-in method (lead | random | textrank | lexrank) or a registry
+        summarizer (generate scope)."""
+        return await self.summarize_route(model, request)
 
     @api.post("/v1/attack/{model}", response_model=AttackResponse, openapi_extra=_body(AttackRequest),
               responses=POST_ERRORS)

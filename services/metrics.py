@@ -73,6 +73,15 @@ class GatewayMetrics:
         self.style_latency = Histogram("genray_style_latency_seconds", "Style transfer request latency",
                                        registry=self.registry, buckets=seconds)
 
+        self.summaries = Counter("genray_summaries", "Summarization requests by model, aspect and HTTP status",
+                                 ["model", "aspect", "status"], registry=self.registry)
+        self.summarize_latency = Histogram("genray_summarize_latency_seconds", "Summarization request latency",
+                                           ["model"], registry=self.registry, buckets=seconds)
+
+    def summarize_request(self, model: str, aspect: str, status: int, seconds: float) -> None:
+        self.summaries.labels(model, aspect, str(status)).inc()
+        self.summarize_latency.labels(model).observe(seconds)
+
     def style_request(self, status: int, seconds: float) -> None:
         self.style_transfers.labels(str(status)).inc()
         self.style_latency.observe(seconds)

@@ -474,3 +474,48 @@ def check_style(req: StyleRequest, config: dict) -> list[dict]:
     if req.loss not in STYLE_LOSSES:
         return [field_error("loss", f"loss must be one of {list(STYLE_LOSSES)}, got {req.loss!r}")]
     return []
+
+
+# ---- applications: /v1/summarize ---------------------------------------------------------------
+class SummarizeRequest(BaseModel):
+    """POST /v1/summarize/{model}: one aspect of a paper in a few sentences (extractive) or words
+    (abstractive)."""
+    model_config = ConfigDict(extra="forbid")
+
+    text: Optional[StrictStr] = Field(None, min_length=1, max_length=200_000,
+                                      description="the document as plain text (split into sentences here)")
+    sentences: Optional[list[Annotated[StrictStr, Field(min_length=1, max_length=4_000)]]] = Field(
+        None, min_length=1, max_length=1_000, description="instead of text, the document's sentences in order")
+    aspect: StrictStr = Field("challenge", max_length=16, description="challenge | approach | outcome")
+    max_sentences: Optional[StrictInt] = Field(None, ge=1, le=20, description="extractive: sentences kept (default 3)")
+    max_tokens: Optional[StrictInt] = Field(None, ge=1, le=400, description="extractive: keep whole sentences up to "
+                                                                            "this many words; abstractive: the "
+                                                                            "summary's length limit in words")
+    seed: StrictInt = Field(0, ge=0, lt=2**31, description="random: same seed, same sentences")
+
+
+class SummarizeResponse(BaseModel):
+    model: str
+    version: Optional[int] = Field(None, description="the registry version; none for the built-in methods")
+    aspect: str
+    summary: str
+    sentences: Optional[list[int]] = Field(None, description="extractive: the kept sentences' indices, in order")
+    source: Optional[list[int]] = Field(None, description="abstractive: the sentences its extractor gave it")
+    seconds: float
+
+
+def check_summarize(req: SummarizeRequest, config: dict) -> list[dict]:
+    from genray.models.summarize import ASPECTS
+
+    errors = []
+    if (req.text is None) == (req.sentences is None):
+        errors.append(field_error("text", "give exactly one of 'text' and 'sentences'"))
+    if req.aspect not in ASPECTS:
+        errors.append(field_error("aspect", f"aspect must be one of {list(ASPECTS)}, got {req.aspect!r}"))
+    abstractive = config.get("family") == "pointer-generator"
+    if req.max_sentences is not None and (req.max_tokens is not None or abstractive):
+        errors.append(field_error("max_sentences", "give max_sentences or max_tokens, not both" if not abstractive
+                                  else "an abstractive model writes words: use max_tokens"))
+    if "seed" in req.model_fields_set and config.get("family") != "random":
+        errors.append(field_error("seed", "seed applies to the random method only"))
+    return errors

@@ -45,7 +45,8 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def trained(ray_cluster, storage):
-    """A quick 2-worker run of each family (and of the classifier), published to the session registry."""
+    """A quick 2-worker run of each family (and of the classifier and the summarizers), published to the session
+    registry."""
     from genray.trainers.run import TrainSpec, train
 
     specs = {
@@ -62,5 +63,10 @@ def trained(ray_cluster, storage):
         "classifier": TrainSpec("classifier", name="classifier", dataset="digits", workers=2, epochs=6),
         "chorale": TrainSpec("rnn", name="chorale", dataset="chorales", workers=2, limit=256, epochs=3,
                              model={"hidden": 64, "n_layer": 1}),
+        "summarizer": TrainSpec("sentence-scorer", name="summarizer", workers=2, epochs=2, limit=1024,
+                                model={"hidden": 32, "dim": 32}),
+        # Fed the summarizer's best sentences when it summarizes.
+        "abstractor": TrainSpec("pointer-generator", name="abstractor", workers=2, epochs=1, limit=32,
+                                model={"dim": 16, "hidden": 16, "extractor": "summarizer"}),
     }
     return {name: train(spec, storage) for name, spec in specs.items()}

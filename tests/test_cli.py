@@ -243,3 +243,25 @@ def test_inpaint_fills_a_text_gap_with_a_text_model(trained, storage, capsys):
     assert all(re.search(r"What \[.{4}\] thou", line, re.S) for line in lines)
     assert cli(["inpaint", "markov", "--text", "no gap here", "--storage", storage.uri]) == 2
     assert "underscores" in capsys.readouterr().err
+
+
+def test_summarize_prints_each_aspect_of_a_text_file(trained, storage, tmp_path, capsys, monkeypatch):
+    paper = tmp_path / "paper.txt"
+    paper.write_text("Parsing is hard because language is ambiguous. Prior parsers fail on long sentences.\n\n"
+                     "We propose a chart parser with learned pruning. Experiments show it improves accuracy.")
+    assert cli(["summarize", "summarizer", str(paper), "--aspect", "all", "--max-sentences", "1",
+                "--storage", storage.uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["challenge", "approach", "outcome"]
+    assert all(line.split(": ", 1)[1] in paper.read_text() for line in lines)  # one whole sentence each
+    monkeypatch.setattr("sys.stdin", io.StringIO(paper.read_text()))
+    assert cli(["summarize", "lead", "-", "--max-sentences", "2", "--storage", storage.uri]) == 0
+    assert capsys.readouterr().out.strip() == "Parsing is hard because language is ambiguous. Prior parsers fail " \
+                                              "on long sentences."
+    assert cli(["summarize", "abstractor", str(paper), "--max-tokens", "6", "--storage", storage.uri]) == 0
+    assert 0 < len(capsys.readouterr().out.split()) <= 6
+    assert cli(["summarize", "lead", str(paper), "--aspect", "method", "--storage", storage.uri]) == 2
+    assert "--aspect" in capsys.readouterr().err
+    assert cli(["summarize", "vae", str(paper), "--storage", storage.uri]) == 2
+    assert "not a summarizer" in capsys.readouterr().err
+    assert cli(["summarize", "lead", str(tmp_path / "missing.txt"), "--storage", storage.uri]) == 2

@@ -69,3 +69,35 @@ def statsmodels_series(name: str) -> np.ndarray:
     module, column = SERIES[name]
     data = importlib.import_module(f"statsmodels.datasets.{module}").load_pandas().data
     return data[column].to_numpy(dtype=np.float64)
+
+
+ACLSUM_SPLITS = ("train", "val", "test")
+
+
+def aclsum(split: str) -> list[dict]:
+    """ACLSum's papers of one split (the `aclsum` package's JSON lines, read directly: its loader
+    needs a package genray does not install). Each: {"id", "title", "sentences" (abstract,
+    introduction and conclusion, in order), "highlights" {aspect: 0/1 per sentence},
+    "summaries" {aspect: one-sentence summary}}."""
+    import importlib.util
+    import json
+
+    from genray.models.errors import DataError
+    from genray.models.summarize.text import ASPECTS, SECTIONS
+
+    spec = importlib.util.find_spec("aclsum")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("package 'aclsum' is not installed (run `make install`)")
+    if split not in ACLSUM_SPLITS:
+        raise DataError(f"ACLSum's splits are {ACLSUM_SPLITS}, not {split!r}")
+    path = Path(next(iter(spec.submodule_search_locations))) / "dataset" / f"{split}.jsonl"
+    papers = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        x = json.loads(line)
+        papers.append({"id": x["id"], "title": x["title"],
+                       "sentences": [s for sec in SECTIONS for s in x["sentences"][sec]],
+                       "highlights": {a: [h for sec in SECTIONS for h in x["highlights"][a][sec]] for a in ASPECTS},
+                       "summaries": {a: x["summary"][a] for a in ASPECTS}})
+    return papers

@@ -23,6 +23,10 @@ TRAINING: dict[str, dict] = {
     # two-convolution CNN trained at eps 0.3 from the start stays at chance.
     "classifier": {"dataset": "mnist", "epochs": 20, "batch_size": 64, "lr": 2e-3, "schedule": "cosine",
                    "warmup_steps": 100, "min_lr_ratio": 0.0, "defense_ramp": 0.3},
+    # About 3,800 sentences, or 300 (source, summary) pairs: small data, many short epochs.
+    "sentence-scorer": {"dataset": "aclsum", "epochs": 10, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4},
+    "pointer-generator": {"dataset": "aclsum-pairs", "epochs": 15, "batch_size": 16, "lr": 2e-3,
+                          "max_grad_norm": 2.0},
 }
 # Where a family models another modality than its default data set's, these settings win.
 BY_MODALITY: dict[tuple[str, str], dict] = {

@@ -20,6 +20,7 @@ from genray.cli import (
     sample,
     serve,
     style,
+    summarize,
     train,
     tune,
     up,
@@ -27,8 +28,8 @@ from genray.cli import (
 from genray.cli import eval as eval_cmd
 from genray.cli.common import CliError, ray_parent, storage_parent
 
-COMMANDS = (train, tune, models, eval_cmd, sample, inpaint, style, compose, attack, defend, explain, serve, plan, up,
-            keys)
+COMMANDS = (train, tune, models, eval_cmd, sample, inpaint, style, compose, summarize, attack, defend, explain, serve,
+            plan, up, keys)
 
 
 def parser() -> argparse.ArgumentParser:
