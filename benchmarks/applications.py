@@ -1,9 +1,11 @@
 """genray's applications, each scored against simple baselines on held-out data: one table per
 application, with wall times and cores.
 
-    python benchmarks/applications.py [--part inpaint|style|summarize|all] [--storage DIR] [--workers 2]
+    python benchmarks/applications.py [--part inpaint|style|summarize|music|all] [--storage DIR] [--workers 2]
                                       [--reuse] [--vae inpaint-vae] [--flow inpaint-flow]
+                                      [--style-net style-brick] [--net-style brick]
                                       [--scorer summary-scorer] [--abstractor summary-abstractor]
+                                      [--music-gan chorale-gan] [--chorale-rnn chorale-rnn] [--melodies 500]
                                       [--n 500] [--masks center,bottom,right,random] [--n-other 100] [--steps 100]
                                       [--style-steps 200] [--max-side 256] [--strength 0.8] [--smoke]
 
@@ -18,13 +20,21 @@ inpaint   MNIST-5k validation digits with the centre square (14x14) hidden, comp
 style     astronaut, chelsea and coffee (scikit-image's photographs) in the textures of
           immunohistochemistry, hubble_deep_field and brick: optimisation-based transfer on a random
           multi-scale CNN's Gram matrices. Scored by the style distance before and after, on the
-          network optimised and on an independent one (another seed), and by content SSIM.
+          network optimised and on an independent one (another seed), and by content SSIM. Then a
+          feed-forward network for one style (brick), trained on Ray Train on crops of other
+          photographs, on the same three.
 
 summarize ACLSum's 99 test papers, each aspect (challenge, approach, outcome) summarized by lead-k,
           random-k, sumy's TextRank and LexRank, the sentence scorer (trained on the highlight
           labels on Ray Train) and the pointer-generator (trained on the highlighted sentences ->
           summary pairs on Ray Train; fed the scorer's best five sentences). Scored by ROUGE-1/2/L
           F1 against the one-sentence aspect summaries, per aspect and overall.
+
+music     a GAN over four-bar piano rolls of the chorale melodies (music-gan, trained on Ray Train
+          here) against chorale-rnn's melodies (their first four bars), excerpts of the training
+          chorales, and melodies with the held-out excerpts' rhythms and uniformly random pitches;
+          each set compared with the held-out excerpts by pitch-class histograms, note lengths,
+          empty bars and pitch range.
 
 The theory composer has its own benchmarks/composition.py.
 """
@@ -167,6 +177,21 @@ def style_transfer(b: Bench) -> None:
            "content SSIM", "s per image", "target met"], rows)
     print(f"\ntarget: style distance -70% (on both networks) with content SSIM >= 0.4 on every pair: "
           f"{'met' if met else 'missed'}")
+    network, rec = b.train(a.style_net, "style-net", "photo-crops", model={"style": a.net_style},
+                           **({"limit": 64, "model": {"style": a.net_style, "width": 4, "blocks": 1}} if a.smoke
+                              else {}))
+    rows = []
+    for c in contents:
+        r = network.transfer(photo(c), max_side=a.max_side).summary()
+        rows.append([f"{c} in {a.net_style}", f"{r['style_distance_before']:.3f} -> {r['style_distance_after']:.3f}",
+                     f"{100 * r['style_reduction']:.1f}%", f"{100 * r['heldout_style_reduction']:.1f}%",
+                     r["content_ssim"], f"{1000 * r['seconds']:.0f}"])
+        print("  measured:", rows[-1], file=sys.stderr, flush=True)
+    table(f"## Style transfer: a feed-forward network for {a.net_style} ({rec.ref}: {rec.metrics['epochs']} epochs on "
+          f"64x64 photo crops, {rec.metrics['wall_time_s']:.0f} s on {rec.metrics['workers']} workers), one pass, "
+          f"longer side {a.max_side} px, on photographs it never saw ({cores()} cores, one process)",
+          ["content in style", "style distance (its training network)", "fall", "fall on an independent network",
+           "content SSIM", "ms per image"], rows)
 
 
 def summarization(b: Bench) -> None:
@@ -219,7 +244,52 @@ def summarization(b: Bench) -> None:
           f"{'met' if met else 'missed'}")
 
 
-PARTS = {"inpaint": inpainting, "style": style_transfer, "summarize": summarization}
+def music_gan(b: Bench) -> None:
+    from genray.models import seeded
+    from genray.models.codecs.pianoroll import from_roll
+    from genray.models.composition.statistics import compare, first_bars, uniform_random
+
+    a = b.args
+    small = {"limit": 256, "model": {"hidden": 16}} if a.smoke else {}
+    gan, grec = b.train(a.music_gan, "music-gan", "chorale-bars", **small)
+    rnn, rrec = b.train(a.chorale_rnn, "rnn", "chorales", **small)
+    budget = "; ".join(f"{r.ref}: {r.metrics['epochs']} epochs, {r.metrics['wall_time_s']:.0f} s on "
+                       f"{r.metrics['workers']} workers" for r in (grec, rrec))
+    meta = datasets.prepare("chorale-bars", b.storage)
+    excerpts = {s: [from_roll(r.numpy() / 255.0, meta["lowest"]) for r in local_arrays(meta, s, b.storage)["image"]]
+                for s in ("train", "val")}
+    held, n = excerpts["val"], a.melodies
+    bars = meta["bars"]
+    rng = torch.Generator().manual_seed(0)
+    sets = {"training excerpts": [excerpts["train"][i] for i in torch.randperm(len(excerpts["train"]),
+                                                                               generator=rng)[:n]]}
+    t0 = time.perf_counter()
+    sets["music GAN"] = gan.sample(n, generator=seeded(0))
+    seconds = {"music GAN": (time.perf_counter() - t0) / n}
+    t0 = time.perf_counter()
+    sets["chorale-rnn (first 4 bars)"] = [first_bars(m, bars) for m in
+                                          rnn.sample(n, generator=seeded(0), max_tokens=96)]
+    seconds["chorale-rnn (first 4 bars)"] = (time.perf_counter() - t0) / n
+    sets["uniform-random pitches"] = uniform_random(n, held, seed=0)
+    rows, scores = [], {}
+    for label, melodies in sets.items():
+        s = scores[label] = compare(melodies, held)
+        rows.append([label, len(melodies), s["pitch_class_distance"], s["pitch_class_key_distance"],
+                     s["note_length_distance"], s["empty_bar_rate"], f"{s['pitch_range']:.1f}",
+                     f"{1000 * seconds[label]:.1f}" if label in seconds else "-"])
+    own = compare(held, held)
+    rows.append(["held-out excerpts (the reference)", len(held), 0.0, 0.0, 0.0, own["empty_bar_rate"],
+                 f"{own['pitch_range']:.1f}", "-"])
+    table(f"## Music GAN: {bars}-bar melodies against {len(held)} held-out {bars}-bar chorale excerpts (tunes "
+          f"never trained on); distances are total variation, 0 = the same ({cores()} cores; {budget})",
+          ["melodies", "n", "pitch-class distance (any key)", "pitch-class distance (in key)", "note-length distance",
+           "empty-bar rate", "pitch range (semitones)", "ms per melody"], rows)
+    ours, noise = scores["music GAN"]["pitch_class_distance"], scores["uniform-random pitches"]["pitch_class_distance"]
+    print(f"\ntarget: the music GAN's pitch-class distance at most half the uniform-random melodies' ({ours:.3f} vs "
+          f"{noise:.3f}, {ours / noise:.2f}x): {'met' if ours <= noise / 2 else 'missed'}")
+
+
+PARTS = {"inpaint": inpainting, "style": style_transfer, "summarize": summarization, "music": music_gan}
 
 
 def main() -> int:
@@ -238,10 +308,17 @@ def main() -> int:
                                                                 "to remove")
     ap.add_argument("--vae", default="inpaint-vae", help="inpainting: the VAE (trained on MNIST-5k if missing)")
     ap.add_argument("--flow", default="inpaint-flow", help="inpainting: the flow (trained on MNIST-5k if missing)")
+    ap.add_argument("--style-net", default="style-brick", help="style transfer: the feed-forward network (trained "
+                                                                "on photo crops if missing)")
+    ap.add_argument("--net-style", default="brick", help="style transfer: the style the network learns")
     ap.add_argument("--scorer", default="summary-scorer", help="summarization: the sentence scorer (trained on "
                                                                 "ACLSum if missing)")
     ap.add_argument("--abstractor", default="summary-abstractor", help="summarization: the pointer-generator "
                                                                        "(trained on ACLSum if missing)")
+    ap.add_argument("--music-gan", default="chorale-gan", help="music: the music GAN (trained on the chorales' "
+                                                                "piano rolls if missing)")
+    ap.add_argument("--chorale-rnn", default="chorale-rnn", help="music: the chorale RNN it is compared with")
+    ap.add_argument("--melodies", type=int, default=500, help="music: melodies of each kind")
     ap.add_argument("--reuse", action="store_true", help="take models of the same name from the registry")
     ap.add_argument("--smoke", action="store_true", help="the 8x8 digits, 1 epoch, 32 images, 5 steps")
     args = ap.parse_args()
@@ -252,6 +329,7 @@ def main() -> int:
         import tempfile
 
         args.n, args.n_other, args.steps, args.workers, args.style_steps, args.max_side = 32, 16, 5, 1, 5, 32
+        args.melodies = 20
         if not args.storage:
             args.storage = tempfile.mkdtemp(prefix="genray-applications-smoke-")
             atexit.register(shutil.rmtree, args.storage, ignore_errors=True)

@@ -218,9 +218,10 @@ class Client(_Base):
         """Completions of an image's hidden pixels (fields: image or index, mask, n, steps, ...), decoded."""
         return _decode_images(self._call("POST", f"/v1/inpaint/{model}", fields, timeout).json(), "images")
 
-    def style(self, content: str, style: str, *, timeout: float | None = None, **fields) -> dict:
-        """content, style: base64 PNG/JPEG or a built-in photograph's name; the result as an image."""
-        body = {"content": content, "style": style, **fields}
+    def style(self, content: str, style: str | None = None, *, timeout: float | None = None, **fields) -> dict:
+        """content, style: base64 PNG/JPEG or a built-in photograph's name (or, in place of style, model:
+        a style network); the result as an image."""
+        body = {"content": content, **({"style": style} if style is not None else {}), **fields}
         return {**(r := self._call("POST", "/v1/style", body, timeout).json()), "image": _image(r["image"])}
 
     def summarize(self, model: str, text: str | list[str], aspect: str = "challenge", *,
@@ -309,8 +310,9 @@ class AsyncClient(_Base):
     async def inpaint(self, model: str, *, timeout: float | None = None, **fields) -> dict:
         return _decode_images((await self._call("POST", f"/v1/inpaint/{model}", fields, timeout)).json(), "images")
 
-    async def style(self, content: str, style: str, *, timeout: float | None = None, **fields) -> dict:
-        body = {"content": content, "style": style, **fields}
+    async def style(self, content: str, style: str | None = None, *, timeout: float | None = None,
+                    **fields) -> dict:
+        body = {"content": content, **({"style": style} if style is not None else {}), **fields}
         r = (await self._call("POST", "/v1/style", body, timeout)).json()
         return {**r, "image": _image(r["image"])}
 

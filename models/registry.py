@@ -19,7 +19,8 @@ from genray.models.errors import ConfigError
 
 _CLASSES: dict[str, type["Configurable"]] = {}
 # Packages whose modules register classes when imported.
-_PROVIDERS = ("genray.models.families", "genray.models.classifiers", "genray.models.summarize")
+_PROVIDERS = ("genray.models.families", "genray.models.classifiers", "genray.models.summarize",
+              "genray.models.style")
 # Keys that configs saved before training settings moved to the training config still carry.
 _MOVED_TO_TRAINING = frozenset({"lr", "max_grad_norm"})
 

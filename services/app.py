@@ -118,6 +118,8 @@ def endpoints(rec, extras: tuple[str, ...] | None = None) -> list[str]:
         out.append("inpaint")
     if rec.kind == "summarizer":
         out.append("summarize")
+    if rec.kind == "stylizer":
+        out.append("style")
     wanted = set(extras) | ({"defend"} if "attack" in extras else set()) if extras is not None else None
     return [e for e in out if e == "generate" or wanted is None or e in wanted]
 
@@ -204,7 +206,7 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
     inpainter = beside(InpaintServer, "inpaint", 2, o.inpaint_max_ongoing, o.inpaint_max_queued,
                        min(cpus, 0.1)).bind(registry.storage.uri, inpainted, threads) if inpainted else None
     stylist = beside(StyleServer, "style", 1, o.style_max_ongoing, o.style_max_queued, min(cpus, 0.1)).bind(
-        threads) if o.extras is None or "style" in o.extras else None
+        registry.storage.uri, serving("style"), threads) if o.extras is None or "style" in o.extras else None
     composer = beside(ComposeServer, "compose", 2, o.compose_max_ongoing, o.compose_max_queued, min(cpus, 0.1)).bind(
         ) if o.extras is None or "compose" in o.extras else None
     summarizer = beside(SummarizeServer, "summarize", 2, o.summarize_max_ongoing, o.summarize_max_queued,

@@ -166,8 +166,18 @@ class ComposeRoute(Route):
 
 
 class StyleRoute(ComposeRoute):
-    """POST /v1/style: style transfer's own schema and metrics; no model in the path."""
+    """POST /v1/style: style transfer's own schema and metrics; no model in the path, a style
+    network (when one is asked for) in the body."""
     schema, what, name = StyleRequest, "style transfer", "random-features"
+
+    def __init__(self, networks, *args):
+        super().__init__(*args)
+        self.networks = networks
+
+    def unknown(self, req):
+        if req.model is not None and req.model not in self.networks:
+            return f"unknown style network {req.model!r}; served here: {sorted(self.networks)}"
+        return None
 
     def check(self, req, entry):
         return check_style(req, entry)
@@ -223,7 +233,7 @@ class Gateway:
         self.defend_route = RobustnessRoute("defend", serving("defend"), self._defend, *limits)
         self.explain_route = ExplainRoute(serving("explain"), self._explain, *limits)
         self.composer, self.inpainter, self.stylist = composer, inpainter, stylist
-        self.style_route = StyleRoute(lambda _, payload: stylist.style.remote(payload), *limits)
+        self.style_route = StyleRoute(serving("style"), lambda _, payload: stylist.style.remote(payload), *limits)
         self.inpaint_route = InpaintRoute(serving("inpaint"), self._inpaint, *limits)
         self.compose_route = ComposeRoute(lambda _, payload: composer.compose.remote(payload), *limits)
         # The built-in extractive methods, and the registry's summarizers.

@@ -94,6 +94,10 @@ class Route:
         """422 entries for a parsed request that this model cannot take."""
         return []
 
+    def unknown(self, req) -> str | None:
+        """The 404 message for a request whose body names a model that is not served."""
+        return None
+
     def payload(self, req) -> dict:
         return req.model_dump(exclude_unset=True)
 
@@ -133,6 +137,9 @@ class Route:
         if pin:
             req = req.model_copy(update={"version": int(pin)})
         model = name
+        missing = self.unknown(req)
+        if missing:
+            return 404, json_error(404, missing), req
         errors = self.check(req, entry)
         if errors:
             return 422, json_error(422, errors), req

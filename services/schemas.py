@@ -450,9 +450,12 @@ class StyleRequest(BaseModel):
 
     content: Photo = Field(..., description="base64 PNG or JPEG, or a built-in photograph: astronaut | chelsea | "
                                             "coffee | rocket")
-    style: Photo = Field(..., description="base64 PNG or JPEG, or a built-in image: immunohistochemistry | "
-                                          "hubble_deep_field | brick | gravel | grass | colorwheel (or a content "
-                                          "photograph)")
+    style: Optional[Photo] = Field(None, description="base64 PNG or JPEG, or a built-in image: immunohistochemistry "
+                                                     "| hubble_deep_field | brick | gravel | grass | colorwheel (or "
+                                                     "a content photograph)")
+    model: Optional[StrictStr] = Field(None, max_length=200, description="instead of style: a feed-forward style "
+                                                                        "network of the registry (one pass, its "
+                                                                        "own style)")
     strength: Number = Field(0.8, gt=0, le=1, description="the share of the style distance to remove (the style "
                                                           "term's weight grows until it is gone)")
     steps: StrictInt = Field(200, ge=1, le=500, description="Adam steps on the pixels")
@@ -463,6 +466,8 @@ class StyleRequest(BaseModel):
 
 class StyleResponse(BaseModel):
     image: str = Field(..., description="base64 PNG of the result")
+    model: Optional[str] = Field(None, description="the style network, when one was asked for")
+    version: Optional[int] = None
     summary: dict[str, float] = Field(..., description="style_distance_before/_after and style_reduction on the "
                                                        "optimised features, the same on an independent random "
                                                        "network (heldout_*), content_ssim, seconds")
@@ -471,6 +476,12 @@ class StyleResponse(BaseModel):
 def check_style(req: StyleRequest, config: dict) -> list[dict]:
     from genray.models.style import STYLE_LOSSES
 
+    if (req.style is None) == (req.model is None):
+        return [field_error("style", "give exactly one of 'style' (an image to optimise towards) and 'model' (a "
+                                     "style network)")]
+    if req.model is not None:
+        return [field_error(f, f"{f} applies to the optimisation, not to a style network")
+                for f in ("strength", "steps", "loss", "seed") if f in req.model_fields_set]
     if req.loss not in STYLE_LOSSES:
         return [field_error("loss", f"loss must be one of {list(STYLE_LOSSES)}, got {req.loss!r}")]
     return []

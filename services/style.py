@@ -1,6 +1,6 @@
 """The style transfer behind POST /v1/style (models/style): optimisation on the pixels, hundreds of
 passes of a random-filter network over a photograph each, so one at a time per replica on a
-deployment of its own with a short queue."""
+deployment of its own with a short queue; or one pass of a registry style network."""
 from __future__ import annotations
 
 import asyncio
@@ -16,7 +16,7 @@ from genray.models.errors import Cancelled, OptionError
 from genray.models.modalities.base import b64
 from genray.models.style import PHOTOS, photo, transfer
 from genray.services.generate import error_result
-from genray.services.workbench import from_b64
+from genray.services.workbench import Workbench, from_b64
 
 MAX_PIXELS = 4096 * 4096  # an upload's size, checked from its header before decoding
 
@@ -43,14 +43,20 @@ def read_image(value: str, field: str) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
 
 
-def run_style(request: dict, cancel=None) -> dict:
+def run_style(request: dict, cancel=None, bench: Workbench | None = None) -> dict:
     """The answer to a StyleRequest's fields, or an error result (422 naming the field); `cancel()`
-    true stops the optimisation at its next step."""
+    true stops the optimisation at its next step. A request naming a style network (`model`)
+    takes one pass of the registry model that `bench` serves under that name."""
     try:
-        content, style = read_image(request["content"], "content"), read_image(request["style"], "style")
-        r = transfer(content, style, strength=request.get("strength", 0.8), steps=request.get("steps", 200),
-                     loss=request.get("loss", "gram"), max_side=request.get("max_side", 256),
-                     seed=request.get("seed", 0), cancel=cancel)
+        content = read_image(request["content"], "content")
+        if request.get("model"):
+            network, rec = bench.model(bench.refs[request["model"]])
+            r = network.transfer(content, max_side=request.get("max_side", 256))
+            return {"image": b64(to_png(r.image)), "summary": r.summary(), "model": rec.name,
+                    "version": rec.version}
+        r = transfer(content, read_image(request["style"], "style"), strength=request.get("strength", 0.8),
+                     steps=request.get("steps", 200), loss=request.get("loss", "gram"),
+                     max_side=request.get("max_side", 256), seed=request.get("seed", 0), cancel=cancel)
     except Cancelled:  # nobody is waiting for this answer
         return {"error": "the caller went away", "status": 499}
     except Exception as e:  # noqa: BLE001 - every failure becomes this caller's error result
@@ -60,13 +66,14 @@ def run_style(request: dict, cancel=None) -> dict:
 
 @serve.deployment
 class StyleServer:
-    def __init__(self, threads: int = 1):
+    def __init__(self, storage_uri: str, refs: dict[str, str], threads: int = 1):
         torch.set_num_threads(threads)
+        self.bench = Workbench(storage_uri, refs)  # the style networks
 
     async def style(self, request: dict) -> dict:
         abandoned = threading.Event()
         try:
-            return await asyncio.to_thread(run_style, request, abandoned.is_set)
+            return await asyncio.to_thread(run_style, request, abandoned.is_set, self.bench)
         except asyncio.CancelledError:  # the caller timed out or went away: stop optimising for it
             abandoned.set()
             raise

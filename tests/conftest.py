@@ -63,6 +63,10 @@ def trained(ray_cluster, storage):
         "classifier": TrainSpec("classifier", name="classifier", dataset="digits", workers=2, epochs=6),
         "chorale": TrainSpec("rnn", name="chorale", dataset="chorales", workers=2, limit=256, epochs=3,
                              model={"hidden": 64, "n_layer": 1}),
+        "chorale-gan": TrainSpec("music-gan", name="chorale-gan", workers=2, epochs=1, limit=256,
+                                 model={"hidden": 16}),
+        "brick-net": TrainSpec("style-net", name="brick-net", workers=2, epochs=1, limit=64,
+                               model={"width": 4, "blocks": 1}),
         "summarizer": TrainSpec("sentence-scorer", name="summarizer", workers=2, epochs=2, limit=1024,
                                 model={"hidden": 32, "dim": 32}),
         # Fed the summarizer's best sentences when it summarizes.

@@ -45,10 +45,14 @@ def test_benchmark_smoke_mode_runs(script):
 
 
 def test_applications_smoke_runs_on_the_session_models(trained, storage):
-    """On the session's digit VAE and flow and its summarizers, so that it trains nothing (and starts no Ray); after
-    the other smokes, which start Ray clusters of their own while the session's is not yet up."""
+    """On the session's digit VAE and flow, style network, music GAN, chorale RNN and summarizers, so
+    that it trains nothing (and starts no Ray); after the other smokes, which start Ray clusters of
+    their own while the session's is not yet up."""
     r = _smoke("applications.py", "--storage", storage.uri, "--vae", "vae", "--flow", "flow", "--scorer", "summarizer",
-               "--abstractor", "abstractor", "--reuse")
+               "--abstractor", "abstractor", "--style-net", "brick-net", "--music-gan", "chorale-gan", "--chorale-rnn",
+               "chorale", "--reuse")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert EXPECT["applications.py"] in r.stdout, r.stdout[-4000:]
+    assert "## Style transfer: a feed-forward network for brick" in r.stdout, r.stdout[-4000:]
+    assert "target: the music GAN's pitch-class distance" in r.stdout, r.stdout[-4000:]
     assert "target: the sentence scorer (3 sentences) beats lead-3 on ROUGE-2" in r.stdout, r.stdout[-4000:]

@@ -265,3 +265,13 @@ def test_summarize_prints_each_aspect_of_a_text_file(trained, storage, tmp_path,
     assert cli(["summarize", "vae", str(paper), "--storage", storage.uri]) == 2
     assert "not a summarizer" in capsys.readouterr().err
     assert cli(["summarize", "lead", str(tmp_path / "missing.txt"), "--storage", storage.uri]) == 2
+
+
+def test_style_with_a_style_network_of_the_registry(trained, storage, tmp_path, capsys):
+    out = tmp_path / "net.png"
+    assert cli(["style", "coffee", "--model", "brick-net", "--max-side", "24", "-o", str(out),
+                "--storage", storage.uri]) == 0
+    assert Image.open(out).size == (24, 16) and "content SSIM" in capsys.readouterr().out
+    assert cli(["style", "coffee", "--storage", storage.uri]) == 2 and "--model" in capsys.readouterr().err
+    assert cli(["style", "coffee", "--model", "vae", "--storage", storage.uri]) == 2
+    assert "not a style network" in capsys.readouterr().err

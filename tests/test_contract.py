@@ -18,6 +18,7 @@ CONFIGS = {
     "transformer": {"vocab": TEXT, "n_layer": 1, "n_embd": 16, "n_head": 2, "block_size": 8},
     "vae": {"shape": [1, 8, 8], "num_classes": 3, "latent_dim": 4, "hidden": 8},
     "gan": {"shape": [1, 8, 8], "num_classes": 3, "latent_dim": 4, "hidden": 8},
+    "music-gan": {"shape": [2, 8, 16], "lowest": 60, "latent_dim": 4, "hidden": 8},
     "flow": {"shape": [1, 4, 4], "n_coupling": 2, "hidden": 8},
     "ar": {"max_order": 3},
 }

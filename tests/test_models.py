@@ -38,7 +38,7 @@ def digits():
 
 
 def test_every_family_is_registered():
-    assert family_names() == ["ar", "flow", "gan", "markov", "rnn", "transformer", "vae"]
+    assert family_names() == ["ar", "flow", "gan", "markov", "music-gan", "rnn", "transformer", "vae"]
     assert family_names("classifier") == ["classifier"]
     with pytest.raises(ValueError, match="unknown model family"):
         build({"family": "nope"})

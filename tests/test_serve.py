@@ -99,7 +99,7 @@ def test_health_and_model_list(client):
     models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
     assert client.get("/healthz").json() == {"status": "ok", "models": len(models)}
     generative = {n for n, m in models.items() if m["kind"] == "generative"}
-    assert generative == {"ar", "chorale", "flow", "gan", "markov", "rnn", "transformer", "vae"}
+    assert generative == {"ar", "chorale", "chorale-gan", "flow", "gan", "markov", "rnn", "transformer", "vae"}
     assert models["chorale"]["modality"] == "music" and models["ar"]["modality"] == "series"
     assert models["vae"]["modality"] == "image" and models["markov"]["family"] == "markov"
     # Classifiers are served for attacks and explanations; generative models where an attack or defense applies.
@@ -109,6 +109,7 @@ def test_health_and_model_list(client):
     assert models["markov"]["endpoints"] == ["generate", "explain"]
     assert models["transformer"]["endpoints"] == ["generate", "attack", "explain"]
     assert models["summarizer"]["kind"] == "summarizer" and models["abstractor"]["endpoints"] == ["summarize"]
+    assert models["brick-net"]["kind"] == "stylizer" and models["brick-net"]["endpoints"] == ["style"]
     assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
     assert "val_nll" in models["vae"]["metrics"] and "history" not in models["vae"]["metrics"]
 
@@ -145,6 +146,15 @@ def test_music_model_returns_midi_and_wav(client):
         assert base64.b64decode(s["wav"])[:4] == b"RIFF"
     plain = client.post("/v1/generate/chorale", json={"max_tokens": 8, "seed": 2}).json()["samples"][0]
     assert "wav" not in plain and "midi" in plain
+    # The music GAN answers the same way: four bars of piano roll read back as events.
+    r = client.post("/v1/generate/chorale-gan", json={"n": 2, "seed": 5, "wav": True})
+    assert r.status_code == 200, r.text
+    for s in r.json()["samples"]:
+        events = s["events"].split()
+        assert sum(float(e.split("/")[1]) for e in events) == pytest.approx(16, abs=3)
+        assert music.from_midi(base64.b64decode(s["midi"])) == music.trim(events)
+        assert base64.b64decode(s["wav"])[:4] == b"RIFF"
+    assert client.post("/v1/generate/chorale-gan", json={"prompt": "G4/1"}).status_code == 422
 
 
 def test_series_model_continues_a_history(client):
@@ -944,13 +954,24 @@ def test_style_transfer_answers_a_png_with_its_scores_and_names_bad_fields(clien
                        ({"content": "chelsea", "style": "brick", "loss": "vgg"}, "loss"),
                        ({"content": "chelsea", "style": "brick", "steps": 0}, "steps"),
                        ({"content": "chelsea"}, "style"),
-                       ({"content": "chelsea", "style": "brick", "model": "x"}, "model")):
+                       ({"content": "chelsea", "style": "brick", "model": "brick-net"}, "style"),
+                       ({"content": "chelsea", "model": "brick-net", "steps": 5}, "steps"),
+                       ({"content": "chelsea", "style": "brick", "colour": "red"}, "colour")):
         r = client.post("/v1/style", json=bad)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", field], (bad, r.text)
+    assert client.post("/v1/style", json={"content": "chelsea", "model": "vae"}).status_code == 404
+    # A style network: one pass, its own style, scored the same way.
+    r = client.post("/v1/style", json={"content": _png_of(content), "model": "brick-net", "max_side": 32})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "brick-net" and body["version"] >= 1
+    assert Image.open(io.BytesIO(base64.b64decode(body["image"]))).size == (32, 19)
+    assert body["summary"]["style_distance_before"] > 0 and 0 < body["summary"]["content_ssim"] <= 1
     delta = _delta(before, _samples(client.get("/metrics").text))
-    assert delta("genray_style_transfers_total", status="200") == 2
-    assert delta("genray_style_transfers_total", status="422") == 6
-    assert delta("genray_style_latency_seconds_count") == 8
+    assert delta("genray_style_transfers_total", status="200") == 3
+    assert delta("genray_style_transfers_total", status="422") == 8
+    assert delta("genray_style_transfers_total", status="404") == 1
+    assert delta("genray_style_latency_seconds_count") == 12
     assert "/v1/style" in client.get("/openapi.json").json()["paths"]
 
 

@@ -94,3 +94,25 @@ def test_the_cli_writes_the_styled_png(tmp_path, capsys):
     assert cli(["style", "coffee", "grass", "--steps", "3", "--max-side", "24", "-o", str(out)]) == 0
     assert Image.open(out).size == (24, 16) and "content SSIM" in capsys.readouterr().out
     assert cli(["style", "coffee", str(tmp_path / "none.png")]) == 2 and "neither a file" in capsys.readouterr().err
+
+
+def test_a_style_network_starts_as_the_identity_and_learns_its_style():
+    from genray.models.optim import OptimizerSettings
+    from genray.models.style import StyleNet
+
+    torch.manual_seed(0)
+    net = StyleNet("brick", width=4, blocks=1, style_side=64)
+    crops = torch.stack([blob(), stripes(), 1 - blob(), stripes(period=2)])
+    batch = {"image": (crops * 255).round().to(torch.uint8)}
+    assert torch.allclose(net.stylize(crops), crops.clamp(1e-3, 1 - 1e-3), atol=1e-6)  # identity at the start
+    first = net.eval_nll(batch)[0]
+    opts = net.make_optimizers(OptimizerSettings(lr=1e-2))
+    for _ in range(15):
+        net.train()
+        net.train_step(batch, opts)
+    assert net.eval_nll(batch)[0] < 0.7 * first
+    r = net.transfer(photo("coffee"), max_side=24)  # scored as the optimisation is
+    assert r.image.shape == (3, 16, 24) and r.style_before > 0 and 0 < r.ssim <= 1
+    assert net.stylize(crops[:, :, :30, :31]).shape == (4, 3, 30, 31)  # sides that do not divide by 4
+    with pytest.raises(Exception, match="built-in textures"):
+        StyleNet("starry-night")

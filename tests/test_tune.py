@@ -30,6 +30,8 @@ def test_every_family_declares_a_valid_space_of_its_own_settings(family):
     cls = family_class(family)
     meta = {"vocab": list("abcdefghij"), "shape": [1, 8, 8], "num_classes": 10, "modality": cls.modality,
             "context": 16}
+    if family == "music-gan":  # piano rolls: two channels
+        meta.update(rows="bars", shape=[2, 8, 16], lowest=60)
     sp = space.resolve(cls.search_space(meta), {})
     import inspect
 

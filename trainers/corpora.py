@@ -1,8 +1,9 @@
-"""Music and time-series sources that ship inside pip packages (music21, statsmodels), and a
-user's own folder of scores or MIDI files. Each returns plain Python/numpy data; datasets.py
-turns it into Parquet."""
+"""Music, time-series, photograph and paper sources that ship inside pip packages (music21,
+statsmodels, scikit-image and scikit-learn, aclsum), and a user's own folder of scores or MIDI
+files. Each returns plain Python/numpy data; datasets.py turns it into Parquet."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,8 @@ def _soprano(score):
     return None
 
 
-def chorales() -> list[list[str]]:
-    """Soprano melodies of the 371 Bach chorales in music21's corpus, as note events
-    (~30 s of parsing). Melodies repeated verbatim across chorales are kept once."""
+@functools.lru_cache(maxsize=1)  # parsed once per process: the melodies feed two data sets
+def _chorales() -> tuple[tuple[str, ...], ...]:
     from music21 import corpus
 
     pieces, seen = [], set()
@@ -40,8 +40,14 @@ def chorales() -> list[list[str]]:
         events = from_stream(part)
         if len(events) >= 8 and tuple(events) not in seen:
             seen.add(tuple(events))
-            pieces.append(events)
-    return pieces
+            pieces.append(tuple(events))
+    return tuple(pieces)
+
+
+def chorales() -> list[list[str]]:
+    """Soprano melodies of the 371 Bach chorales in music21's corpus, as note events
+    (~30 s of parsing). Melodies repeated verbatim across chorales are kept once."""
+    return [list(p) for p in _chorales()]
 
 
 def score_folder(root: Path) -> list[list[str]]:
@@ -101,3 +107,31 @@ def aclsum(split: str) -> list[dict]:
                        "highlights": {a: [h for sec in SECTIONS for h in x["highlights"][a][sec]] for a in ASPECTS},
                        "summaries": {a: x["summary"][a] for a in ASPECTS}})
     return papers
+
+
+# Photographs a style network trains on: none of the contents it is scored on (models/style/photos.py).
+CROP_PHOTOS = ("rocket", "retina", "camera", "moon", "china.jpg", "flower.jpg")
+
+
+def photo_crops(size: int = 64, per_photo: int = 400, seed: int = 0) -> np.ndarray:
+    """(N, 3, size, size) uint8 random crops (and mirror images) of CROP_PHOTOS, each scaled so
+    that its shorter side is 256 pixels (grey ones repeated to three channels)."""
+    import skimage.data
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    bunch = load_sample_images()
+    samples = {Path(f).name: im for f, im in zip(bunch.filenames, bunch.images)}
+    rng = np.random.default_rng(seed)
+    crops = []
+    for name in CROP_PHOTOS:
+        arr = samples[name] if name in samples else np.asarray(getattr(skimage.data, name)())
+        im = Image.fromarray(arr)
+        scale = 256 / min(im.size)
+        im = im.convert("RGB").resize((round(im.width * scale), round(im.height * scale)), Image.BICUBIC)
+        a = np.asarray(im).transpose(2, 0, 1)  # (3, H, W)
+        for _ in range(per_photo):
+            y, x = rng.integers(0, a.shape[1] - size + 1), rng.integers(0, a.shape[2] - size + 1)
+            c = a[:, y:y + size, x:x + size]
+            crops.append(c[:, :, ::-1] if rng.random() < 0.5 else c)
+    return np.ascontiguousarray(np.stack(crops))

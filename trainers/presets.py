@@ -16,6 +16,7 @@ TRAINING: dict[str, dict] = {
     "rnn": {"dataset": "shakespeare", "epochs": 3, "batch_size": 16, "log_every": 200, "lr": 3e-3},
     "vae": {"dataset": "mnist", "epochs": 30, "batch_size": 128, "lr": 4e-3},
     "gan": {"dataset": "mnist", "epochs": 30, "batch_size": 64, "lr": 5e-4, "betas": (0.5, 0.999)},
+    "music-gan": {"dataset": "chorale-bars", "epochs": 30, "batch_size": 64, "lr": 5e-4, "betas": (0.5, 0.999)},
     # A coupling's exp(s) can blow a rare batch's gradient up by orders of magnitude and undo an
     # epoch of progress: clip the norm.
     "flow": {"dataset": "mnist", "epochs": 24, "batch_size": 64, "lr": 1e-3, "max_grad_norm": 100.0},
@@ -23,6 +24,8 @@ TRAINING: dict[str, dict] = {
     # two-convolution CNN trained at eps 0.3 from the start stays at chance.
     "classifier": {"dataset": "mnist", "epochs": 20, "batch_size": 64, "lr": 2e-3, "schedule": "cosine",
                    "warmup_steps": 100, "min_lr_ratio": 0.0, "defense_ramp": 0.3},
+    # 2,160 crops of 64x64; a few passes learn one style.
+    "style-net": {"dataset": "photo-crops", "epochs": 6, "batch_size": 16, "lr": 2e-3},
     # About 3,800 sentences, or 300 (source, summary) pairs: small data, many short epochs.
     "sentence-scorer": {"dataset": "aclsum", "epochs": 10, "batch_size": 64, "lr": 2e-3, "weight_decay": 1e-4},
     "pointer-generator": {"dataset": "aclsum-pairs", "epochs": 15, "batch_size": 16, "lr": 2e-3,
@@ -61,7 +64,8 @@ PROFILES: dict[str, dict[str, dict]] = {
 }
 
 # What `genray up` trains when the registry lacks it: a quick model of every family, the sequence
-# families on music too, and an image classifier (name -> TrainSpec arguments).
+# families and the GAN on music too, an image classifier, a style network and the two
+# summarizers (name -> TrainSpec arguments).
 QUICK: dict[str, dict] = {
     "markov": {"family": "markov"},
     "ar": {"family": "ar"},
@@ -72,6 +76,10 @@ QUICK: dict[str, dict] = {
     "flow": {"family": "flow", "epochs": 3},
     "chorale-rnn": {"family": "rnn", "dataset": "chorales"},
     "classifier": {"family": "classifier"},  # served at /v1/attack; it also judges the vae's reconstructions
+    "chorale-gan": {"family": "music-gan", "epochs": 10},
+    "style-brick": {"family": "style-net"},  # POST /v1/style with "model"
+    "summarizer": {"family": "sentence-scorer"},  # POST /v1/summarize
+    "abstractor": {"family": "pointer-generator", "model": {"extractor": "summarizer"}},
 }
 
 def improvable() -> dict[str, dict]:

@@ -1,15 +1,17 @@
 """genray style: redraw a photograph in another image's texture statistics, in-process, as POST
-/v1/style does (optimisation on a random-filter network's Gram matrices); writes a PNG."""
+/v1/style does (optimisation on a random-filter network's Gram matrices, or one pass of a style
+network of the registry); writes a PNG."""
 from __future__ import annotations
 
 from genray.cli.common import CliError
 
 
 def add_parser(sub, storage, ray) -> None:
-    p = sub.add_parser("style", help="style transfer: a photograph in another image's textures")
+    p = sub.add_parser("style", parents=[storage], help="style transfer: a photograph in another image's textures")
     p.add_argument("content", help="an image file, or a built-in photograph (astronaut, chelsea, coffee, rocket)")
-    p.add_argument("style", help="an image file, or a built-in one (immunohistochemistry, hubble_deep_field, brick, "
-                                 "gravel, grass, colorwheel)")
+    p.add_argument("style", nargs="?", help="an image file, or a built-in one (immunohistochemistry, "
+                                            "hubble_deep_field, brick, gravel, grass, colorwheel)")
+    p.add_argument("--model", help="instead of a style: a style network of the registry (one pass)")
     p.add_argument("--strength", type=float, default=0.8, help="the share of the style distance to remove, (0, 1]")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--max-side", type=int, default=256, help="the output's longer side in pixels")
@@ -40,8 +42,20 @@ def run(args) -> int:
             raise CliError(f"{value}: {e}") from None
         return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
 
-    r = transfer(load(args.content), load(args.style), strength=args.strength, steps=args.steps,
-                 max_side=args.max_side, loss=args.loss, seed=args.seed)
+    if (args.style is None) == (args.model is None):
+        raise CliError("give a STYLE image to optimise towards, or --model NAME (a style network)")
+    if args.model:
+        from genray.cluster.registry import Registry
+        from genray.cluster.storage import Storage
+        from genray.models.style import StyleNet
+
+        network, rec = Registry(Storage(args.storage)).load(args.model)
+        if not isinstance(network, StyleNet):
+            raise CliError(f"{rec.ref} is a {rec.family} model, not a style network")
+        r = network.transfer(load(args.content), max_side=args.max_side)
+    else:
+        r = transfer(load(args.content), load(args.style), strength=args.strength, steps=args.steps,
+                     max_side=args.max_side, loss=args.loss, seed=args.seed)
     with open(args.output, "wb") as f:
         f.write(to_png(r.image))
     s = r.summary()

@@ -6,10 +6,11 @@ from genray.cli.common import key_values
 
 def add_parser(sub, storage, ray) -> None:
     t = sub.add_parser("train", parents=[storage, ray], help="train a model on Ray Train and publish it")
-    t.add_argument("family", help="markov | ar | rnn | transformer | vae | gan | flow | classifier | "
+    t.add_argument("family", help="markov | ar | rnn | transformer | vae | gan | music-gan | flow | classifier | "
                    "sentence-scorer | pointer-generator")
-    t.add_argument("--dataset", help="shakespeare | mnist | digits | chorales | sunspots | macro | aclsum | "
-                                     "aclsum-pairs | a path (text file, image folder, folder of MIDI/scores, .parquet)")
+    t.add_argument("--dataset", help="shakespeare | mnist | digits | chorales | chorale-bars | sunspots | macro | "
+                                     "aclsum | aclsum-pairs | a path (text file, image folder, folder of MIDI/scores, "
+                                     ".parquet)")
     t.add_argument("--name", help="registry name and run name (default: the family)")
     t.add_argument("--workers", type=int, default=2)
     t.add_argument("--epochs", type=int)

@@ -14,7 +14,8 @@ def add_parser(sub, storage, ray) -> None:
     c.add_argument("--workers", type=int, default=2, help="training workers for missing models")
     c.add_argument("--only", help="comma-separated default models to train and serve (default: all of them)")
     c.add_argument("--no-improve", action="store_true",
-                   help="keep the quick versions (skip retraining gan and flow at their full budget)")
+                   help="keep the quick versions (skip retraining gan, flow and chorale-gan at their full "
+                        "budget)")
     c.set_defaults(fn=run)
 
 

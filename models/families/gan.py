@@ -1,4 +1,5 @@
-"""Class-conditional DCGAN for 8-bit images: two networks, two optimizers, one train_step.
+"""Class-conditional DCGAN for 8-bit images: two networks, two optimizers, one train_step; and
+the same networks over melodies' piano rolls (music-gan).
 
 A GAN has no likelihood, so eval_nll returns None; its quality is judged on samples.
 """
@@ -11,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genray.models.base import LatentImageModel, draw_normal, one_hot, sample_labels
+from genray.models.codecs.pianoroll import from_roll
+from genray.models.errors import ConfigError, DataError
 from genray.models.optim import OptimizerSettings
 from genray.models.registry import register
 
@@ -95,3 +98,35 @@ class ConditionalGAN(LatentImageModel):
         images = self.generate_images(z, one_hot(labels, self.num_classes, n, self.device))
         self.train(was_training)
         return ((images + 1.0) / 2.0).cpu()
+
+
+@register
+class PianoRollGAN(ConditionalGAN):
+    """The same GAN over four-bar piano rolls of melodies (data set chorale-bars): channel 0 where
+    a pitch sounds, channel 1 where it starts; its samples are note events (MIDI and WAV out)."""
+    family = "music-gan"
+    modality = "music"
+    sample_options = frozenset()
+
+    def __init__(self, shape: list[int], lowest: int = 56, num_classes: int = 0, latent_dim: int = 64,
+                 hidden: int = 64):
+        super().__init__(shape, num_classes, latent_dim, hidden)
+        if shape[0] != 2:
+            raise ConfigError(f"a piano roll has 2 channels (sounding, onset), got shape {shape}")
+        self.lowest = lowest
+
+    @classmethod
+    def default_config(cls, meta: dict) -> dict:
+        if meta.get("rows") != "bars":
+            raise DataError(f"a music GAN trains on piano-roll rows (data set 'chorale-bars'), not "
+                            f"{meta.get('name')!r}")
+        return {"family": cls.family, "shape": meta["shape"], "lowest": meta["lowest"]}
+
+    def generate_images(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Rolls in [-1, 1] like the data's: channel 0 a softmax over the rows of each step (one
+        pitch or the rest, as in a melody), channel 1 the onsets."""
+        x = self.generator[:-1](torch.cat([z, y], 1))  # (B, 2, rows, steps), before the Tanh
+        return torch.cat([2 * x[:, :1].softmax(2) - 1, torch.tanh(x[:, 1:])], 1)
+
+    def _sample(self, n: int, gens: list[torch.Generator], **_: Any) -> list[list[str]]:
+        return [from_roll(roll.numpy(), self.lowest) for roll in super()._sample(n, gens)]

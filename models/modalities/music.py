@@ -6,16 +6,21 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from genray.models.codecs import music
 from genray.models.codecs.music import EventVocab
+from genray.models.codecs.pianoroll import STEPS_PER_BAR, windows
 from genray.models.errors import DataError, InputError
-from genray.models.modalities.base import b64, fixed_list, register, val_mask
+from genray.models.modalities.base import b64, dense, fixed_list, register, val_mask
 from genray.models.modalities.symbols import SymbolModality
 
 SEQ_LEN = 128  # events per row (+1): a chorale melody is ~50
 TRANSPOSITIONS = range(-5, 7)
 TUNE_INTERVALS = 8
+# Piano-roll rows ("bars"): four bars of sixteenths over 31 semitones from A-flat 3, which hold
+# the chorale sopranos (C4 to A5) in their own keys (pitches outside fold in by octaves), and a rest.
+ROLL_BARS, ROLL_LOWEST, ROLL_ROWS = 4, 56, 32
 
 
 def _tune(piece: list[str]) -> tuple:
@@ -70,10 +75,16 @@ class Music(SymbolModality):
                 f.write(encode(s))
         return paths
 
-    def tables(self, pieces: list[list[str]]) -> tuple[pa.Table, pa.Table, dict]:
-        """Pieces are split whole into train and validation. Training pieces are also transposed
-        into all twelve keys (validation keeps the original keys), and each split is one stream
-        of pieces, each ended by '|'."""
+    def to_tensors(self, meta: dict, batch: dict[str, np.ndarray]) -> dict:
+        if meta.get("rows") == "bars":  # piano rolls, which the GAN reads as 8-bit images
+            return {"image": torch.from_numpy(np.array(dense(batch["roll"])).reshape(-1, *meta["shape"]))}
+        return super().to_tensors(meta, batch)
+
+    def tables(self, pieces: list[list[str]], rows: str = "events") -> tuple[pa.Table, pa.Table, dict]:
+        """Pieces are split whole into train and validation. As "events", training pieces are
+        also transposed into all twelve keys (validation keeps the original keys), and each split
+        is one stream of pieces, each ended by '|'. As "bars", each row is a piano roll of
+        ROLL_BARS bars starting at a bar of a piece, every piece in its own key."""
         if len(pieces) < 2:
             raise DataError(f"need at least 2 pieces of music, got {len(pieces)}")
         # Many chorales harmonise the same hymn tune with small changes: pieces whose melodies
@@ -87,6 +98,8 @@ class Music(SymbolModality):
             val = np.arange(len(pieces)) == len(pieces) - 1
         # Training pieces are stored tune by tune, so that any contiguous run of rows holds whole tunes.
         by_tune = sorted((k, i) for i, k in enumerate(keys) if not val[i])
+        if rows == "bars":
+            return self._rolls([pieces[i] for _, i in by_tune], [p for p, v in zip(pieces, val) if v], len(tunes))
         train = [music.transpose(pieces[i], t) for _, i in by_tune for t in TRANSPOSITIONS]
         held = [p for p, v in zip(pieces, val) if v]
         vocab = EventVocab.from_pieces(train + held)
@@ -100,3 +113,13 @@ class Music(SymbolModality):
         meta = {"modality": self.name, "vocab": vocab.symbols, "seq_len": train_seq + 1, "pieces": len(pieces),
                 "tunes": len(tunes), "val_pieces": len(held)}
         return train_t, val_t, meta
+
+    def _rolls(self, train: list[list[str]], held: list[list[str]], tunes: int) -> tuple[pa.Table, pa.Table, dict]:
+        def table(split):
+            rolls = np.stack([w for p in split for w in windows(p, ROLL_LOWEST, ROLL_ROWS, ROLL_BARS)])
+            return pa.table({"roll": fixed_list(rolls * np.uint8(255))})
+
+        meta = {"modality": self.name, "rows": "bars", "shape": [2, ROLL_ROWS, ROLL_BARS * STEPS_PER_BAR],
+                "lowest": ROLL_LOWEST, "bars": ROLL_BARS, "pieces": len(train) + len(held), "tunes": tunes,
+                "val_pieces": len(held)}
+        return table(train), table(held), meta

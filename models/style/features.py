@@ -25,7 +25,7 @@ class RandomFeatures(nn.Module):
     def __init__(self, filters: int = 64, scales: int = 3, seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.scales = scales
+        self.scales, self.seed = scales, seed
         self.convs = nn.ModuleList()
         for k in SIZES:
             conv = nn.Conv2d(3, filters, k, padding=k // 2, padding_mode="replicate")

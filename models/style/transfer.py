@@ -91,13 +91,8 @@ def transfer(content: Tensor, style: Tensor, *, strength: float = 0.8, steps: in
         raise OptionError(f"steps must be in [1, {MAX_STEPS}], got {steps}", "steps")
     if not 0 < strength <= 1:
         raise OptionError(f"strength must be in (0, 1], got {strength}", "strength")
-    if not 16 <= max_side <= MAX_SIDE:
-        raise OptionError(f"max_side must be in [16, {MAX_SIDE}], got {max_side}", "max_side")
     t0 = time.perf_counter()
-    content = fit_size(rgb(content.float()), max_side)
-    H, W = content.shape[1:]
-    style = fit_size(rgb(style.float()), round(max(style.shape[1:]) * math.sqrt(H * W / math.prod(style.shape[1:]))))
-    style = fit_size(style, MAX_SIDE)
+    content, style = prepare(content, style, max_side)
     net = net or RandomFeatures(seed=seed)
     with torch.no_grad():
         s_targets = style_targets(net(style[None]), loss)
@@ -117,12 +112,27 @@ def transfer(content: Tensor, style: Tensor, *, strength: float = 0.8, steps: in
         opt.step()
         with torch.no_grad():
             x.clamp_(0.0, 1.0)
-    out = x.detach()[0]
-    seconds = time.perf_counter() - t0
-    judge = RandomFeatures(seed=SCORE_SEED if seed != SCORE_SEED else SCORE_SEED + 1)
-    with torch.no_grad():
-        after = float(style_distance(net(out[None]), s_targets, loss))
-        j_targets = style_targets(judge(style[None]), loss)
-        held_before = float(style_distance(judge(content[None]), j_targets, loss))
-        held_after = float(style_distance(judge(out[None]), j_targets, loss))
-    return Transfer(out, start, after, held_before, held_after, content_ssim(out, content), seconds)
+    return scored(x.detach()[0], content, style, net, s_targets, loss, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def scored(out: Tensor, content: Tensor, style: Tensor, net: RandomFeatures, targets: list[Tensor], loss: str,
+           seconds: float) -> Transfer:
+    """A result and its scores: the style distance of the content and of the result, on `net` (with
+    the style's `targets` on it) and on an independent network, and content SSIM."""
+    judge = RandomFeatures(seed=SCORE_SEED if net.seed != SCORE_SEED else SCORE_SEED + 1)
+    j_targets = style_targets(judge(style[None]), loss)
+    return Transfer(out, float(style_distance(net(content[None]), targets, loss)),
+                    float(style_distance(net(out[None]), targets, loss)),
+                    float(style_distance(judge(content[None]), j_targets, loss)),
+                    float(style_distance(judge(out[None]), j_targets, loss)), content_ssim(out, content), seconds)
+
+
+def prepare(content: Tensor, style: Tensor, max_side: int) -> tuple[Tensor, Tensor]:
+    """The content at most max_side pixels a side, and the style scaled to the same area."""
+    if not 16 <= max_side <= MAX_SIDE:
+        raise OptionError(f"max_side must be in [16, {MAX_SIDE}], got {max_side}", "max_side")
+    content = fit_size(rgb(content.float()), max_side)
+    H, W = content.shape[1:]
+    style = fit_size(rgb(style.float()), round(max(style.shape[1:]) * math.sqrt(H * W / math.prod(style.shape[1:]))))
+    return content, fit_size(style, MAX_SIDE)
