@@ -97,6 +97,7 @@ def test_the_cli_writes_the_styled_png(tmp_path, capsys):
 
 
 def test_a_style_network_starts_as_the_identity_and_learns_its_style():
+    from genray.models import build, weights
     from genray.models.optim import OptimizerSettings
     from genray.models.style import StyleNet
 
@@ -111,6 +112,9 @@ def test_a_style_network_starts_as_the_identity_and_learns_its_style():
         net.train()
         net.train_step(batch, opts)
     assert net.eval_nll(batch)[0] < 0.7 * first
+    again = build(net.config())  # as the registry rebuilds it: the feature network is not in the weights
+    weights.load_bytes(again, weights.to_bytes(net))
+    assert torch.equal(again.stylize(crops), net.eval().stylize(crops))
     r = net.transfer(photo("coffee"), max_side=24)  # scored as the optimisation is
     assert r.image.shape == (3, 16, 24) and r.style_before > 0 and 0 < r.ssim <= 1
     assert net.stylize(crops[:, :, :30, :31]).shape == (4, 3, 30, 31)  # sides that do not divide by 4

@@ -44,13 +44,14 @@ def to_roll(events: Sequence[str], lowest: int, rows: int, steps: int | None = N
 
 def from_roll(roll: np.ndarray, lowest: int, threshold: float = 0.5) -> list[str]:
     """Events of a (2, rows, steps) roll with values in [0, 1]: at each step the most likely row
-    (the last one a rest); a note ends where the pitch changes or its onset channel is on."""
+    (the last one a rest); a note ends where the pitch changes or an onset is on (a melody has one
+    voice: an onset at any pitch starts the step's note)."""
     rest = roll.shape[1] - 1
     runs: list[list] = []  # [midi or None, steps]
     for t in range(roll.shape[2]):
         p = int(roll[0, :, t].argmax())
         midi = None if p == rest else lowest + p
-        if runs and runs[-1][0] == midi and (midi is None or roll[1, p, t] <= threshold):
+        if runs and runs[-1][0] == midi and (midi is None or roll[1, :, t].max() <= threshold):
             runs[-1][1] += 1
         else:
             runs.append([midi, 1])

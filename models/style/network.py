@@ -62,8 +62,8 @@ class StyleNet(TrainableModel):
         )
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
-        self._features: RandomFeatures | None = None  # fixed by the seed: rebuilt, never saved
-        self._targets: list[Tensor] | None = None
+        # Fixed by the seed, so rebuilt rather than saved: kept out of the module's state.
+        self.__dict__.update(_features=None, _targets=None)
 
     @classmethod
     def default_config(cls, meta: dict) -> dict:
@@ -78,11 +78,11 @@ class StyleNet(TrainableModel):
 
     def losses(self) -> tuple[RandomFeatures, list[Tensor]]:
         """The feature network and the style's Gram targets, built on first use on this device."""
-        if self._features is None:
-            self._features = RandomFeatures(seed=self.seed).to(self.device)
+        if self._features is None or self._features.convs[0].weight.device != self.device:
+            features = RandomFeatures(seed=self.seed).to(self.device)
             with torch.no_grad():
-                self._targets = style_targets(self._features(fit_size(photo(self.style), self.style_side)[None]
-                                                             .to(self.device)))
+                targets = style_targets(features(fit_size(photo(self.style), self.style_side)[None].to(self.device)))
+            self.__dict__.update(_features=features, _targets=targets)
         return self._features, self._targets
 
     def stylize(self, images: Tensor) -> Tensor:
