@@ -183,9 +183,8 @@ def style_transfer(b: Bench) -> None:
 def style_network(b: Bench) -> None:
     a = b.args
     contents = ("astronaut", "chelsea", "coffee")[:1 if a.smoke else None]
-    network, rec = b.train(a.style_net, "style-net", "photo-crops", model={"style": a.net_style},
-                           **({"limit": 64, "model": {"style": a.net_style, "width": 4, "blocks": 1}} if a.smoke
-                              else {}))
+    small = {"limit": 64, "model": {"style": a.net_style, "width": 4, "blocks": 1}} if a.smoke else {}
+    network, rec = b.train(a.style_net, "style-net", "photo-crops", **{"model": {"style": a.net_style}, **small})
     rows = []
     for c in contents:
         r = network.transfer(photo(c), max_side=a.max_side).summary()

@@ -51,7 +51,7 @@ def run(args) -> int:
 
         network, rec = Registry(Storage(args.storage)).load(args.model)
         if not isinstance(network, StyleNet):
-            raise CliError(f"{rec.ref} is a {rec.family} model, not a style network")
+            raise CliError(f"{rec.ref} is a {rec.config['family']} model, not a style network")
         r = network.transfer(load(args.content), max_side=args.max_side)
     else:
         r = transfer(load(args.content), load(args.style), strength=args.strength, steps=args.steps,
