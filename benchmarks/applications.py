@@ -200,7 +200,7 @@ def style_network(b: Bench) -> None:
 
 
 def summarization(b: Bench) -> None:
-    from genray.models.summarize import ASPECTS, rouge, summarize
+    from genray.models.summarize import ASPECTS, picker, rouge, summarize
     from genray.trainers.corpora import aclsum
 
     a = b.args
@@ -213,9 +213,7 @@ def summarization(b: Bench) -> None:
                        f"{r.metrics['wall_time_s']:.0f} s on {r.metrics['workers']} workers" for r in (srec, arec))
     papers = aclsum("test")[:5 if a.smoke else None]
 
-    def pick(sentences, aspect, k):  # the abstractor's source: the scorer's best sentences
-        return summarize(scorer, sentences, aspect, k)["sentences"]
-
+    pick = picker(scorer)  # the abstractor's source: the scorer's best sentences
     systems = {f"lead-{k}": ("lead", k) for k in (1, 2, 3)}
     systems.update({"random-3": ("random", 3), "textrank-3": ("textrank", 3), "lexrank-3": ("lexrank", 3),
                     "sentence scorer, 1": (scorer, 1), "sentence scorer, 2": (scorer, 2),

@@ -21,6 +21,13 @@ def ranked(method, sentences: list[str], aspect: str, seed: int = 0) -> list[int
     return rank(method, sentences, seed)
 
 
+def picker(scorer: SentenceScorer) -> Extractor:
+    """A pointer-generator's source selector: the scorer's k best sentences, in document order."""
+    def pick(sentences: list[str], aspect: str, k: int) -> list[int]:
+        return sorted(ranked(scorer, sentences, aspect)[:k])
+    return pick
+
+
 def resolve(name: str, load: Callable[[str], tuple]) -> tuple:
     """(method, registry version or None, extractor) for a summarizer's name: a built-in
     extractive method, or a registry model that load(name) -> (model, record) reads; a
@@ -37,9 +44,7 @@ def resolve(name: str, load: Callable[[str], tuple]) -> tuple:
         except LookupError:
             raise ConfigError(f"{name}'s extractor {model.extractor!r} is neither a method ({list(METHODS)}) nor a "
                               f"model in the registry", "model") from None
-
-        def extractor(sentences: list[str], aspect: str, k: int) -> list[int]:
-            return sorted(ranked(scorer, sentences, aspect)[:k])
+        extractor = picker(scorer)
     return model, rec.version, extractor
 
 
@@ -64,4 +69,4 @@ def summarize(method, sentences: list[str], aspect: str, max_sentences: int | No
 
 
 __all__ = ["ASPECTS", "METHODS", "PointerGenerator", "SentenceScorer", "detokenize", "extract", "rouge",
-           "ranked", "resolve", "split_sentences", "summarize", "words"]
+           "picker", "ranked", "resolve", "split_sentences", "summarize", "words"]
