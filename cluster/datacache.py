@@ -1,6 +1,6 @@
 """Reading the data cache that trainers/datasets.py writes under the storage root: a prepared
 data set's splits as numpy columns or model-ready tensors, with pyarrow alone. Serving and the
-defenses read validation rows through it, without the training layer."""
+defenses read held-out rows through it, without the training layer."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from genray.cluster.storage import Storage
 from genray.models import modalities
 from genray.models.errors import DataError
+from genray.models.splits import SAMPLE_SEED, sample_order
 
 
 def to_tensors(meta: dict, batch: dict[str, np.ndarray]) -> dict:
@@ -41,3 +42,20 @@ def trained_on(rec, split: str, storage: Storage, limit: int | None = None) -> d
     if not path or not storage.exists(path):
         raise DataError(f"the data {rec.ref} was trained on is not in the data cache of {storage.uri}")
     return local_arrays(storage.read_json(path), split, storage, limit)
+
+
+def evaluation_rows(rec, storage: Storage, split: str = "test", n: int | None = None,
+                    seed: int = SAMPLE_SEED) -> dict:
+    """The held-out `split` of the data `rec` was trained on, as tensors in the evaluation order
+    (models/splits.sample_order: class-stratified prefixes where rows have labels, else a seeded
+    permutation), the first n of it with `n`. Attacks, defenses, explanations, inpainting, the
+    CLI's -n and the API's `indices` all read rows this way: row i is the i-th of this order."""
+    path = rec.metrics.get("data_meta")
+    if not path or not storage.exists(path):
+        raise DataError(f"the data {rec.ref} was trained on is not in the data cache of {storage.uri}")
+    meta = storage.read_json(path)
+    if split not in meta:
+        raise DataError(f"the data cache of {rec.ref}'s data set has no {split!r} split: prepare it again")
+    cols = local_columns(meta, split, storage)
+    order = sample_order(len(next(iter(cols.values()))), cols.get("label"), n, seed)
+    return to_tensors(meta, {k: v[order] for k, v in cols.items()})

@@ -26,7 +26,7 @@ ICE_WINDOWS = 16  # ar pdp: ICE curves for the windows ending at the series' las
 
 
 def _images(bench: Workbench, model, rec, req: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The request's images in [0, 1] and, for validation rows, their labels; a GAN's own samples."""
+    """The request's images in [0, 1] and, for test rows, their labels; a GAN's own samples."""
     if req.get("generated"):
         from genray.models.base import seeded
 
@@ -69,7 +69,7 @@ def _attribute(bench: Workbench, model, rec, req: dict) -> dict:
     if kind == "image":
         x, labels = _images(bench, model, rec, req)
         if target is None and labels is not None and model.family == "gan" and model.num_classes:
-            target = labels  # validation rows: the discriminator is asked about their own class
+            target = labels  # test rows: the discriminator is asked about their own class
         inputs = x
     else:
         inputs = req["prompt"] if kind == "prompt" else req["series"]

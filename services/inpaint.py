@@ -31,12 +31,12 @@ def _inpaint(bench: Workbench, ref: str, req: dict) -> dict:
     truth = None
     if req.get("index") is not None:
         try:
-            val = bench.validation(rec)["image"]
+            val = bench.heldout(rec)["image"]
         except OptionError:
             raise OptionError(f"the data {rec.ref} was trained on is not in this service's data cache; send "
                               f"'image'", "index") from None
         if req["index"] >= len(val):
-            raise OptionError(f"index must be below {len(val)} (the validation rows of "
+            raise OptionError(f"index must be below {len(val)} (the test rows of "
                               f"{rec.metrics.get('dataset')}), got {req['index']}", "index")
         image = truth = val[req["index"]][None].float() / 255.0
     else:

@@ -3,7 +3,8 @@ with a short queue, so that attacks (tens to hundreds of forward and backward pa
 or are refused with a 503 while generation goes on in its own deployments.
 
 Which attacks and defenses a model takes follows from its family (models/robustness/catalog.py);
-inputs are PNGs of the model's shape or rows of its data set's validation split."""
+inputs are PNGs of the model's shape or rows of its data set's test split, in the evaluation
+order (models/splits.py)."""
 from __future__ import annotations
 
 import logging
@@ -42,7 +43,8 @@ def run_attack(bench: Workbench, ref: str, req: dict) -> dict:
 def _attack(bench: Workbench, ref: str, req: dict) -> dict:
     model, rec = bench.model(ref)
     method = req["method"]
-    common = {"eps": req.get("eps"), "norm": req.get("norm", "linf"), "steps": req.get("steps", 40),
+    steps = req.get("steps")  # None: the evasion method's own default (40; 100 for APGD and AutoAttack)
+    common = {"eps": req.get("eps"), "norm": req.get("norm", "linf"), "steps": 40 if steps is None else steps,
               "step_size": req.get("step_size"), "seed": req.get("seed", 0)}
     if method == "suffix":
         r = suffix_attack(model, req["prompt"], req["target_text"], suffix_len=req.get("suffix_len", 10),
@@ -60,13 +62,13 @@ def _attack(bench: Workbench, ref: str, req: dict) -> dict:
                 "success": r.success.tolist(), "linf": r.linf.tolist(), "l2": r.l2.tolist()}
     if method == "discriminator":
         if model.num_classes and y is None:
-            raise OptionError("this GAN's discriminator is conditioned on each image's class: send validation rows "
+            raise OptionError("this GAN's discriminator is conditioned on each image's class: send test rows "
                               "('indices'), whose labels it takes", "indices")
         r = discriminator_attack(model, x, y if model.num_classes else None, **common)
         return {"summary": r.summary(), "clean": pngs(x), "adversarial": pngs(r.x_adv), "success": r.fooled.tolist(),
                 "linf": r.linf.tolist(), "l2": r.l2.tolist()}
     r = attack(model, x, y, method=method, targeted=req.get("targeted", False), target=req.get("target"),
-               restarts=req.get("restarts", 1), **common)
+               restarts=req.get("restarts", 1), **{**common, "steps": steps})
     return {"summary": r.summary(), "clean": pngs(x), "adversarial": pngs(r.x_adv),
             "clean_predictions": r.clean_pred.tolist(),
             "adversarial_predictions": r.adv_pred.tolist(), "success": r.success.tolist(), "linf": r.linf.tolist(),

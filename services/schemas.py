@@ -142,24 +142,29 @@ Png = Annotated[StrictStr, Field(max_length=1_000_000)]
 
 
 class ImageInputs(BaseModel):
-    """Images to attack or defend: base64 PNGs of the model's shape, or rows of the validation
-    split of the model's data set."""
+    """Images to attack or defend: base64 PNGs of the model's shape, or rows of the test split of
+    the model's data set (models/splits.py: positions in its class-stratified evaluation order)."""
     inputs: Optional[list[Png]] = Field(None, min_length=1, max_length=MAX_INPUTS, description="base64 PNG images")
     indices: Optional[list[Annotated[StrictInt, Field(ge=0)]]] = Field(
-        None, min_length=1, max_length=MAX_INPUTS, description="rows of the validation split")
+        None, min_length=1, max_length=MAX_INPUTS, description="test rows: positions in the test split's "
+                                                             "class-stratified evaluation order")
 
 
 class AttackRequest(ImageInputs):
     model_config = ConfigDict(extra="forbid")
 
-    method: StrictStr = Field(..., max_length=32, description="classifiers: fgsm | pgd | cw | autoattack; vae: "
+    method: StrictStr = Field(..., max_length=32, description="classifiers: fgsm | pgd | cw | apgd | square | "
+                                                             "autoattack (standard: APGD-CE, APGD-T, FAB-T, "
+                                                             "Square); vae: "
                                                              "reconstruction; gan: discriminator; text models: "
                                                              "suffix (greedy coordinate gradient)")
     eps: Optional[Number] = Field(None, gt=0, description="perturbation budget in the norm (images in [0, 1])")
     norm: StrictStr = Field("linf", description="linf | l2")
-    steps: StrictInt = Field(40, ge=1, le=500)
+    steps: Optional[StrictInt] = Field(None, ge=1, le=500, description="iterations: 40 by default; 100 for "
+                                                                        "apgd and autoattack (Square: 50 queries "
+                                                                        "a step)")
     step_size: Optional[Number] = Field(None, gt=0, le=64, description="the step (the learning rate for cw)")
-    restarts: StrictInt = Field(1, ge=1, le=5, description="random starts (pgd, autoattack)")
+    restarts: StrictInt = Field(1, ge=1, le=5, description="random starts (pgd, apgd)")
     targeted: StrictBool = False
     target: Optional[StrictInt] = Field(None, ge=0, description="the class a targeted attack (or the vae's) aims at")
     seed: StrictInt = Field(0, ge=0, lt=2**31)
@@ -212,14 +217,15 @@ class DefendResponse(BaseModel):
 
 def check_images(req: ImageInputs) -> list[dict]:
     if (req.inputs is None) == (req.indices is None):
-        return [field_error("inputs", "give exactly one of 'inputs' (base64 PNGs) and 'indices' (validation rows)")]
+        return [field_error("inputs", "give exactly one of 'inputs' (base64 PNGs) and 'indices' (test rows)")]
     return []
 
 
 # The fields each method reads, beyond "method": any other field set is a 422, never ignored.
 IMAGE_FIELDS = frozenset({"inputs", "indices", "eps", "norm", "steps", "step_size", "seed"})
 ATTACK_FIELDS = {
-    **{m: IMAGE_FIELDS | {"restarts", "targeted", "target"} for m in ("fgsm", "pgd", "autoattack")},
+    **{m: IMAGE_FIELDS | {"restarts", "targeted", "target"} for m in ("fgsm", "pgd", "apgd")},
+    **{m: IMAGE_FIELDS - {"step_size"} for m in ("autoattack", "square")},  # they set their own steps
     "cw": IMAGE_FIELDS | {"targeted", "target"},
     "reconstruction": IMAGE_FIELDS | {"target", "classifier"},
     "discriminator": IMAGE_FIELDS,
@@ -262,7 +268,7 @@ def check_attack(req: AttackRequest, config: dict) -> list[dict]:
     classes = config.get("num_classes", 0)
     if req.target is not None and classes and req.target >= classes:
         errors.append(field_error("target", f"target must be in [0, {classes - 1}]"))
-    if req.target is not None and req.method in ("fgsm", "pgd", "autoattack", "cw") and not req.targeted:
+    if req.target is not None and req.method in ("fgsm", "pgd", "apgd", "cw") and not req.targeted:
         errors.append(field_error("targeted", "a target class needs 'targeted': true"))
     return errors
 
@@ -290,7 +296,8 @@ class ExplainRequest(BaseModel):
     inputs: Optional[list[Png]] = Field(None, min_length=1, max_length=MAX_EXPLAIN_INPUTS,
                                         description="image models: base64 PNG images")
     indices: Optional[list[Annotated[StrictInt, Field(ge=0)]]] = Field(
-        None, min_length=1, max_length=MAX_EXPLAIN_INPUTS, description="image models: rows of the validation split")
+        None, min_length=1, max_length=MAX_EXPLAIN_INPUTS, description="image models: test rows, positions in the "
+                                                                       "test split's class-stratified evaluation order")
     generated: Optional[StrictInt] = Field(None, ge=1, le=MAX_EXPLAIN_INPUTS,
                                            description="gan: explain this many of its own samples (from seed)")
     prompt: Optional[StrictStr] = Field(None, min_length=1, max_length=256,
@@ -377,7 +384,7 @@ def check_explain(req: ExplainRequest, config: dict) -> list[dict]:
         given = [f for f in ("inputs", "indices", "generated") if getattr(req, f) is not None]
         if len(given) != 1:
             errors.append(field_error("inputs", "give exactly one of 'inputs' (base64 PNGs) and 'indices' "
-                                                "(validation rows)" + (", or 'generated'" if family == "gan" else "")))
+                                                "(test rows)" + (", or 'generated'" if family == "gan" else "")))
     elif need and getattr(req, need) is None:
         errors.append(field_error(need, f"the {req.method} method needs {need!r}"))
     if req.format == "png" and kind != "image" and req.method != "pdp":
@@ -395,8 +402,9 @@ class InpaintRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     image: Optional[Png] = Field(None, description="base64 PNG of the model's image shape")
-    index: Optional[StrictInt] = Field(None, ge=0, description="instead of an image, a row of the validation split "
-                                                               "(the answer then scores PSNR against it)")
+    index: Optional[StrictInt] = Field(None, ge=0, description="instead of an image, a test row (its position in "
+                                                               "the evaluation order; the answer then scores PSNR "
+                                                               "against it)")
     mask: StrictStr = Field("center", max_length=1_000_000, description="center | top | bottom | left | right | "
                                                                         "random, or a base64 PNG of the image's "
                                                                         "size, white where pixels are missing")
@@ -417,7 +425,7 @@ class InpaintResponse(BaseModel):
     images: list[str] = Field(..., description="base64 PNG of each completion; the seen pixels are the input's")
     mask: str = Field(..., description="base64 PNG of the mask used, white where filled")
     psnr: Optional[list[float]] = Field(None, description="with index: PSNR (dB) of each completion on the hidden "
-                                                          "pixels, against the validation image")
+                                                          "pixels, against the test image")
 
 
 def check_inpaint(req: InpaintRequest, config: dict) -> list[dict]:
@@ -426,7 +434,7 @@ def check_inpaint(req: InpaintRequest, config: dict) -> list[dict]:
     family = config["family"]
     errors = []
     if (req.image is None) == (req.index is None):
-        errors.append(field_error("image", "give exactly one of 'image' (a base64 PNG) and 'index' (a validation "
+        errors.append(field_error("image", "give exactly one of 'image' (a base64 PNG) and 'index' (a test "
                                            "row)"))
     if req.method is not None and req.method not in METHODS[family]:
         errors.append(field_error("method", f"{family} models inpaint by {list(METHODS[family])}, not "

@@ -1,5 +1,6 @@
-"""What the attack, defense and explanation servers share: registry models, validation splits,
-default classifiers and detector thresholds, loaded once per replica, and the request's images."""
+"""What the attack, defense and explanation servers share: registry models, held-out rows in the
+evaluation order, default classifiers and detector thresholds, loaded once per replica, and the
+request's images."""
 from __future__ import annotations
 
 import base64
@@ -8,7 +9,7 @@ import threading
 
 import torch
 
-from genray.cluster.datacache import trained_on
+from genray.cluster.datacache import evaluation_rows
 from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
 from genray.models.codecs.images import from_png, to_png
@@ -16,7 +17,7 @@ from genray.models.errors import DataError, OptionError
 from genray.models.modalities.base import b64
 from genray.models.robustness import anomaly_scores, threshold
 
-CALIBRATION_ROWS = 500  # validation images that calibrate a detector's threshold
+CALIBRATION_ROWS = 500  # validation images that calibrate a detector's threshold (a choice: never test rows)
 DETECT_FPR = 0.05
 
 
@@ -33,8 +34,8 @@ def pngs(images: torch.Tensor) -> list[str]:
 
 
 class Workbench:
-    """Registry models, validation splits, default classifiers and detector thresholds, loaded
-    once and kept, for the requests of one replica."""
+    """Registry models, held-out rows, default classifiers and detector thresholds, loaded once
+    and kept, for the requests of one replica."""
 
     def __init__(self, storage_uri: str, refs: dict[str, str]):
         self.registry = Registry(Storage(storage_uri))
@@ -51,14 +52,15 @@ class Workbench:
     def model(self, ref: str):
         return self._cached(("model", ref), lambda: self.registry.load(ref))
 
-    def validation(self, rec) -> dict:
-        """The validation split of the data set `rec` was trained on, from the data cache."""
+    def heldout(self, rec, split: str = "test") -> dict:
+        """The `split` of the data set `rec` was trained on, in the evaluation order (the API's
+        `indices` are positions in it), from the data cache."""
         def read():
             try:
-                return trained_on(rec, "val", self.registry.storage)
+                return evaluation_rows(rec, self.registry.storage, split)
             except DataError as e:
                 raise OptionError(f"{e}: send 'inputs'", "indices") from None
-        return self._cached(("val", rec.ref), read)
+        return self._cached((split, rec.ref), read)
 
     def classifier(self, name: str | None, dataset: str):
         """The classifier `name` and its record, or by default one trained on `dataset` (the one
@@ -90,18 +92,18 @@ class Workbench:
 
     def threshold(self, rec, model) -> float:
         def calibrate():
-            val = self.validation(rec)["image"][:CALIBRATION_ROWS].float() / 255.0
+            val = self.heldout(rec, "val")["image"][:CALIBRATION_ROWS].float() / 255.0
             return threshold(anomaly_scores(model, val), fpr=DETECT_FPR)
         return self._cached(("threshold", rec.ref), calibrate)
 
     def images(self, req: dict, rec, shape: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The request's images (B, C, H, W) in [0, 1], and their labels where they are validation rows."""
+        """The request's images (B, C, H, W) in [0, 1], and their labels where they are test rows."""
         if req.get("indices") is not None:
-            val = self.validation(rec)
+            val = self.heldout(rec)
             n = len(val["image"])
             bad = [i for i in req["indices"] if i >= n]
             if bad:
-                raise OptionError(f"indices must be below {n} (the validation rows of {rec.metrics.get('dataset')}),"
+                raise OptionError(f"indices must be below {n} (the test rows of {rec.metrics.get('dataset')}),"
                                   f" got {bad[:5]}", "indices")
             idx = torch.tensor(req["indices"])
             return val["image"][idx].float() / 255.0, (val["label"][idx] if "label" in val else None)

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 # script -> a line its report prints once it has run every part
 EXPECT = {
     "applications.py": "target: style distance -70% (on both networks)",
@@ -28,7 +29,38 @@ EXPECT = {
 def test_every_benchmark_script_has_a_smoke_run():
     scripts = {f for f in os.listdir(os.path.join(ROOT, "benchmarks")) if f.endswith(".py")
                and "__main__" in open(os.path.join(ROOT, "benchmarks", f)).read()}
-    assert scripts == set(EXPECT)
+    assert scripts - {"render.py"} == set(EXPECT)  # render.py writes the doc; its check is below
+
+
+def test_the_docs_tables_are_what_the_records_render():
+    r = subprocess.run([sys.executable, os.path.join("benchmarks", "render.py"), "--check"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+def test_render_fails_on_a_changed_number_and_on_a_missing_record(tmp_path):
+    import json
+
+    from benchmarks import render
+    from benchmarks.record import Record
+
+    class Args:
+        n = 3
+
+    rec = Record("demo", "part", Args(), seeds=[0, 1], out_dir=str(tmp_path))
+    rec.table("t", "A table", ["model", "accuracy"], [["a", 0.5]])
+    assert rec.target("accuracy >= 0.6", 0.5, ">=", 0.6) is False  # the verdict is computed, not written
+    rec.save()
+    doc = "Prose.\n<!-- record demo-part -->\nstale\n<!-- end record -->\nMore prose.\n"
+    out = render.render(doc, str(tmp_path))
+    assert "| a | 0.5000 |" in out and "**missed**" in out and out.startswith("Prose.") and "stale" not in out
+    assert render.render(out, str(tmp_path)) == out
+    data = json.loads((tmp_path / "demo-part.json").read_text())
+    data["tables"]["t"]["rows"][0][1] = "0.9000"
+    (tmp_path / "demo-part.json").write_text(json.dumps(data))
+    assert render.render(out, str(tmp_path)) != out
+    with pytest.raises(SystemExit, match="does not exist"):
+        render.render(doc.replace("demo-part", "no-such-run"), str(tmp_path))
 
 
 def _smoke(script: str, *extra: str) -> subprocess.CompletedProcess:
@@ -37,11 +69,29 @@ def _smoke(script: str, *extra: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("script", sorted(set(EXPECT) - {"applications.py"}))
+@pytest.mark.parametrize("script", sorted(set(EXPECT) - {"applications.py", "robustness.py"}))
 def test_benchmark_smoke_mode_runs(script):
     r = _smoke(script)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert EXPECT[script] in r.stdout, r.stdout[-4000:]
+
+
+def test_robustness_smoke_writes_a_record_per_part_with_computed_verdicts(tmp_path):
+    import json
+
+    r = _smoke("robustness.py", "--storage", str(tmp_path))
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert EXPECT["robustness.py"] in r.stdout, r.stdout[-4000:]
+    records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
+    assert set(records) == {f"robustness-{p}" for p in ("evasion", "backdoor", "detection", "generative")}
+    evasion = records["robustness-evasion"]
+    assert evasion["command"].startswith("python benchmarks/robustness.py --smoke") and evasion["wall_s"] > 0
+    header = evasion["tables"]["evasion"]["header"]
+    assert {"PGD-100x5 .3", "AutoAttack .3", "worst case .3"} <= set(header)
+    assert [c[0] for c in evasion["tables"]["sanity"]["rows"]] == ["eps grows", "more effort", "black box",
+                                                                    "unbounded"]
+    for t in evasion["targets"]:
+        assert t["met"] == {">=": t["value"] >= t["bound"], "==": t["value"] == t["bound"]}[t["op"]]
 
 
 def test_applications_smoke_runs_on_the_session_models(trained, storage):

@@ -17,21 +17,23 @@ def store(tmp_path):
     return Storage(str(tmp_path / "home"))
 
 
-def test_mnist_split_holds_every_digit_and_is_disjoint(store):
+def test_mnist_splits_are_stratified_disjoint_and_stable(store, tmp_path):
     meta = prepare("mnist", store)
     assert meta["shape"] == [1, 28, 28] and meta["num_classes"] == 10
-    assert (meta["train_rows"], meta["val_rows"]) == (4500, 500)
-    train, val = local_arrays(meta, "train", store), local_arrays(meta, "val", store)
-    assert set(val["label"].tolist()) == set(range(10))
-    assert np.bincount(val["label"].numpy()).min() == 50
-    flat = {bytes(x) for x in train["image"].reshape(len(train["image"]), -1).numpy()}
-    assert not any(bytes(x) in flat for x in val["image"].reshape(500, -1).numpy())
+    assert (meta["train_rows"], meta["val_rows"], meta["test_rows"]) == (4000, 500, 500)
+    splits = {s: local_arrays(meta, s, store) for s in ("train", "val", "test")}
+    for s in ("val", "test"):  # the file is sorted by label: each held-out split has 50 of every digit
+        assert np.bincount(splits[s]["label"].numpy(), minlength=10).tolist() == [50] * 10
+    rows = {s: {bytes(x) for x in v["image"].reshape(len(v["image"]), -1).numpy()} for s, v in splits.items()}
+    assert not rows["train"] & rows["test"] and not rows["val"] & rows["test"] and not rows["train"] & rows["val"]
+    again = prepare("mnist", Storage(str(tmp_path / "other")))  # the same rows, built anew elsewhere
+    assert np.array_equal(local_arrays(again, "test", store)["image"].numpy(), splits["test"]["image"].numpy())
 
 
 def test_shakespeare_rows_decode_to_plain_text_and_cache_is_reused(store):
     meta = prepare("shakespeare", store)
-    assert meta["train_rows"] > 15_000 and meta["val_rows"] > 1_000
-    rows = local_arrays(meta, "val", store, limit=5)["tokens"]
+    assert meta["train_rows"] > 15_000 and meta["val_rows"] > 1_000 and meta["test_rows"] > 1_000
+    rows = local_arrays(meta, "test", store, limit=5)["tokens"]
     assert rows.shape == (5, meta["seq_len"])
     text = CharVocab(meta["vocab"]).decode(rows[0])
     assert "**" not in text and "#" not in text
@@ -45,7 +47,8 @@ def test_user_text_file(store, tmp_path):
     path.write_text("the quick brown fox jumps over the lazy dog. " * 200)
     meta = prepare(str(path), store)
     assert meta["modality"] == "text" and set(meta["vocab"]) == set("the quick brown fox jumps over the lazy dog.")
-    assert meta["train_rows"] + meta["val_rows"] == (len(path.read_text()) - 1) // 256
+    assert meta["train_rows"] + meta["val_rows"] + meta["test_rows"] == (len(path.read_text()) - 1) // 256
+    assert meta["val_rows"] >= 1 and meta["test_rows"] >= 1
 
 
 def test_user_image_folder_with_classes(store, tmp_path):
@@ -56,7 +59,7 @@ def test_user_image_folder_with_classes(store, tmp_path):
             Image.fromarray(rng.integers(0, 255, (12, 12), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
     meta = prepare(str(tmp_path / "imgs"), store)
     assert meta["shape"] == [1, 12, 12] and meta["num_classes"] == 2
-    assert meta["train_rows"] + meta["val_rows"] == 30
+    assert (meta["train_rows"], meta["val_rows"], meta["test_rows"]) == (22, 4, 4)  # 2 of each class (of 15) each
 
 
 def test_user_parquet_of_images(store, tmp_path):
@@ -101,5 +104,6 @@ def test_editing_a_file_inside_a_user_folder_rebuilds_its_cache(store, tmp_path)
     assert cache_key(str(root)) != key
     edited = prepare(str(root), store)
     assert edited["train"] != meta["train"]
-    pixels = lambda m: {int(x.max()) for s in ("train", "val") for x in local_arrays(m, s, store)["image"]}  # noqa: E731
+    pixels = lambda m: {int(x.max()) for s in ("train", "val", "test")
+                         for x in local_arrays(m, s, store)["image"]}  # noqa: E731
     assert 255 in pixels(edited) and 255 not in pixels(meta)

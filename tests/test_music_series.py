@@ -81,7 +81,8 @@ def _ar2(n: int, seed: int = 0) -> np.ndarray:
 
 
 def test_ar_fit_from_summed_worker_statistics_recovers_the_process():
-    train, _, meta = modalities.get("series").tables(_ar2(4000))
+    tables, meta = modalities.get("series").tables(_ar2(4000))
+    train = tables["train"]
     s = np.stack(train.column("series").to_numpy(zero_copy_only=False)).copy()
     first = train.column("first").to_numpy()
     m = build({"family": "ar", "max_order": 8})
@@ -116,13 +117,14 @@ def test_series_windows_score_every_value_once():
     from genray.models.modalities.series import CONTEXT
 
     values = np.arange(300, dtype=float)
-    train, val, meta = modalities.get("series").tables(values)
+    tables, meta = modalities.get("series").tables(values)
     seen = []
-    for t in (train, val):
+    for t in (tables["train"], tables["val"], tables["test"]):
         for row, f in zip(t.column("series").to_pylist(), t.column("first").to_pylist()):
             seen += row[f:]
-    assert seen == list(values)  # each value is a target exactly once, in order
-    assert val.column("first").to_pylist()[0] == CONTEXT and meta["train_len"] == 270
+    assert seen == list(values)  # each value is a target exactly once, in order: train, then val, then test
+    assert tables["test"].column("first").to_pylist()[0] == CONTEXT
+    assert (meta["train_len"], meta["val_len"], meta["test_len"]) == (240, 30, 30)
 
 
 def test_frechet_distance_and_judge():
@@ -161,4 +163,4 @@ def test_user_midi_folder_and_series_parquet_become_data_sets(tmp_path):
 
     pq.write_table(pa.table({"value": _ar2(200)}), tmp_path / "series.parquet")
     meta = prepare(str(tmp_path / "series.parquet"), store)
-    assert meta["modality"] == "series" and meta["train_len"] == 180
+    assert meta["modality"] == "series" and meta["train_len"] == 160

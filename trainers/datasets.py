@@ -12,11 +12,13 @@ from the aclsum package). A user's own data is a path: a text file, a folder of 
 integer `label`, or a `value` column (one time series, in order).
 
 This module finds a set's source; its modality's tables() (models/modalities/) converts it,
-once, into train.parquet / val.parquet (fixed, seeded split) plus meta.json, with
+once, into train.parquet / val.parquet / test.parquet (fixed, seeded splits: models/splits.py)
+plus meta.json, with
 fixed-size-list columns that Ray Data hands to workers as dense tensors: text and music as
 `tokens` (rows of symbol ids, overlapping by one), images as `image` (C*H*W uint8) and `label`,
 series as `series` windows with `first`, the index of each window's first value that no other
-window predicts.
+window predicts. Training reads train and val only (val picks the published epoch); the test
+split is for the reported figures alone.
 """
 from __future__ import annotations
 
@@ -35,9 +37,10 @@ from genray.cluster.datacache import local_arrays, local_columns, to_tensors
 from genray.cluster.storage import Storage
 from genray.models import modalities
 from genray.models.errors import DataError
+from genray.models.splits import SPLITS
 from genray.trainers import corpora
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 BUILTIN = ("shakespeare", "mnist", "digits", "chorales", "chorale-bars", "photo-crops", "aclsum", "aclsum-pairs",
            *corpora.SERIES)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -130,15 +133,13 @@ def user_parquet(path: Path):
     raise DataError(f"{path} has columns {cols}; expected a 'text', an 'image' or a 'value' column")
 
 
-def _build(name: str) -> tuple[pa.Table, pa.Table, dict]:
+def _build(name: str) -> tuple[dict[str, pa.Table], dict]:
     """Find the data set's source and convert it with its modality's tables()."""
     text, music, image, series = (modalities.get(m) for m in ("text", "music", "image", "series"))
     if name == "shakespeare":
         return text.tables(shakespeare_text())
     if name == "mnist":
-        images, labels = mnist_5k()
-        # The file is sorted by label: hold out every tenth row so each digit is in both splits.
-        return image.tables(images, labels, 10, val=np.arange(len(images)) % 10 == 0)
+        return image.tables(*mnist_5k(), 10)  # sorted by label in the file: the splits are stratified
     if name == "digits":
         images, labels = sklearn_digits()
         return image.tables(images, labels, 10)
@@ -147,8 +148,7 @@ def _build(name: str) -> tuple[pa.Table, pa.Table, dict]:
     if name == "chorale-bars":
         return music.tables(corpora.chorales(), rows="bars")
     if name in ("aclsum", "aclsum-pairs"):
-        # ACLSum's own validation papers hold out; its test papers are the benchmark's alone.
-        return modalities.get("document").tables(corpora.aclsum("train"), corpora.aclsum("val"),
+        return modalities.get("document").tables(*(corpora.aclsum(s) for s in SPLITS),
                                                  "pairs" if name == "aclsum-pairs" else "sentences")
     if name == "photo-crops":
         return image.tables(corpora.photo_crops(), None)
@@ -188,19 +188,19 @@ def cache_key(name: str) -> str:
 
 
 def prepare(name: str, storage: Storage) -> dict:
-    """Convert a data set into the cache once; returns its meta (with train/val Parquet paths)."""
+    """Convert a data set into the cache once; returns its meta (with train/val/test Parquet paths)."""
     base = storage.path("data", cache_key(name))
     meta_path = f"{base}/meta.json"
     if storage.exists(meta_path):
         meta = storage.read_json(meta_path)
         if meta.get("format") == FORMAT_VERSION:
             return meta
-    train, val, meta = _build(name)
-    meta.update(format=FORMAT_VERSION, name=name, train_rows=train.num_rows, val_rows=val.num_rows,
-                train=f"{base}/train.parquet", val=f"{base}/val.parquet")
+    tables, meta = _build(name)
+    meta.update(format=FORMAT_VERSION, name=name)
     storage.fs.create_dir(base, recursive=True)
-    pq.write_table(train, meta["train"], filesystem=storage.fs)
-    pq.write_table(val, meta["val"], filesystem=storage.fs)
+    for split in SPLITS:
+        meta.update({f"{split}_rows": tables[split].num_rows, split: f"{base}/{split}.parquet"})
+        pq.write_table(tables[split], meta[split], filesystem=storage.fs)
     storage.write_json(meta_path, meta)  # written last: its presence means the cache is complete
     return meta
 
@@ -212,9 +212,17 @@ def fits_in_memory(meta: dict, storage: Storage) -> bool:
     return all(storage.fs.get_file_info(meta[s]).size <= MATERIALIZE_BYTES for s in ("train", "val"))
 
 
+def held_out(split: str) -> str:
+    """A held-out split's name checked: "test" (reported figures) or "val" (choices)."""
+    if split not in ("val", "test"):
+        raise DataError(f"the held-out splits are 'val' and 'test', not {split!r}")
+    return split
+
+
 def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materialize: bool | None = None,
                  train_transform=None) -> dict:
-    """Ray Data sets {"train", "val"} for a prepared data set; `limit` caps rows per split, and
+    """Ray Data sets {"train", "val"} for a prepared data set (training never sees test); `limit`
+    caps rows per split, and
     `train_transform` (Dataset -> Dataset) changes the training split (trainers/poisoning.py).
     Splits small enough (by default: fits_in_memory) are read once into the object store, by the
     driver (a Ray Data read of a small file costs seconds of task start-up, the driver's read

@@ -1,4 +1,5 @@
-"""Held-out evaluation of a registry model on its data set's validation split, stored beside it.
+"""Held-out evaluation of a registry model on its data set's test split (or, on request, its
+validation split), stored beside it as metrics["eval"] (test) or metrics["eval_val"] (val).
 
 Runs in-process: evaluation reads weights, it does not change them, and the validation splits
 of the embedded data sets take seconds to a minute on one core. Every model gets its NLL per
@@ -52,13 +53,17 @@ def splits_of(meta: dict, storage: Storage, names=("train", "val")) -> dict:
     return {split: datasets.local_arrays(meta, split, storage) for split in names}
 
 
-def image_quality(samples: torch.Tensor, labels: torch.Tensor | None, meta: dict, storage: Storage) -> dict:
-    """Digit-FID (and label accuracy) of samples (N, C, H, W) in [0, 1] from any source."""
-    splits = splits_of(meta, storage)
-    return quality(samples, labels, splits, judge(meta, storage, splits))
+def image_quality(samples: torch.Tensor, labels: torch.Tensor | None, meta: dict, storage: Storage,
+                  split: str = "test") -> dict:
+    """Digit-FID (and label accuracy) of samples (N, C, H, W) in [0, 1] from any source, against
+    the held-out `split`."""
+    splits = splits_of(meta, storage, ("train", "val", datasets.held_out(split)))
+    return quality(samples, labels, {**splits, "heldout": splits[split]}, judge(meta, storage, splits))
 
 
-def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0) -> ModelRecord:
+def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0, split: str = "test") -> ModelRecord:
+    """Score `ref` on its data set's `split` ("test", the reported figure; "val" for choices)."""
+    split = datasets.held_out(split)
     registry = Registry(storage)
     model, rec = registry.load(ref)
     if rec.kind not in ("generative", "classifier"):
@@ -67,10 +72,10 @@ def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0) -
     modality = modalities.get(meta["modality"])
     # The training split is read only for the judge of a labelled image set.
     wants_judge = rec.kind == "generative" and modality.wants_judge(meta)
-    splits = splits_of(meta, storage, ("train", "val") if wants_judge else ("val",))
-    val = splits["val"]
+    splits = splits_of(meta, storage, tuple(dict.fromkeys(("train", "val", split) if wants_judge else (split,))))
+    val = splits["heldout"] = splits[split]
     rows = len(next(iter(val.values())))
-    result = {"dataset": rec.metrics["dataset"], "split": "val", "rows": rows}
+    result = {"dataset": rec.metrics["dataset"], "split": split, "rows": rows}
     torch.manual_seed(seed)  # the VAE's latent draws and the flow's dequantization noise
     nll = None
     if model.nll_unit is not None:
@@ -85,4 +90,4 @@ def evaluate(ref: str, storage: Storage, batch_size: int = 256, seed: int = 0) -
     else:
         judge_net = judge(meta, storage, splits) if wants_judge else None
         result.update(modality.metrics(model, splits, meta, nll=nll, judge=judge_net, seed=seed))
-    return registry.update_metrics(rec.ref, {"eval": result})
+    return registry.update_metrics(rec.ref, {"eval" if split == "test" else "eval_val": result})

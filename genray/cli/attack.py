@@ -1,4 +1,5 @@
-"""genray attack: attacks on a registry model, on its data set's validation images: evasion of a
+"""genray attack: attacks on a registry model, on its data set's test images (the first -n of the
+test split's class-stratified evaluation order, models/splits.py): evasion of a
 classifier; for a vae, an input whose reconstruction decodes as --target; for a gan, real images
 its discriminator scores as fake; for a char LM, a prompt suffix that makes --target-text likely."""
 from __future__ import annotations
@@ -8,20 +9,23 @@ from genray.cli.common import CliError
 
 def add_parser(sub, storage, ray) -> None:
     a = sub.add_parser("attack", parents=[storage], help="attack a registry model: a classifier (FGSM, PGD, "
-                                                         "Carlini-Wagner, AutoAttack's APGD), vae, gan or char LM")
+                                                         "Carlini-Wagner, APGD, Square, AutoAttack), vae, gan or "
+                                                         "char LM")
     a.add_argument("model", help="NAME or NAME@VERSION")
-    a.add_argument("--method", help="classifiers: fgsm | pgd (default) | cw | autoattack; the only one the model "
+    a.add_argument("--method", help="classifiers: fgsm | pgd (default) | cw | apgd | square | autoattack (the "
+                                    "standard ensemble); the only one the model "
                                     "takes otherwise (vae: reconstruction, gan: discriminator, char LMs: suffix)")
     a.add_argument("--eps", type=float, help="perturbation budget in the norm, images in [0, 1]")
     a.add_argument("--norm", default="linf", help="linf | l2 (cw: l2)")
-    a.add_argument("--steps", type=int, default=40)
+    a.add_argument("--steps", type=int, help="iterations (default 40; 100 for apgd, square and autoattack)")
     a.add_argument("--step-size", type=float)
-    a.add_argument("--restarts", type=int, default=1, help="random starts (pgd, autoattack)")
+    a.add_argument("--restarts", type=int, default=1, help="random starts (pgd, apgd)")
     a.add_argument("--target", type=int, help="make a targeted attack towards this class (vae: required)")
     a.add_argument("--prompt", default="", help="char LMs: the prompt")
     a.add_argument("--target-text", help="char LMs: the continuation to make likely")
     a.add_argument("--suffix-len", type=int, default=10, help="char LMs: suffix characters")
-    a.add_argument("-n", type=int, default=256, help="validation images to attack (the first n)")
+    a.add_argument("-n", type=int, default=256, help="test images to attack: a class-stratified sample "
+                                                          "(the first n of the evaluation order)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("-o", "--output", help="PNG grid: clean, adversarial and difference rows (first 16 images)")
     a.set_defaults(fn=run)
@@ -61,7 +65,7 @@ def _suffix(model, rec, args) -> None:
 
     if not args.target_text:
         raise CliError("--target-text is required for a suffix attack")
-    r = suffix_attack(model, args.prompt, args.target_text, suffix_len=args.suffix_len, steps=args.steps,
+    r = suffix_attack(model, args.prompt, args.target_text, suffix_len=args.suffix_len, steps=args.steps or 40,
                       seed=args.seed)
     print(f"{rec.ref}: suffix {r.suffix!r} after {r.steps} steps of greedy coordinate gradient")
     print(f"  log P({args.target_text!r} | prompt) {r.logprob_before:.3f} -> {r.logprob_after:.3f} nats with the "
@@ -71,14 +75,15 @@ def _suffix(model, rec, args) -> None:
 def _images(model, rec, method: str, args, storage) -> None:
     import torch
 
-    from genray.cluster.datacache import trained_on
+    from genray.cluster.datacache import evaluation_rows
     from genray.models.codecs.images import grid, to_png
     from genray.models.robustness import attack, discriminator_attack, reconstruction_attack
 
-    val = trained_on(rec, "val", storage, limit=args.n)
+    val = evaluation_rows(rec, storage, "test", n=args.n)
     x, y = val["image"].float() / 255.0, val.get("label")
-    common = {"eps": args.eps, "norm": args.norm, "steps": args.steps, "step_size": args.step_size, "seed": args.seed}
-    where = f"on {len(x)} validation images of {rec.metrics['dataset']}"
+    common = {"eps": args.eps, "norm": args.norm, "steps": args.steps or 40, "step_size": args.step_size,
+              "seed": args.seed}
+    where = f"on {len(x)} test images of {rec.metrics['dataset']} (class-stratified)"
     rows = [x]
     if method == "reconstruction":
         from genray.cli.defend import default_classifier
@@ -99,10 +104,13 @@ def _images(model, rec, method: str, args, storage) -> None:
         rows += [r.x_adv]
     else:
         r = attack(model, x, y, method=method, targeted=args.target is not None, target=args.target,
-                   restarts=args.restarts, **common)
+                   restarts=args.restarts, **{**common, "steps": args.steps})
         s = r.summary()
         goal = f"targeted at class {args.target}" if args.target is not None else "untargeted"
-        print(f"{rec.ref}: {method} {args.norm} eps={args.eps:g}, {args.steps} steps, {goal}, {where}")
+        steps = f"{args.steps} steps" if args.steps else "default steps"
+        print(f"{rec.ref}: {method} {args.norm} eps={args.eps:g}, {steps}, {goal}, {where}")
+        for part, acc in (s.get("parts") or {}).items():
+            print(f"  after {part:<8} robust accuracy {acc:.4f}")
         print(f"  clean accuracy {s['clean_accuracy']:.4f}   robust accuracy {s['robust_accuracy']:.4f}   "
               f"attack success {s['success_rate']:.4f}")
         print(f"  perturbation: mean L-inf {s['mean_linf']:.4f} (max {s['max_linf']:.4f}), "

@@ -1,4 +1,5 @@
-"""genray eval: held-out metrics of a registry model, stored in its metrics.json."""
+"""genray eval: held-out metrics of a registry model on its data set's test split (`--split val`
+for the validation split that choices are made on), stored in its metrics.json."""
 from __future__ import annotations
 
 
@@ -6,6 +7,8 @@ def add_parser(sub, storage, ray) -> None:
     e = sub.add_parser("eval", parents=[storage], help="held-out NLL (and digit-FID, forecast MSE) of a registry "
                                                        "model, stored in its metrics.json")
     e.add_argument("model", help="NAME or NAME@VERSION")
+    e.add_argument("--split", choices=("test", "val"), default="test",
+                   help="the held-out split to score: test (reported figures) or val (where choices are made)")
     e.add_argument("--batch-size", type=int, default=256)
     e.set_defaults(fn=run)
 
@@ -14,7 +17,8 @@ def run(args) -> int:
     from genray.cluster.storage import Storage
     from genray.trainers.evaluate import evaluate
 
-    r = evaluate(args.model, Storage(args.storage), batch_size=args.batch_size).metrics["eval"]
+    rec = evaluate(args.model, Storage(args.storage), batch_size=args.batch_size, split=args.split)
+    r = rec.metrics["eval" if args.split == "test" else "eval_val"]
     parts = []
     if "heldout_nll" in r:
         bpd = f" = {r['heldout_bits_per_dim']:.4f} bits/dim" if "heldout_bits_per_dim" in r else ""

@@ -17,7 +17,8 @@ def add_parser(sub, storage, ray) -> None:
                                                   "kernelshap | lime; markov: exact; vae, gan, ar: pdp; vae, gan: "
                                                   "traversal")
     e.add_argument("--input", action="append", help="image models: a PNG file (repeatable)")
-    e.add_argument("--index", type=int, action="append", help="image models: a validation row (repeatable)")
+    e.add_argument("--index", type=int, action="append", help="image models: a test row, its position in the "
+                                                                     "class-stratified evaluation order (repeatable)")
     e.add_argument("--generated", type=int, help="gan: explain this many of its own samples")
     e.add_argument("--prompt", help="text and music models: the prompt")
     e.add_argument("--series", help="ar: the history, comma-separated numbers")

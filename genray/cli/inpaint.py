@@ -13,7 +13,8 @@ def add_parser(sub, storage, ray) -> None:
     p = sub.add_parser("inpaint", parents=[storage], help="complete an image's hidden pixels with a VAE or flow")
     p.add_argument("model", help="NAME or NAME@VERSION of a vae or flow image model (or a text model with --text)")
     p.add_argument("image", nargs="?", help="a PNG of the model's image shape (or --index)")
-    p.add_argument("--index", type=int, help="a row of the validation split instead of an image (prints PSNR)")
+    p.add_argument("--index", type=int, help="a test row instead of an image: its position in the test split's "
+                                             "class-stratified evaluation order (prints PSNR)")
     p.add_argument("--mask", default="center", help="center | top | bottom | left | right | random, or a PNG of "
                                                     "the image's size, white where pixels are missing (default "
                                                     "center)")
@@ -33,7 +34,7 @@ def add_parser(sub, storage, ray) -> None:
 def run(args) -> int:
     import torch
 
-    from genray.cluster.datacache import trained_on
+    from genray.cluster.datacache import evaluation_rows
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
     from genray.models.codecs.images import from_png, grid, to_png
@@ -46,9 +47,9 @@ def run(args) -> int:
     family_of(model)
     C, H, W = model.shape
     if (args.image is None) == (args.index is None):
-        raise CliError("give an IMAGE or --index N (a validation row), not both")
+        raise CliError("give an IMAGE or --index N (a test row), not both")
     if args.index is not None:
-        val = trained_on(rec, "val", storage)["image"]
+        val = evaluation_rows(rec, storage, "test")["image"]
         if not 0 <= args.index < len(val):
             raise CliError(f"--index must be in [0, {len(val)})")
         image = val[args.index][None].float() / 255.0

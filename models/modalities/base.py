@@ -9,9 +9,6 @@ import pyarrow as pa
 
 from genray.models.errors import InputError
 
-SPLIT_SEED = 1234
-VAL_FRACTION = 0.1
-
 _MODALITIES: dict[str, "Modality"] = {}
 
 
@@ -75,7 +72,8 @@ class Modality:
     def metrics(self, model, splits: dict[str, dict], meta: dict, *, nll: float | None = None,
                 judge=None, seed: int = 0) -> dict:
         """Held-out metrics beyond the NLL per unit (`nll`, when the model has one). `splits`
-        holds the data set's "train" and "val" splits as tensors; `judge` is the classifier of
+        holds the data set's "train" split and the held-out split scored ("test" or "val") under
+        "heldout", as tensors; `judge` is the classifier of
         a labelled data set, where `wants_judge(meta)`."""
         return {}
 
@@ -87,11 +85,6 @@ class Modality:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def val_mask(n: int) -> np.ndarray:
-    """A fixed, seeded ~10% validation mask over n items."""
-    return np.random.default_rng(SPLIT_SEED).random(n) < VAL_FRACTION
 
 
 def fixed_list(arr: np.ndarray) -> pa.FixedSizeListArray:

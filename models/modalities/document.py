@@ -34,24 +34,25 @@ class Document(Modality):
             out[k] = torch.from_numpy(arr.astype(np.float32) if arr.dtype.kind == "f" else arr.astype(np.int64))
         return out
 
-    def tables(self, train: list[dict], val: list[dict], rows: str) -> tuple[pa.Table, pa.Table, dict]:
-        """Papers (trainers.corpora.aclsum's dicts) -> rows of one kind; the vocabulary is the
-        training papers' words."""
+    def tables(self, train: list[dict], val: list[dict], test: list[dict],
+               rows: str) -> tuple[dict[str, pa.Table], dict]:
+        """Papers (trainers.corpora.aclsum's dicts) of each split -> rows of one kind; the
+        vocabulary is the training papers' words."""
         if rows not in ROWS:
             raise DataError(f"document rows are {ROWS}, not {rows!r}")
-        if not train or not val:
-            raise DataError("summarization data needs training and validation papers")
+        if not train or not val or not test:
+            raise DataError("summarization data needs training, validation and test papers")
         vocab = build_vocab([s for p in train for s in p["sentences"]] + [p["summaries"][a] for p in train
                                                                           for a in ASPECTS])
         meta = {"modality": self.name, "rows": rows, "vocab": vocab, "aspects": list(ASPECTS),
-                "papers": {"train": len(train), "val": len(val)}}
+                "papers": {"train": len(train), "val": len(val), "test": len(test)}}
         if rows == "pairs":
             meta.update(max_source=MAX_SOURCE, max_target=MAX_TARGET, max_oov=MAX_OOV)
             build = self._pairs
         else:
             build = self._sentences
         index = {w: i for i, w in enumerate(vocab)}
-        return build(train, index), build(val, index), meta
+        return {"train": build(train, index), "val": build(val, index), "test": build(test, index)}, meta
 
     @staticmethod
     def _sentences(papers: list[dict], index: dict[str, int]) -> pa.Table:

@@ -13,7 +13,8 @@ import torch
 from genray.models.base import seeded
 from genray.models.codecs.images import grid, to_png
 from genray.models.errors import DataError
-from genray.models.modalities.base import Modality, b64, dense, fixed_list, register, val_mask
+from genray.models.modalities.base import Modality, b64, dense, fixed_list, register
+from genray.models.splits import SPLITS, assign
 
 FID_SAMPLES = 1000
 SAMPLE_CHUNK = 250
@@ -55,15 +56,13 @@ class Image(Modality):
             out["label"] = torch.tensor(batch["label"])
         return out
 
-    def tables(self, images: np.ndarray, labels: np.ndarray | None, num_classes: int | None = None,
-               val: np.ndarray | None = None) -> tuple[pa.Table, pa.Table, dict]:
-        """Images (N, C, H, W) uint8 with optional labels; `val` marks the validation rows
-        (default: a seeded ~10%)."""
-        if len(images) < 2:
-            raise DataError(f"need at least 2 images, got {len(images)}")
-        val = val_mask(len(images)) if val is None else val
-        if val.all() or not val.any():  # a small set: hold out its last image
-            val = np.arange(len(images)) == len(images) - 1
+    def tables(self, images: np.ndarray, labels: np.ndarray | None,
+               num_classes: int | None = None) -> tuple[dict[str, pa.Table], dict]:
+        """Images (N, C, H, W) uint8 with optional labels -> train / val / test tables, a seeded
+        tenth each to val and test, within every class where there are labels."""
+        if len(images) < 3:
+            raise DataError(f"need at least 3 images (train, val and test), got {len(images)}")
+        split = assign(len(images), labels)
         meta = {"modality": self.name, "shape": list(images.shape[1:])}
         if labels is not None:
             meta["num_classes"] = int(num_classes or labels.max() + 1)
@@ -74,7 +73,7 @@ class Image(Modality):
                 cols["label"] = pa.array(labels[mask].astype(np.int64))
             return pa.table(cols)
 
-        return table(~val), table(val), meta
+        return {name: table(split == i) for i, name in enumerate(SPLITS)}, meta
 
     # ---- evaluation -------------------------------------------------------------------
     def wants_judge(self, meta: dict) -> bool:
@@ -102,9 +101,9 @@ def sample_images(model, n: int, num_classes: int, seed: int = 0) -> tuple[torch
 
 
 def quality(samples: torch.Tensor, labels: torch.Tensor | None, splits: dict, judge) -> dict:
-    """Digit-FID of samples (N, C, H, W) in [0, 1] against the validation images, the floor that
+    """Digit-FID of samples (N, C, H, W) in [0, 1] against the held-out images, the floor that
     real training images score, and the judge's accuracy on the labels samples were drawn for."""
-    train, val = splits["train"]["image"], splits["val"]["image"]
+    train, val = splits["train"]["image"], splits["heldout"]["image"]
     # A random subset of real images: some data sets are sorted by label.
     real = train[torch.randperm(len(train), generator=seeded(0))[:len(samples)]]
     out = {"fid": judge.frechet_distance(samples, val), "fid_samples": len(samples), "fid_reference": len(val),

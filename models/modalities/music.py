@@ -12,8 +12,9 @@ from genray.models.codecs import music
 from genray.models.codecs.music import EventVocab
 from genray.models.codecs.pianoroll import STEPS_PER_BAR, windows
 from genray.models.errors import DataError, InputError
-from genray.models.modalities.base import b64, dense, fixed_list, register, val_mask
+from genray.models.modalities.base import b64, dense, fixed_list, register
 from genray.models.modalities.symbols import SymbolModality
+from genray.models.splits import SPLITS, assign
 
 SEQ_LEN = 128  # events per row (+1): a chorale melody is ~50
 TRANSPOSITIONS = range(-5, 7)
@@ -80,46 +81,47 @@ class Music(SymbolModality):
             return {"image": torch.from_numpy(np.array(dense(batch["roll"])).reshape(-1, *meta["shape"]))}
         return super().to_tensors(meta, batch)
 
-    def tables(self, pieces: list[list[str]], rows: str = "events") -> tuple[pa.Table, pa.Table, dict]:
-        """Pieces are split whole into train and validation. As "events", training pieces are
-        also transposed into all twelve keys (validation keeps the original keys), and each split
-        is one stream of pieces, each ended by '|'. As "bars", each row is a piano roll of
-        ROLL_BARS bars starting at a bar of a piece, every piece in its own key."""
-        if len(pieces) < 2:
-            raise DataError(f"need at least 2 pieces of music, got {len(pieces)}")
+    def tables(self, pieces: list[list[str]], rows: str = "events") -> tuple[dict[str, pa.Table], dict]:
+        """Pieces are split whole, by tune, into train / val / test (a seeded tenth of the tunes
+        each to val and test). As "events", training pieces are also transposed into all twelve
+        keys (held-out ones keep their original keys), and each split is one stream of pieces,
+        each ended by '|'. As "bars", each row is a piano roll of ROLL_BARS bars starting at a bar
+        of a piece, every piece in its own key."""
+        if len(pieces) < 3:
+            raise DataError(f"need at least 3 pieces of music (train, val and test), got {len(pieces)}")
         # Many chorales harmonise the same hymn tune with small changes: pieces whose melodies
-        # open with the same intervals are one tune and go to the same split, so that validation
-        # holds tunes never heard in training.
+        # open with the same intervals are one tune and go to the same split, so that held-out
+        # splits hold tunes never heard in training.
         keys = [_tune(p) for p in pieces]
         tunes = sorted(set(keys))
-        held_tunes = {t for t, v in zip(tunes, val_mask(len(tunes))) if v}
-        val = np.array([k in held_tunes for k in keys])
-        if val.all() or not val.any():
-            val = np.arange(len(pieces)) == len(pieces) - 1
+        if len(tunes) >= 3:
+            of_tune = dict(zip(tunes, assign(len(tunes))))
+            split = np.array([of_tune[k] for k in keys])
+        else:  # fewer than three tunes: split the pieces themselves
+            split = assign(len(pieces))
         # Training pieces are stored tune by tune, so that any contiguous run of rows holds whole tunes.
-        by_tune = sorted((k, i) for i, k in enumerate(keys) if not val[i])
+        by_tune = sorted((k, i) for i, k in enumerate(keys) if split[i] == 0)
+        held = {name: [p for p, s in zip(pieces, split) if s == i] for i, name in enumerate(SPLITS) if i}
+        meta = {"modality": self.name, "pieces": len(pieces), "tunes": len(tunes),
+                "val_pieces": len(held["val"]), "test_pieces": len(held["test"])}
         if rows == "bars":
-            return self._rolls([pieces[i] for _, i in by_tune], [p for p, v in zip(pieces, val) if v], len(tunes))
+            return self._rolls([pieces[i] for _, i in by_tune], held, meta)
         train = [music.transpose(pieces[i], t) for _, i in by_tune for t in TRANSPOSITIONS]
-        held = [p for p, v in zip(pieces, val) if v]
-        vocab = EventVocab.from_pieces(train + held)
+        vocab = EventVocab.from_pieces(train + held["val"] + held["test"])
 
         def table(split):
             ids = vocab.encode([vocab.stop] + [t for p in split for t in [*p, vocab.stop]]).astype(np.int32)
             seq = min(SEQ_LEN, len(ids) - 1)
             return pa.table({"tokens": fixed_list(self.token_rows(ids, seq))}), seq
 
-        (train_t, train_seq), (val_t, _) = table(train), table(held)
-        meta = {"modality": self.name, "vocab": vocab.symbols, "seq_len": train_seq + 1, "pieces": len(pieces),
-                "tunes": len(tunes), "val_pieces": len(held)}
-        return train_t, val_t, meta
+        (train_t, train_seq), (val_t, _), (test_t, _) = table(train), table(held["val"]), table(held["test"])
+        meta.update(vocab=vocab.symbols, seq_len=train_seq + 1)
+        return {"train": train_t, "val": val_t, "test": test_t}, meta
 
-    def _rolls(self, train: list[list[str]], held: list[list[str]], tunes: int) -> tuple[pa.Table, pa.Table, dict]:
+    def _rolls(self, train: list[list[str]], held: dict[str, list], meta: dict) -> tuple[dict[str, pa.Table], dict]:
         def table(split):
             rolls = np.stack([w for p in split for w in windows(p, ROLL_LOWEST, ROLL_ROWS, ROLL_BARS)])
             return pa.table({"roll": fixed_list(rolls * np.uint8(255))})
 
-        meta = {"modality": self.name, "rows": "bars", "shape": [2, ROLL_ROWS, ROLL_BARS * STEPS_PER_BAR],
-                "lowest": ROLL_LOWEST, "bars": ROLL_BARS, "pieces": len(train) + len(held), "tunes": tunes,
-                "val_pieces": len(held)}
-        return table(train), table(held), meta
+        meta.update(rows="bars", shape=[2, ROLL_ROWS, ROLL_BARS * STEPS_PER_BAR], lowest=ROLL_LOWEST, bars=ROLL_BARS)
+        return {"train": table(train), **{name: table(pieces) for name, pieces in held.items()}}, meta

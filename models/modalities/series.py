@@ -9,7 +9,8 @@ import pyarrow as pa
 import torch
 
 from genray.models.errors import DataError, InputError
-from genray.models.modalities.base import VAL_FRACTION, Modality, dense, fixed_list, register
+from genray.models.modalities.base import Modality, dense, fixed_list, register
+from genray.models.splits import HELD_FRACTION
 
 WIDTH, CONTEXT = 64, 32  # values per row; leading values a row shares with the one before
 
@@ -55,24 +56,28 @@ class Series(Modality):
         return {"series": torch.tensor(dense(batch["series"]), dtype=torch.float64),
                 "first": torch.tensor(batch["first"])}
 
-    def tables(self, values: np.ndarray) -> tuple[pa.Table, pa.Table, dict]:
-        """A series is split in time: the last tenth is held out, and its rows carry the CONTEXT
-        values before it as history that is not scored."""
+    def tables(self, values: np.ndarray) -> tuple[dict[str, pa.Table], dict]:
+        """A series is split in time: the last tenth is test and the tenth before it val; the
+        rows of each held-out segment carry the CONTEXT values before it as history that is not
+        scored."""
         values = np.asarray(values, dtype=np.float64)
         if not np.isfinite(values).all():
             raise DataError("the series has missing or infinite values")
-        n_val = max(8, round(VAL_FRACTION * len(values)))
-        n_train = len(values) - n_val
+        n_held = max(8, round(HELD_FRACTION * len(values)))
+        n_train = len(values) - 2 * n_held
         if n_train < 2 * CONTEXT:
-            raise DataError(f"a series needs at least {2 * CONTEXT + 8} values, got {len(values)}")
+            raise DataError(f"a series needs at least {2 * CONTEXT + 16} values, got {len(values)}")
 
         def table(vals, first):
             rows, firsts = _rows(vals, first)
             return pa.table({"series": fixed_list(rows), "first": pa.array(firsts)})
 
-        meta = {"modality": self.name, "length": len(values), "train_len": n_train, "context": CONTEXT}
-        return table(values[:n_train], 0), table(values[n_train - CONTEXT:], CONTEXT), meta
+        n_val = n_train + n_held
+        meta = {"modality": self.name, "length": len(values), "train_len": n_train, "val_len": n_held,
+                "test_len": len(values) - n_val, "context": CONTEXT}
+        return {"train": table(values[:n_train], 0), "val": table(values[n_train - CONTEXT:n_val], CONTEXT),
+                "test": table(values[n_val - CONTEXT:], CONTEXT)}, meta
 
     def metrics(self, model, splits, meta, *, nll=None, judge=None, seed=0) -> dict:
-        pred, y = model.one_step(splits["val"])
+        pred, y = model.one_step(splits["heldout"])
         return {"forecast_mse": float(((pred - y) ** 2).mean())}

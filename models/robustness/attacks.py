@@ -4,10 +4,15 @@ libraries (ART, torchattacks):
     attack(model, x, y=None, *, method, eps, norm="linf", steps=40, step_size=None,
            targeted=False, target=None, seed=0, restarts=1) -> AttackResult
 
-`x` is (B, C, H, W) in [0, 1]. FGSM, PGD, Carlini-Wagner L2 and AutoAttack's APGD core come from
-the Adversarial Robustness Toolbox (ART), the field's maintained library. `pgd()` is PGD written
-for a hot training loop (adversarial training), where ART's numpy round trips would dominate; a
-test checks that it and ART's PGD leave robust accuracies within 2 points of each other.
+`x` is (B, C, H, W) in [0, 1]. FGSM, PGD (with restarts), Carlini-Wagner L2 and APGD come from
+the Adversarial Robustness Toolbox (ART), the field's maintained library. "autoattack" is
+AutoAttack's standard version (Croce & Hein 2020) at its published settings: APGD-CE (100
+iterations), APGD-T and FAB-T (100 iterations, each over the 9 most likely other classes) and
+Square (5,000 queries, p_init 0.8), from torchattacks' port of the reference code, each run on the
+inputs the ones before it left unbroken. APGD starts at a step of 2 eps, as in AutoAttack. `pgd()`
+is PGD written for a hot training loop (adversarial training), where ART's numpy round trips
+would dominate; a test checks that it and ART's PGD leave robust accuracies within 2 points of
+each other.
 """
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ from torch import nn
 
 from genray.models.errors import OptionError
 
-METHODS = ("fgsm", "pgd", "cw", "autoattack")
+METHODS = ("fgsm", "pgd", "cw", "apgd", "square", "autoattack")
+AUTOATTACK_PARTS = ("apgd-ce", "apgd-t", "fab-t", "square")
+SQUARE_QUERIES_PER_STEP = 50  # Square's queries: 5,000 at AutoAttack's 100 steps
 NORMS = {"linf": np.inf, "l2": 2}
 EPS_LIMITS = {"linf": 1.0, "l2": 64.0}  # a perturbation in [0, 1]^D: L-inf at most 1
 
@@ -36,6 +43,8 @@ class AttackResult:
     linf: torch.Tensor  # (B,) perturbation norms
     l2: torch.Tensor
     target: torch.Tensor | None = None
+    # For an ensemble (autoattack): robust accuracy after each of its attacks in turn.
+    parts: dict[str, float] | None = None
 
     @property
     def clean_accuracy(self) -> float:
@@ -49,10 +58,25 @@ class AttackResult:
     def success_rate(self) -> float:
         return float(self.success.float().mean())
 
+    @property
+    def robust(self) -> torch.Tensor:
+        """(B,) bool: still classified correctly under the attack."""
+        return self.adv_pred == self.labels
+
     def summary(self) -> dict:
-        return {"n": len(self.labels), "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
-                "success_rate": self.success_rate, "mean_linf": float(self.linf.mean()),
-                "max_linf": float(self.linf.max()), "mean_l2": float(self.l2.mean())}
+        out = {"n": len(self.labels), "clean_accuracy": self.clean_accuracy, "robust_accuracy": self.robust_accuracy,
+               "success_rate": self.success_rate, "mean_linf": float(self.linf.mean()),
+               "max_linf": float(self.linf.max()), "mean_l2": float(self.l2.mean())}
+        if self.parts:
+            out["parts"] = dict(self.parts)
+        return out
+
+
+def worst_case(results: list[AttackResult]) -> float:
+    """Robust accuracy against the strongest attack per image: correct under every one of them."""
+    if not results:
+        raise OptionError("worst_case needs at least one attack result", "results")
+    return float(torch.stack([r.robust for r in results]).all(0).float().mean())
 
 
 def check_budget(eps: float, norm: str, steps: int, step_size: float | None = None) -> None:
@@ -75,6 +99,8 @@ def check(method: str, eps: float, norm: str, steps: int, n_classes: int, target
     check_budget(eps, norm, steps)
     if method == "cw" and norm != "l2":
         raise OptionError("Carlini-Wagner is an L2 attack: use norm 'l2'", "norm")
+    if method in ("autoattack", "square") and targeted:
+        raise OptionError(f"{method} is untargeted (AutoAttack aims at every other class itself)", "targeted")
     if targeted and target is None:
         raise OptionError("a targeted attack needs a target class", "target")
     for t in ([] if target is None else np.atleast_1d(target)):
@@ -110,6 +136,7 @@ def _art_attack(method: str, clf, *, eps: float, norm: str, steps: int, step_siz
         ProjectedGradientDescent,
     )
 
+
     p = NORMS[norm]
     if method == "fgsm":
         return [FastGradientMethod(clf, norm=p, eps=eps, targeted=targeted, batch_size=batch_size)]
@@ -121,15 +148,33 @@ def _art_attack(method: str, clf, *, eps: float, norm: str, steps: int, step_siz
         # stays too small to fool about half of the digits at any L2 norm.
         return [CarliniL2Method(clf, targeted=targeted, learning_rate=step_size, max_iter=steps,
                                 binary_search_steps=10, batch_size=batch_size, verbose=False)]
-    # AutoAttack's parameter-free core (Croce & Hein 2020): APGD on the cross-entropy, then on the
-    # difference-of-logits ratio, each with restarts.
+    # APGD (Croce & Hein 2020) on the cross-entropy, then on the difference-of-logits ratio, each
+    # with restarts. ART's eps_step is the first step, which APGD only ever halves: AutoAttack's 2 eps.
     return [AutoProjectedGradientDescent(clf, norm=p, eps=eps, eps_step=step_size, max_iter=steps, targeted=targeted,
                                          nb_random_init=restarts, batch_size=batch_size, loss_type=loss, verbose=False)
             for loss in ("cross_entropy", "difference_logits_ratio")]
 
 
+def _torchattacks(method: str, model: nn.Module, *, eps: float, norm: str, steps: int, n_classes: int,
+                  seed: int) -> list[tuple[str, object]]:
+    """AutoAttack's standard ensemble, or Square alone, as torchattacks objects (name, attack)."""
+    import torchattacks as ta
+
+    ta_norm = {"linf": "Linf", "l2": "L2"}[norm]
+    square = ("square", ta.Square(model, norm=ta_norm, eps=eps, n_queries=SQUARE_QUERIES_PER_STEP * steps,
+                                  n_restarts=1, p_init=0.8, seed=seed))
+    if method == "square":
+        return [square]
+    return [("apgd-ce", ta.APGD(model, norm=ta_norm, eps=eps, steps=steps, n_restarts=1, loss="ce", seed=seed)),
+            ("apgd-t", ta.APGDT(model, norm=ta_norm, eps=eps, steps=steps, n_restarts=1, n_classes=n_classes,
+                                seed=seed)),
+            ("fab-t", ta.FAB(model, norm=ta_norm, eps=eps, steps=steps, n_restarts=1, multi_targeted=True,
+                             n_classes=n_classes, seed=seed)),
+            square]
+
+
 def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, method: str, eps: float,
-           norm: str = "linf", steps: int = 40, step_size: float | None = None, targeted: bool = False,
+           norm: str = "linf", steps: int | None = None, step_size: float | None = None, targeted: bool = False,
            target: int | torch.Tensor | None = None, seed: int = 0, restarts: int = 1,
            batch_size: int = 128) -> AttackResult:
     """Adversarial examples for `model` (logits from images in [0, 1]) at inputs `x` (B, C, H, W).
@@ -137,9 +182,15 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, 
     `y`: the true labels (default: the model's clean predictions). `eps` bounds the perturbation
     in `norm`; Carlini-Wagner minimises the L2 norm instead, and its examples count only where
     that norm is at most eps (the others are returned unperturbed). `step_size` defaults to
-    2.5 * eps / steps (Madry et al.); for Carlini-Wagner it is the learning rate (default 0.01).
-    A targeted attack aims every input at `target` (one class, or one per input)."""
+    2.5 * eps / steps for PGD (Madry et al.), 2 * eps for APGD's first step (AutoAttack), and for
+    Carlini-Wagner it is the learning rate (default 0.01); AutoAttack and Square set their own.
+    `steps` is every gradient attack's iterations (AutoAttack's published 100 by default for
+    autoattack and apgd when steps is None); Square takes 50 queries a step. `restarts` are PGD's
+    and APGD's random starts. A targeted attack aims every input at `target` (one class, or one
+    per input)."""
     n_classes = int(getattr(model, "num_classes", 0)) or int(_predict_logits_width(model, x))
+    if steps is None:
+        steps = 100 if method in ("apgd", "autoattack", "square") else 40
     check(method, eps, norm, steps, n_classes, targeted, target)
     model = model.eval()
     x = x.detach().float().cpu().clamp(0, 1)
@@ -147,23 +198,32 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, 
     labels = clean if y is None else torch.as_tensor(y).long().cpu()
     tgt = None if not targeted else torch.as_tensor(target).long().expand(len(x)).clone()
     if step_size is None:
-        step_size = 0.01 if method == "cw" else 2.5 * eps / steps
+        step_size = {"cw": 0.01, "apgd": 2 * eps}.get(method, 2.5 * eps / steps)
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
-    clf = _art_classifier(model, x, n_classes)
-    arts = _art_attack(method, clf, eps=eps, norm=norm, steps=steps, step_size=step_size, targeted=targeted,
-                       restarts=restarts, batch_size=batch_size)
     goal = tgt if targeted else labels
+    if method in ("autoattack", "square"):
+        device = _device(model)
+        runs = [(name, lambda xs, ys, a=a: a(xs.to(device), ys.to(device)).detach().cpu())
+                for name, a in _torchattacks(method, model, eps=eps, norm=norm, steps=steps, n_classes=n_classes,
+                                             seed=seed)]
+    else:
+        clf = _art_classifier(model, x, n_classes)
+        runs = [(type(a).__name__, lambda xs, ys, a=a: torch.from_numpy(
+                    a.generate(xs.numpy(), y=np.eye(n_classes, dtype=np.float32)[ys])))
+                for a in _art_attack(method, clf, eps=eps, norm=norm, steps=steps, step_size=step_size,
+                                     targeted=targeted, restarts=restarts, batch_size=batch_size)]
     x_adv = x.clone()
     todo = torch.ones(len(x), dtype=torch.bool)
-    for art in arts:
+    parts = {}
+    for name, run in runs:
         idx = todo.nonzero().squeeze(1)
-        if not len(idx):
-            break
-        found = torch.from_numpy(art.generate(x[idx].numpy(), y=np.eye(n_classes, dtype=np.float32)[goal[idx]]))
-        x_adv[idx] = found.float().clamp(0, 1)
-        pred = _predict(model, x_adv[idx])
-        todo[idx] = pred != goal[idx] if targeted else pred == labels[idx]
+        if len(idx):
+            found = run(x[idx], goal[idx])
+            x_adv[idx] = found.float().clamp(0, 1)
+            pred = _predict(model, x_adv[idx])
+            todo[idx] = pred != goal[idx] if targeted else pred == labels[idx]
+        parts[name] = float((todo & (clean == labels)).float().mean()) if not targeted else float("nan")
     delta = (x_adv - x).flatten(1)
     if method == "cw":  # a minimum-norm attack: only perturbations inside the budget count
         within = delta.norm(dim=1) <= eps + 1e-6
@@ -172,7 +232,8 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *, 
     adv = _predict(model, x_adv)
     success = adv == tgt if targeted else adv != labels
     return AttackResult(x_adv=x_adv, labels=labels, clean_pred=clean, adv_pred=adv, success=success,
-                        linf=delta.abs().max(1).values, l2=delta.norm(dim=1), target=tgt)
+                        linf=delta.abs().max(1).values, l2=delta.norm(dim=1), target=tgt,
+                        parts=parts if method == "autoattack" else None)
 
 
 def _predict_logits_width(model: nn.Module, x: torch.Tensor) -> int:

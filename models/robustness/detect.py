@@ -125,28 +125,53 @@ def likelihood_bits(model, x01: Tensor) -> Tensor:
     return -lp / (D * math.log(2))
 
 
-def evasive_pgd(classifier, detector, x: Tensor, y: Tensor, *, eps: float, steps: int = 40, weight: float = 1.0,
-                seed: int = 0) -> Tensor:
-    """L-inf PGD that knows the likelihood detector: it raises the classifier's cross-entropy of
-    the true labels while lowering the detector's bits/dim, weighted by `weight` (per image, both
-    in their own units). Returns adversarial images (B, C, H, W) in [0, 1]."""
+def evasive_pgd(classifier, detector, x: Tensor, y: Tensor, *, eps: float, threshold: float, steps: int = 100,
+                weights: tuple[float, ...] = (1.0, 10.0, 100.0), restarts: int = 2, seed: int = 0) -> Tensor:
+    """The attack of Carlini & Wagner (2017, "Adversarial examples are not easily detected") on a
+    likelihood detector, in an L-inf ball of radius eps: PGD on the joint loss
+
+        max(z_y - max_{j != y} z_j, 0) + weight * max(bits(x') - threshold, 0)
+
+    (the classifier's logit margin, and how far the detector's differentiable bits/dim lie above
+    the threshold it flags at), from the clean input, then from `restarts - 1` starts drawn near it
+    (within eps / 4), for each weight in turn. Each image keeps the first point found that is both
+    misclassified and under the threshold, else the lowest joint loss. Returns (B, C, H, W) in [0, 1]."""
     from genray.models.robustness.attacks import check_budget
 
     check_budget(eps, "linf", steps)
+    if restarts < 1:
+        raise OptionError(f"restarts must be at least 1, got {restarts}", "restarts")
     classifier.eval()
     detector.eval()
     x, y = x.detach().float(), torch.as_tensor(y).long()
     g = torch.Generator().manual_seed(seed)
-    delta = ((torch.rand(x.shape, generator=g) * 2 - 1) * eps)
-    delta = (x + delta).clamp(0, 1) - x
+    best = x.clone()
+    best_loss = torch.full((len(x),), float("inf"))
+    done = torch.zeros(len(x), dtype=torch.bool)
     step = 2.5 * eps / steps
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        x_adv = x + delta
-        loss = (torch.nn.functional.cross_entropy(classifier(x_adv), y, reduction="sum")
-                - weight * likelihood_bits(detector, x_adv).sum())
-        (grad,) = torch.autograd.grad(loss, delta)
-        with torch.no_grad():
-            delta = (delta + step * grad.sign()).clamp(-eps, eps)
-            delta = (x + delta).clamp(0, 1) - x
-    return (x + delta).detach()
+    for weight in weights:
+        for r in range(restarts):
+            idx = (~done).nonzero().squeeze(1)
+            if not len(idx):
+                return best
+            xi, yi = x[idx], y[idx]
+            delta = torch.zeros_like(xi) if r == 0 else (torch.rand(xi.shape, generator=g) * 2 - 1) * eps / 4
+            delta = (xi + delta).clamp(0, 1) - xi
+            for _ in range(steps):
+                delta.requires_grad_(True)
+                x_adv = xi + delta
+                logits = classifier(x_adv)
+                true = logits.gather(1, yi[:, None]).squeeze(1)
+                other = logits.scatter(1, yi[:, None], float("-inf")).max(1).values
+                excess = (likelihood_bits(detector, x_adv) - threshold).clamp(min=0)
+                loss = (true - other).clamp(min=0) + weight * excess  # (b,)
+                (grad,) = torch.autograd.grad(loss.sum(), delta)
+                with torch.no_grad():
+                    found = (true < other) & (excess == 0) & ~done[idx]
+                    if found.any():  # kept at once: a later step may leave the region again
+                        best[idx[found]], done[idx[found]] = x_adv[found].detach(), True
+                    better = (loss < best_loss[idx]) & ~done[idx]
+                    best[idx[better]], best_loss[idx[better]] = x_adv[better].detach(), loss[better].detach()
+                    delta = (delta - step * grad.sign()).clamp(-eps, eps)
+                    delta = (xi + delta).clamp(0, 1) - xi
+    return best
