@@ -9,7 +9,7 @@ PIP    := $(BIN)/pip --disable-pip-version-check -q
 # pip warns once per package about package-index folders this machine lacks; keep real errors.
 QUIET  := { grep -v 'is ignored' || true; }
 
-.PHONY: install run lint test bench quality observe clean
+.PHONY: install run lint test bench bench-docs quality observe clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ test: lint $(BIN)/promtool $(CHROMIUM)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_overhead.py
 	$(BIN)/python benchmarks/serve_throughput.py
+
+# docs/benchmarks.md's tables, rendered from the benchmarks' JSON records (benchmarks/results/).
+bench-docs: $(STAMP)
+	$(BIN)/python benchmarks/render.py
 
 # Trains any missing benchmark models with their default budgets (about 35 minutes on 2 cores).
 quality: $(STAMP)

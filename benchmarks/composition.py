@@ -8,19 +8,25 @@ the first --bach of them), and for the composer's harmonisations of Bach's sopra
 reference key is its key signature's major or relative minor, whichever its bass ends on; chorales that end
 elsewhere (modal endings) are left out of the key column. One process.
 
-    python benchmarks/composition.py [--n 100] [--bars 8] [--bach N] [--smoke]
+    python benchmarks/composition.py [--n 100] [--bars 8] [--bach N] [--results DIR] [--smoke]
+
+Writes a JSON record (benchmarks/record.py) that docs/benchmarks.md is rendered from.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import random
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.record import Record  # noqa: E402
 from genray.models.codecs.music import from_stream  # noqa: E402
 from genray.models.composition import analysis, theory  # noqa: E402
 from genray.models.errors import InputError  # noqa: E402
@@ -54,12 +60,11 @@ class Tally:
     def key_pct(self) -> float:
         return 100.0 * self.agree / max(1, self.keyed)
 
-    def row(self, label: str) -> str:
+    def row(self, label: str) -> list[str]:
         n = max(1, self.chorales)
         cells = [f"{x} ({x / n:.2f})" for x in (self.fifths, self.octaves, self.ranges, self.crossings)]
         key = f"{self.agree}/{self.keyed} = {self.key_pct():.1f}%"
-        return (f"| {label} | {self.chorales} | {' | '.join(cells)} | {key} "
-                f"| {self.make_s / n:.3f} + {self.check_s / n:.3f} |")
+        return [label, str(self.chorales), *cells, key, f"{self.make_s / n:.3f} + {self.check_s / n:.3f}"]
 
 
 def composed(n: int, bars: int) -> Tally:
@@ -115,10 +120,16 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="chorales to compose")
     ap.add_argument("--bars", type=int, default=8)
     ap.add_argument("--bach", type=int, default=None, help="score only the first N Bach chorales (default: all)")
+    ap.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     ap.add_argument("--smoke", action="store_true", help="5 chorales and 3 of Bach's")
     args = ap.parse_args()
+    out = args.results
     if args.smoke:
         args.n, args.bach = 5, 3
+        # A smoke run's record is scratch, never benchmarks/results/.
+        out = tempfile.mkdtemp(prefix="genray-composition-smoke-")
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
+    rec = Record("composition", None, args, seeds=list(range(args.n)), out_dir=out)
     import music21
 
     t0 = time.perf_counter()
@@ -128,21 +139,30 @@ def main() -> None:
     theirs, harmonised, skipped, unharmonised = bach(args.bach)
     bach_s = time.perf_counter() - t0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"## SATB chorales scored by one rule checker (music21 {music21.__version__}, {cores} cores, one process)\n")
-    print("| chorales | n | parallel fifths (per chorale) | parallel octaves/unisons | range violations | crossings "
-          "| key analysis = requested key | s per chorale (compose or parse + check) |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(ours.row(f"composed ({args.bars} bars, random keys, seeds 0..{args.n - 1})"))
-    print(theirs.row("Bach (music21 corpus)"))
-    print(harmonised.row("composer's harmonisations of Bach's soprano lines"))
+    rec.table("chorales", f"SATB chorales scored by one rule checker (music21 {music21.__version__}, {cores} cores, "
+              "one process)",
+              ["chorales", "n", "parallel fifths (per chorale)", "parallel octaves/unisons", "range violations",
+               "crossings", "key analysis = requested key", "s per chorale (compose or parse + check)"],
+              [ours.row(f"composed ({args.bars} bars, random keys, seeds 0..{args.n - 1})"),
+               theirs.row("Bach (music21 corpus)"),
+               harmonised.row("composer's harmonisations of Bach's soprano lines")])
     print(f"\ncomposing: {ours_s:.1f} s for {args.n}; Bach: {bach_s:.1f} s for {theirs.chorales} "
           f"({skipped} without four named voices skipped, {theirs.chorales - theirs.keyed} without a reference key "
           f"left out of the key column, {unharmonised} melodies not harmonisable in their key)")
+    for key, value in (("composing s", round(ours_s, 1)), ("Bach s", round(bach_s, 1)),
+                       ("Bach chorales scored", theirs.chorales), ("Bach skipped (not four named voices)", skipped),
+                       ("Bach without a reference key", theirs.chorales - theirs.keyed),
+                       ("Bach melodies not harmonisable", unharmonised), ("composed key misses", ours.misses)):
+        rec.figure(key, value)
     if ours.misses:
         print(f"composed chorales whose key analysis disagrees (requested -> found): {', '.join(ours.misses)}")
-    met = ours.fifths + ours.octaves == 0 and ours.ranges == 0 and ours.key_pct() >= 95.0
+    # All three evaluated (no short-circuit): each verdict is recorded.
+    met = all([rec.target("composed: parallel fifths and octaves/unisons", ours.fifths + ours.octaves, "==", 0),
+               rec.target("composed: range violations", ours.ranges, "==", 0),
+               rec.target("composed: key analysis = requested key (%)", ours.key_pct(), ">=", 95.0)])
     print(f"target: 0 parallels, 0 range violations, key >= 95%: {'met' if met else 'missed'} "
           f"({ours.fifths + ours.octaves} parallels, {ours.ranges} range violations, key {ours.key_pct():.1f}%)")
+    rec.save()
 
 
 if __name__ == "__main__":

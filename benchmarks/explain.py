@@ -9,7 +9,9 @@ same name exists: the robustness benchmark's names, so one storage trains each o
 and insertion above 1 beat it) and over an edge detector's (images), Captum's infidelity and
 max-sensitivity, IG's completeness delta relative to |f(x) - f(baseline)|, and the seconds per
 explanation (the method alone, on one thread). Then the classifier's IG served over HTTP at
-concurrency 1, against the same IG called in-process.
+concurrency 1, against the same IG called in-process. Images are a class-stratified sample of the
+test split (the first --n of its evaluation order, models/splits.py), prompts and series windows
+come from a seeded sample of test rows; the run writes a JSON record (benchmarks/record.py).
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from genray.cluster.datacache import trained_on  # noqa: E402
+from benchmarks.record import Record  # noqa: E402
+from genray.cluster.datacache import evaluation_rows  # noqa: E402
 from genray.cluster.registry import Registry  # noqa: E402
 from genray.cluster.storage import Storage  # noqa: E402
 from genray.models.explain import METHODS, explain  # noqa: E402
@@ -61,18 +64,18 @@ def model(args, registry, storage, family: str):
 
 
 def inputs(family: str, m, rec, storage, n: int):
-    """What each family explains in the benchmark: validation images, prompts cut from validation
-    rows, or windows of the validation series; and the target (a GAN's discriminator is asked
-    about each image's own class)."""
+    """What each family explains in the benchmark: test images (class-stratified), prompts cut
+    from a seeded sample of test rows, or windows of the test series; and the target (a GAN's
+    discriminator is asked about each image's own class)."""
     if family in ("classifier", "vae", "flow", "gan"):
-        val = trained_on(rec, "val", storage, limit=n)
-        return val["image"].float() / 255.0, (val["label"] if family == "gan" else None)
+        test = evaluation_rows(rec, storage, "test", n=n)
+        return test["image"].float() / 255.0, (test["label"] if family == "gan" else None)
     if family in ("transformer", "markov"):
-        rows = trained_on(rec, "val", storage, limit=n)["tokens"]
+        rows = evaluation_rows(rec, storage, "test", n=n)["tokens"]
         return [m.vocab.decode(r[:PROMPT_CHARS].tolist()) for r in rows], None
-    # Windows of 2 x max_order values slid along the held-out series (one long row).
+    # Windows of 2 x max_order values slid along the test series' rows (in a seeded order).
     w = 2 * m.max_order
-    rows = trained_on(rec, "val", storage)["series"]
+    rows = evaluation_rows(rec, storage, "test")["series"]
     windows = [r[i:i + w].tolist() for r in rows for i in range(0, len(r) - w + 1, max(1, m.max_order // 4))]
     return windows[:n], None
 
@@ -84,6 +87,12 @@ def mean(values) -> float | None:
 
 def fmt(v) -> str:
     return "-" if v is None else (f"{v:.3g}" if abs(v) < 0.01 or abs(v) >= 1000 else f"{v:.3f}")
+
+
+# The issue's bar for image explanations on a stratified digit sample: deletion AUC at most 0.6x a
+# random ranking's and at most the Sobel edge ranking's.
+TARGET_METHODS = ("ig", "smoothgrad", "gradshap")
+means: dict[tuple[str, str], dict] = {}
 
 
 def faithfulness(args, family: str, m, rec, storage) -> list[list]:
@@ -113,6 +122,7 @@ def faithfulness(args, family: str, m, rec, storage) -> list[list]:
             scores["delta"] += r.get("completeness_relative_delta", [])
         rows.append([family, method, len(items), *(fmt(mean(scores[k])) for k in scores),
                      f"{statistics.median(seconds):.3f}"])
+        means[(family, method)] = {k: mean(v) for k, v in scores.items()}
         print("  measured:", rows[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -131,8 +141,7 @@ def serving_overhead(args, storage) -> list[list]:
     name = "smoke-classifier" if args.smoke else MODELS["classifier"][0]
     m, rec = Registry(storage).load(name)
     m.eval()
-    val = trained_on(rec, "val", storage, limit=SERVED_REQUESTS)
-    x = val["image"].float() / 255.0
+    x = evaluation_rows(rec, storage, "test", n=SERVED_REQUESTS)["image"].float() / 255.0
     from serve_throughput import free_port  # benchmarks/ is this script's first import path
 
     port = free_port()
@@ -180,6 +189,7 @@ def main() -> int:
     ap.add_argument("--families", default=",".join(MODELS),
                     help=f"any of {','.join(MODELS)}")
     ap.add_argument("--no-serving", action="store_true", help="skip the served-latency comparison")
+    ap.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     ap.add_argument("--smoke", action="store_true", help="the 8x8 digits, 1 epoch, 3 inputs, small samples")
     args = ap.parse_args()
     if args.smoke:
@@ -207,16 +217,23 @@ def main() -> int:
         m, rec = model(args, registry, storage, family)
         m.eval()
         rows += faithfulness(args, family, m, rec, storage)
+    record = Record("explain", None, args, seeds=[0],
+                    out_dir=os.path.join(args.storage, "results") if args.smoke else args.results)
     header = ["family", "method", "inputs", "deletion / random", "insertion / random", "deletion / edge",
               "insertion / edge", "infidelity", "max-sensitivity", "IG delta (relative)", "s per explanation"]
-    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    for r in rows:
-        print("| " + " | ".join(map(str, r)) + " |")
+    record.table("faithfulness", f"Faithfulness on test inputs ({args.n} per method; images class-stratified)",
+                 header, rows)
+    for method in TARGET_METHODS:
+        m_ = means.get(("classifier", method))
+        if m_ and m_["del"] is not None:
+            record.target(f"classifier {method}: deletion AUC / random <= 0.6", m_["del"], "<=", 0.6)
+        if m_ and m_["del_edge"] is not None:
+            record.target(f"classifier {method}: deletion AUC / Sobel edges <= 1.0", m_["del_edge"], "<=", 1.0)
     if not args.no_serving:
-        print("\n| IG on one image, concurrency 1 | served (median) | direct Captum call (median) | served / direct |"
-              "\n|---|---|---|---|")
-        for r in serving_overhead(args, storage):
-            print("| " + " | ".join(r) + " |", flush=True)
+        record.table("serving", "IG on one test image, served against in-process",
+                     ["IG on one image, concurrency 1", "served (median)", "direct Captum call (median)",
+                      "served / direct"], serving_overhead(args, storage))
+    record.save()
     return 0
 
 

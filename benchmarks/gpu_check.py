@@ -9,6 +9,9 @@ modality's CPU types and match the same seeds' samples on the CPU.
     python benchmarks/gpu_check.py --data DIR --fit-seconds 300   # and the GPU-profile transformer
     python benchmarks/gpu_check.py --smoke             # a few CPU steps on generated data, and one fit step
 
+Every run but --export writes a JSON record (benchmarks/record.py; --results DIR, default
+benchmarks/results) that docs/benchmarks.md is rendered from.
+
 --fit-seconds trains the transformer of trainers/presets.py's "gpu" profile on Shakespeare, bf16
 autocast, evaluating the whole validation split after every epoch and keeping the best (early
 stopping), for at most that many seconds. It reports tokens/s and the fraction of the card's dense
@@ -17,9 +20,12 @@ bf16 peak (nanoGPT's FLOP count: 6 x parameters + attention), and the best valid
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -27,6 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.record import Record  # noqa: E402  (the standard library only: no Ray)
 from genray.models import build, family_class, modalities, seeded  # noqa: E402
 from genray.models.base import GenerativeModel  # noqa: E402
 from genray.models.modalities.series import CONTEXT  # noqa: E402
@@ -219,20 +226,32 @@ def main() -> int:
                     help="first train the gpu profile's transformer for at most this long (0: skip)")
     ap.add_argument("--target", type=float, default=1.15, help="the validation NLL (nats/char) --fit-seconds aims at")
     ap.add_argument("--out", help="where --fit-seconds writes its history and best weights")
+    ap.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     args = ap.parse_args()
     if args.export:
         export(args.export)
         return 0
+    out = args.results
     if args.smoke:  # the fit too, for one epoch (a single step on the generated rows)
         args.device, args.steps, args.data, args.fit_seconds = "cpu", 3, None, 1e-3
+        # A smoke run's record is scratch, never benchmarks/results/.
+        out = tempfile.mkdtemp(prefix="genray-gpu-check-smoke-")
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
+    # Training draws from seed 0; every family samples with seeds 0..7.
+    rec = Record("gpu_check", None, args, seeds=list(range(8)), out_dir=out)
     data = load(args.data)
     torch.manual_seed(0)
     rows = []
     print(f"torch {torch.__version__}, device {args.device}"
           + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""), flush=True)
+    rec.figure("torch", torch.__version__)
+    rec.figure("device", torch.cuda.get_device_name() if args.device == "cuda" else args.device)
     if args.fit_seconds:
         result = fit(data, args.device, args.fit_seconds, args.target, args.out)
         print(json.dumps(result, indent=2), flush=True)
+        rec.figure("fit", result)
+        rec.target("gpu-profile transformer: best validation NLL (nats/char)", result["best"]["val_nll"], "<=",
+                   args.target)
     for family in TEXT:
         train, val = ({"tokens": t} for t in data["text"])
         m, tc = preset(family, {"modality": "text", "vocab": data["vocab"]}, TEXT_BATCH)
@@ -254,16 +273,25 @@ def main() -> int:
     print(rows[-1], flush=True)
     print(f"\n{'family':<12}{'steps/s':>9}{'val NLL before':>16}{'after':>10}  unit        {'sample 8 (s)':>13}"
           f"  cpu types  same as cpu")
+    nll = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
     for r in rows:
-        nll = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
         print(f"{r['family']:<12}{r['steps_per_s']:>9.1f}{nll(r['val_nll_before']):>16}{nll(r['val_nll_after']):>10}  "
               f"{str(r['nll_unit']):<12}{r['sample_8_s']:>13.3f}  {str(r['samples_on_cpu']):<9}  {r['same_as_cpu']}")
+    rec.table("families", f"The model contract on {args.device}: {args.steps} training steps per family (one for "
+              "count-based families), then 8 samples",
+              ["family", "steps/s", "val NLL before", "after", "unit", "sample 8 (s)", "cpu types", "same as cpu"],
+              [[r["family"], f"{r['steps_per_s']:.1f}", nll(r["val_nll_before"]), nll(r["val_nll_after"]),
+                str(r["nll_unit"]), f"{r['sample_8_s']:.3f}", r["samples_on_cpu"], r["same_as_cpu"]] for r in rows])
+    rec.figure("checks", rows)  # every figure of every family, the last training loss too
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
     failed = [r["family"] for r in rows if not r["samples_on_cpu"]]
     if failed:
         print(f"samples not returned as CPU objects of the modality's type: {failed}")
+    rec.target("families whose samples come back as CPU objects of the modality's type", len(rows) - len(failed),
+               "==", len(rows))
+    rec.save()
     return 1 if failed else 0
 
 

@@ -11,14 +11,19 @@
    the first checkpoint: the time from the kill to the first progress line of the resumed run,
    and whether its final weights equal the uninterrupted run's (bit for bit, else the NLL gap).
 
-    python benchmarks/parallel.py [--parts strategies,nodes,recovery] [--smoke]
+    python benchmarks/parallel.py [--parts strategies,nodes,recovery] [--results DIR] [--smoke]
+
+Writes a JSON record (benchmarks/record.py) that docs/benchmarks.md is rendered from: parallel.json
+for all three parts, parallel-<parts>.json for fewer.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +34,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from benchmarks.record import Record  # noqa: E402
+
+PARTS = ("strategies", "nodes", "recovery")
 ENV = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
 
 
@@ -111,14 +119,10 @@ def model_args(model: dict) -> list[str]:
     return [a for k, v in model.items() for a in ("--set", f"{k}={v}")]
 
 
-def strategies(cluster, storage, model, limit, batch, smoke: bool) -> None:
-    print(f"\n## Strategies: transformer {model}, {limit} rows, batch {batch} per worker\n")
-    print("| strategy | workers | params/worker | grads/worker | optimizer/worker | vs DDP (all three) "
-          "| split layers held | samples/s | train loss | val NLL |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+def strategies(rec: Record, cluster, storage, model, limit, batch, smoke: bool) -> None:
     runs = [("ddp", 2, 1.0), ("fsdp", 2, 1.0), ("tensor", 2, 1.0), ("pipeline", 2, 1.0), ("hybrid", 4, 0.5)]
     runs = runs[1:2] if smoke else runs
-    ref = None
+    rows, ref = [], None
     for strategy, workers, cpus in runs:
         m, _ = train(cluster, storage, f"par-{strategy}", [
             "--strategy", strategy, "--workers", str(workers), "--cpus-per-worker", str(cpus), "--epochs", "1",
@@ -127,26 +131,32 @@ def strategies(cluster, storage, model, limit, batch, smoke: bool) -> None:
         total = m["rank_param_bytes"] + m["rank_grad_bytes"] + m["rank_optim_bytes"]
         ref = ref or total
         share = f"{m['split_layer_share']:.2f}" if "split_layer_share" in m else "-"
-        print(f"| {strategy} | {workers} x {cpus:g} CPU | {m['rank_param_bytes'] / 1e6:.2f} MB | "
-              f"{m['rank_grad_bytes'] / 1e6:.2f} MB | {m['rank_optim_bytes'] / 1e6:.2f} MB | {total / ref:.2f} | "
-              f"{share} | {m['samples_per_s']:.1f} | {m['train_loss']:.5f} | {m['val_nll']:.5f} |", flush=True)
+        rows.append([strategy, f"{workers} x {cpus:g} CPU", f"{m['rank_param_bytes'] / 1e6:.2f} MB",
+                     f"{m['rank_grad_bytes'] / 1e6:.2f} MB", f"{m['rank_optim_bytes'] / 1e6:.2f} MB",
+                     f"{total / ref:.2f}", share, f"{m['samples_per_s']:.1f}", f"{m['train_loss']:.5f}",
+                     f"{m['val_nll']:.5f}"])
+        print("  measured:", rows[-1], file=sys.stderr, flush=True)  # the table prints only once all have run
+    rec.table("strategies", f"Strategies: transformer {model}, {limit} rows, batch {batch} per worker",
+              ["strategy", "workers", "params/worker", "grads/worker", "optimizer/worker", "vs DDP (all three)",
+               "split layers held", "samples/s", "train loss", "val NLL"], rows)
 
 
-def nodes_and_recovery(cluster, storage, model, limit, batch, epochs, parts, smoke: bool) -> None:
+def nodes_and_recovery(rec: Record, cluster, storage, model, limit, batch, epochs, parts, smoke: bool) -> None:
     common = ["--epochs", str(epochs), "--limit", str(limit), "--batch-size", str(batch),
               "--train-set", "log_every=5", *model_args(model)]
     two, _ = train(cluster, storage, "nodes-2", ["--workers", "2", "--spread", *common])
     if "nodes" in parts and not smoke:
         one, _ = train(cluster, storage, "nodes-1", ["--workers", "1", *common])
         rate = lambda m: sum(h["samples_per_s"] for h in m["history"]) / len(m["history"])  # noqa: E731
-        print(f"\n## Two nodes: transformer {model} ({two['params']:,} parameters), batch {batch} per worker\n")
-        print("| run | nodes used | samples/s (mean over epochs) |")
-        print("|---|---|---|")
-        print(f"| 1 worker | {one['nodes']} | {rate(one):.1f} |")
-        print(f"| 2 workers, SPREAD | {two['nodes']} | {rate(two):.1f} |")
-        print(f"2-node throughput / 1 node: {rate(two) / rate(one):.2f}x", flush=True)
-        print(f"machine ceiling (two bare processes of the same step, no Ray, over one): "
-              f"{machine_ceiling(model, batch):.2f}x", flush=True)
+        rec.table("nodes", f"Two nodes: transformer {model} ({two['params']:,} parameters), batch {batch} per worker",
+                  ["run", "nodes used", "samples/s (mean over epochs)"],
+                  [["1 worker", one["nodes"], f"{rate(one):.1f}"],
+                   ["2 workers, SPREAD", two["nodes"], f"{rate(two):.1f}"]])
+        speedup, ceiling = rate(two) / rate(one), machine_ceiling(model, batch)
+        print(f"2-node throughput / 1 node: {speedup:.2f}x", flush=True)
+        print(f"machine ceiling (two bare processes of the same step, no Ray, over one): {ceiling:.2f}x", flush=True)
+        rec.figure("2-node throughput / 1 node", round(speedup, 2))
+        rec.figure("machine ceiling: two bare processes over one", round(ceiling, 2))
     if "recovery" not in parts:
         return
     run_dir = os.path.join(storage, "runs", "nodes-killed")
@@ -177,30 +187,42 @@ def nodes_and_recovery(cluster, storage, model, limit, batch, epochs, parts, smo
     finally:
         stop.set()
         poller.join()
-    print("\n## Recovery: a training worker on the second node SIGKILLed after the first checkpoint\n")
+    print("\n## Recovery: a training worker on the second node SIGKILLed after the first checkpoint")
+    rec.figure("recovery: a worker was killed", bool(killed))
     if not killed:
         print("the run finished before a worker could be killed")
         return
     resumed = next((t for t, line in lines if t > killed["t"] and " step " in line), None)
     same = weights_digest(storage, "nodes-killed") == weights_digest(storage, "nodes-2")
     gap = abs(hurt["val_nll"] - two["val_nll"]) / two["val_nll"]
-    print("| | uninterrupted | killed and resumed |")
-    print("|---|---|---|")
-    print(f"| epochs | {len(two['history'])} | {len(hurt['history'])} |")
-    print(f"| final val NLL | {two['history'][-1]['val_nll']:.6f} | {hurt['history'][-1]['val_nll']:.6f} |")
-    print(f"| wall time | {two['wall_time_s']:.0f} s | {hurt['wall_time_s']:.0f} s |")
+    rec.table("recovery", "Recovery: the uninterrupted 2-worker SPREAD run against the killed and resumed one",
+              ["", "uninterrupted", "killed and resumed"],
+              [["epochs", len(two["history"]), len(hurt["history"])],
+               ["final val NLL", f"{two['history'][-1]['val_nll']:.6f}", f"{hurt['history'][-1]['val_nll']:.6f}"],
+               ["wall time", f"{two['wall_time_s']:.0f} s", f"{hurt['wall_time_s']:.0f} s"]])
     print(f"kill -> first progress line of the resumed run: "
           f"{resumed - killed['t']:.1f} s" if resumed else "kill -> resumed: no progress line after the kill")
     print(f"final weights bit-identical: {'yes' if same else 'no'}; published val NLL gap {gap:.2e} (relative)")
+    rec.figure("recovery: kill -> first progress line of the resumed run (s)",
+               round(resumed - killed["t"], 1) if resumed else None)
+    rec.figure("recovery: final weights bit-identical", same)
+    rec.figure("recovery: published val NLL gap (relative)", gap)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--parts", default="strategies,nodes,recovery")
+    p.add_argument("--parts", default=",".join(PARTS))
+    p.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny model and data; fsdp only, no one-node baseline: checks it runs")
     args = p.parse_args()
     parts = set(args.parts.split(","))
+    out = args.results
+    if args.smoke:  # a smoke run's record is scratch, never benchmarks/results/
+        out = tempfile.mkdtemp(prefix="genray-parallel-smoke-")
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
+    rec = Record("parallel", None if parts >= set(PARTS) else "-".join(p for p in PARTS if p in parts), args,
+                 seeds=[0], out_dir=out)
     if args.smoke:
         model = {"n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 64}
         big, limit, batch, epochs = model, 64, 4, 2
@@ -215,11 +237,12 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as storage:
             if "strategies" in parts:
-                strategies(cluster, storage, model, limit, batch, args.smoke)
+                strategies(rec, cluster, storage, model, limit, batch, args.smoke)
             if parts & {"nodes", "recovery"}:
-                nodes_and_recovery(cluster, storage, big, limit, big_batch, epochs, parts, args.smoke)
+                nodes_and_recovery(rec, cluster, storage, big, limit, big_batch, epochs, parts, args.smoke)
     finally:
         cluster.close()
+    rec.save()
     return 0
 
 

@@ -9,19 +9,25 @@
 
 Weights are freshly initialised: speed does not depend on them, and equality is checked on them.
 
-    python benchmarks/sampling.py [--rows 8] [--tokens 256] [--device cuda] [--smoke]
+    python benchmarks/sampling.py [--rows 8] [--tokens 256] [--device cuda] [--results DIR] [--smoke]
+
+Writes a JSON record (benchmarks/record.py) that docs/benchmarks.md is rendered from.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.record import Record  # noqa: E402
 from genray.models import build, family_class, seeded  # noqa: E402
 
 VOCAB = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # Shakespeare's 65 characters
@@ -50,10 +56,16 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     ap.add_argument("--smoke", action="store_true", help="2 rows x 140 symbols (past the block), once")
     args = ap.parse_args()
+    out = args.results
     if args.smoke:
         args.rows, args.tokens, args.repeats = 2, 140, 1
+        # A smoke run's record is scratch, never benchmarks/results/.
+        out = tempfile.mkdtemp(prefix="genray-sampling-smoke-")
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
+    rec = Record("sampling", None, args, seeds=list(range(args.rows)), out_dir=out)
     torch.set_num_threads(1)
     runs = {}
     for label, positions, cache in (("rotary, rolling cache", "rope", True),
@@ -63,16 +75,20 @@ def main() -> None:
         runs[label] = timed(model(positions, cache, args.device), args.rows, args.tokens, args.repeats)
     base = runs["rotary, rolling cache"][0]
     where = "1 torch thread" if args.device == "cpu" else args.device
-    print(f"## Sampling {args.rows} x {args.tokens} symbols, served default transformer, {where}\n")
-    print("| decoding | seconds | symbols/s | time / rolling cache's |\n|---|---|---|---|")
-    for label, (seconds, _) in runs.items():
-        print(f"| {label} | {seconds:.3f} | {args.rows * args.tokens / seconds:.0f} | {seconds / base:.2f} |")
+    rec.table("sampling", f"Sampling {args.rows} x {args.tokens} symbols, served default transformer, {where}",
+              ["decoding", "seconds", "symbols/s", "time / rolling cache's"],
+              [[label, f"{seconds:.3f}", f"{args.rows * args.tokens / seconds:.0f}", f"{seconds / base:.2f}"]
+               for label, (seconds, _) in runs.items()])
     same = runs["rotary, rolling cache"][1] == runs["rotary, no cache (whole sequence, same window)"][1]
-    print(f"\nrolling cache's speed-up over recomputing the window: "
-          f"{runs['rotary, no cache (whole sequence, same window)'][0] / base:.1f}x "
-          f"(over the learned-position model's last-block recomputation: "
-          f"{runs['learned positions, no cache (last block)'][0] / base:.1f}x)")
+    window = runs["rotary, no cache (whole sequence, same window)"][0] / base
+    block = runs["learned positions, no cache (last block)"][0] / base
+    rec.figure("speed-up over recomputing the window", round(window, 1))
+    rec.figure("speed-up over the learned-position model's last-block recomputation", round(block, 1))
+    print(f"\nrolling cache's speed-up over recomputing the window: {window:.1f}x "
+          f"(over the learned-position model's last-block recomputation: {block:.1f}x)")
     print(f"identical samples with and without the cache, same seeds: {same}")
+    rec.target("identical samples with and without the cache, same seeds", same, "==", True)
+    rec.save()
     if not same:
         raise SystemExit("the cached samples differ from the recomputed ones")
 

@@ -9,12 +9,13 @@
 3. --soak SECONDS: moderate load for that long; errors, and the RSS and open file descriptors of
    every Serve process at the start and the end.
 
-    python benchmarks/serve_faults.py [--seconds 20] [--soak 600] [--smoke]
+    python benchmarks/serve_faults.py [--seconds 20] [--soak 600] [--results DIR] [--smoke]
 
 It exits non-zero when a target is missed that does not depend on the machine's speed: fewer
 than 99.5% of requests succeed with retries, or the killed replica is not replaced. The smoke run
 (tests/test_benchmarks.py) serves the 8x8 digits' VAE, kills a replica once, with retries, and
-overloads for 3 s.
+overloads for 3 s. Writes a JSON record (benchmarks/record.py) that docs/benchmarks.md is
+rendered from, also when it exits on a missed target.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from serve_throughput import free_port  # noqa: E402
 
+from benchmarks.record import Record  # noqa: E402
 from genray.client import Client, GenrayError  # noqa: E402
 
 
@@ -140,6 +142,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="each of the fault and overload runs")
     ap.add_argument("--soak", type=float, default=0.0, help="also run a soak of this many seconds")
+    ap.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     ap.add_argument("--smoke", action="store_true", help="3-second runs")
     args = ap.parse_args()
     if args.smoke:
@@ -158,6 +161,8 @@ def main() -> None:
     from genray.trainers.run import TrainSpec, model_config
 
     with tempfile.TemporaryDirectory() as home:
+        rec = Record("serve_faults", None, args, seeds=[0],
+                     out_dir=os.path.join(home, "results") if args.smoke else args.results)
         storage = Storage(home)
         torch.manual_seed(0)
         dataset = "digits" if args.smoke else "mnist"
@@ -185,16 +190,21 @@ def main() -> None:
                 time.sleep(0.5)
             results[label]["replaced_s"] = time.time() - t0 if running_replicas("fault") == 2 else None
         undeploy("fault")
-        print("## A model replica killed under load (16 callers, 4 samples a request, 2 VAE replicas)\n")
-        print("| client | requests | succeeded | failed (statuses) | success rate | replicas back to 2 after the run |")
-        print("|---|---|---|---|---|---|")
-        for label, r in results.items():
-            back = f"{r['replaced_s']:.1f} s" if r["replaced_s"] is not None else "no"
-            print(f"| {label} | {r['ok'] + r['failed']} | {r['ok']} | {r['failed']} {r['statuses'] or ''} | "
-                  f"{100 * r['rate']:.2f}% | {back} |")
+        rec.table("killed", "A model replica killed under load (16 callers, 4 samples a request, 2 VAE replicas)",
+                  ["client", "requests", "succeeded", "failed (statuses)", "success rate",
+                   "replicas back to 2 after the run"],
+                  [[label, r["ok"] + r["failed"], r["ok"], f"{r['failed']} {r['statuses'] or ''}".strip(),
+                    f"{100 * r['rate']:.2f}%", f"{r['replaced_s']:.1f} s" if r["replaced_s"] is not None else "no"]
+                   for label, r in results.items()])
         print(f"\nkilled: {', '.join(killed)}\n")
+        rec.figure("killed replicas", killed)
         kept = results["with the client's retries"]
-        if kept["rate"] < 0.995 or kept["replaced_s"] is None:
+        # Both evaluated (no short-circuit): each verdict is recorded.
+        met = all([rec.target("with the client's retries: success rate", kept["rate"], ">=", 0.995),
+                   rec.target("with the client's retries: the killed replica replaced", kept["replaced_s"] is not None,
+                              "==", True)])
+        if not met:
+            rec.save()
             raise SystemExit(f"missed: {100 * kept['rate']:.2f}% succeeded with retries (target 99.5%), "
                              f"replica replaced: {kept['replaced_s'] is not None}")
 
@@ -208,14 +218,14 @@ def main() -> None:
         lat = overload(url, key, args.seconds, 60)
         after = footprint(pids)
         undeploy("overload")
-        print("## 10x overload (60 callers, capacity 6 requests: 2 running, 4 queued)\n")
-        print("| status | requests | p50 ms | p99 ms |\n|---|---|---|---|")
-        for status, values in sorted(lat.items()):
-            print(f"| {status} | {len(values)} | {pct(values, 50):.1f} | {pct(values, 99):.1f} |")
-        print("\n| process | RSS before (MiB) | RSS after | growth |\n|---|---|---|---|")
-        for name, (rss, _) in before.items():
-            if name in after:
-                print(f"| {name} | {rss:.0f} | {after[name][0]:.0f} | {100 * (after[name][0] / rss - 1):+.1f}% |")
+        rec.table("overload", "10x overload (60 callers, capacity 6 requests: 2 running, 4 queued)",
+                  ["status", "requests", "p50 ms", "p99 ms"],
+                  [[status, len(values), f"{pct(values, 50):.1f}", f"{pct(values, 99):.1f}"]
+                   for status, values in sorted(lat.items())])
+        rec.table("overload-rss", "Serve's processes around the 10x overload",
+                  ["process", "RSS before (MiB)", "RSS after", "growth"],
+                  [[name, f"{rss:.0f}", f"{after[name][0]:.0f}", f"{100 * (after[name][0] / rss - 1):+.1f}%"]
+                   for name, (rss, _) in before.items() if name in after])
 
         if args.soak:
             deploy(storage.uri, ["vae"], ServeOptions(max_replicas=1, extras=()), name="soak")
@@ -224,13 +234,16 @@ def main() -> None:
             r = steady_load(url, key, args.soak, 4, 0, {"n": 8})
             end = footprint(pids)
             undeploy("soak")
-            print(f"\n## Soak: {args.soak:.0f} s at 4 callers, 8 samples a request\n")
-            print(f"requests {r['ok'] + r['failed']}, errors {r['failed']} {r['statuses'] or ''}\n")
-            print("| process | RSS start (MiB) | RSS end | open fds start | end |\n|---|---|---|---|---|")
-            for name, (rss, fds) in start.items():
-                if name in end:
-                    print(f"| {name} | {rss:.0f} | {end[name][0]:.0f} | {fds} | {end[name][1]} |")
+            print(f"\nsoak: requests {r['ok'] + r['failed']}, errors {r['failed']} {r['statuses'] or ''}")
+            rec.figure("soak requests", r["ok"] + r["failed"])
+            rec.figure("soak errors", r["failed"])
+            rec.figure("soak error statuses", {str(k): v for k, v in r["statuses"].items()})
+            rec.table("soak", f"Soak: {args.soak:.0f} s at 4 callers, 8 samples a request",
+                      ["process", "RSS start (MiB)", "RSS end", "open fds start", "end"],
+                      [[name, f"{rss:.0f}", f"{end[name][0]:.0f}", fds, end[name][1]]
+                       for name, (rss, fds) in start.items() if name in end])
         serve.shutdown()
+        rec.save()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ replicas) and (2) a plain unbatched FastAPI server (uvicorn, one process) holdin
 compared with (3) the raw batched model in-process, and with (4) the load generator's own limit
 against a no-op server that answers the same bytes at once.
 
-    python benchmarks/serve_throughput.py [--n 8] [--seconds 8] [--concurrency 1 8 32] [--pin 1]
+    python benchmarks/serve_throughput.py [--n 8] [--seconds 8] [--concurrency 1 8 32] [--pin 1] [--results DIR]
 
 Every request asks for `n` samples; throughput is in samples/s. The load generator (aiohttp) runs
 in a process of its own on the same machine, sharing its cores, as a client on loopback would;
@@ -12,13 +12,16 @@ with --pin K it is confined to K cores (the servers keep them all) and every loa
 again that way. At the highest concurrency it prints where the time goes: CPU milliseconds per
 request in each process (generator, Serve's proxy, the model replica, Ray's own), and inside the
 replica the wall time per request spent in the handler, waiting for a batch, sampling and encoding.
+Writes a JSON record (benchmarks/record.py) that docs/benchmarks.md is rendered from.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +31,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TWO_REPLICAS = {"vae": {"min_replicas": 2, "max_replicas": 2, "cpus": 1}}
 sys.path.insert(0, ROOT)
+
+from benchmarks.record import Record  # noqa: E402
 
 PLAIN_SERVER = """
 import sys, torch, uvicorn
@@ -232,18 +237,25 @@ def start_server(code: str, *args: str) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def print_profile(name: str, r: dict, timings: dict | None = None) -> None:
+def print_profile(name: str, r: dict, timings: dict | None = None) -> dict:
+    """Print where one load point's time went; the same figures, for the record."""
     per_req = r["requests"] or 1
-    cpu = {"load generator": r["cpu_s"], **r.get("cpu", {})}
-    parts = ", ".join(f"{g} {1000 * s / per_req:.2f}" for g, s in cpu.items())
-    print(f"  {name}: CPU ms per request: {parts}; total {1000 * sum(cpu.values()) / per_req:.2f}")
+    cpu = {g: round(1000 * s / per_req, 2) for g, s in {"load generator": r["cpu_s"], **r.get("cpu", {})}.items()}
+    out = {"CPU ms per request": {**cpu, "total": round(sum(cpu.values()), 2)}}
+    print(f"  {name}: CPU ms per request: {', '.join(f'{g} {v:.2f}' for g, v in cpu.items())}; "
+          f"total {out['CPU ms per request']['total']:.2f}")
     if timings:
         k = timings["requests"] or 1
-        print(f"  {name}: inside one replica, ms per request: handler {1000 * timings['handler_s'] / k:.2f} "
-              f"(waiting for a batch {1000 * timings['queued_s'] / k:.2f}, sampling "
-              f"{1000 * timings['forward_s'] / k:.2f}, encoding {1000 * timings['encode_s'] / k:.2f}); "
-              f"{timings['requests'] / max(1, timings['batches']):.1f} requests per batch; "
-              f"client p50 {r['p50_ms']:.2f}")
+        ms = {part: round(1000 * timings[f"{key}_s"] / k, 2)
+              for part, key in (("handler", "handler"), ("waiting for a batch", "queued"), ("sampling", "forward"),
+                                ("encoding", "encode"))}
+        per_batch = timings["requests"] / max(1, timings["batches"])
+        out |= {"replica ms per request": ms, "requests per batch": round(per_batch, 1),
+                "client p50 ms": round(r["p50_ms"], 2)}
+        print(f"  {name}: inside one replica, ms per request: handler {ms['handler']:.2f} "
+              f"(waiting for a batch {ms['waiting for a batch']:.2f}, sampling {ms['sampling']:.2f}, encoding "
+              f"{ms['encoding']:.2f}); {per_batch:.1f} requests per batch; client p50 {r['p50_ms']:.2f}")
+    return out
 
 
 def main() -> int:
@@ -255,10 +267,17 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="load duration per point")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--pin", type=int, default=0, help="also run every point with the generator on this many cores")
+    p.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     p.add_argument("--smoke", action="store_true", help="two short load points: checks the script runs")
     args = p.parse_args()
+    out = args.results
     if args.smoke:
         args.n, args.seconds, args.concurrency, args.pin = 2, 0.5, [4], 1
+        # A smoke run's record is scratch, never benchmarks/results/.
+        out = tempfile.mkdtemp(prefix="genray-serve-throughput-smoke-")
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
+    # Seeds 0 (the VAE's weights) and i * 100,000 + k, the k-th request of caller i.
+    rec = Record("serve_throughput", None, args, seeds=[0], out_dir=out)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
     import torch
@@ -328,29 +347,41 @@ def main() -> int:
                 proc.wait(10)
         raw, raw_encoded, best = raw_limit(storage.uri, args.n, min(2.0, args.seconds))
 
-    print(f"\nVAE (MNIST 28x28), {args.n} samples per request ({len(body):,} bytes of JSON), {args.seconds:.0f} s "
-          f"per point, 2 model replicas of 1 CPU; servers and load generator share {os.cpu_count()} cores")
+    title = (f"VAE (MNIST 28x28), {args.n} samples per request ({len(body):,} bytes of JSON), {args.seconds:.0f} s "
+             f"per point, 2 model replicas of 1 CPU; servers and load generator share {os.cpu_count()} cores")
+    print(f"\n{title}")
     print(f"raw in-process limit ({torch.get_num_threads()} threads, best batch {best}): "
           f"{raw:,.0f} samples/s sampling only, {raw_encoded:,.0f} samples/s with PNG+base64 encoding")
-    print(f"{'server':<32}{'generator':>10}{'conc':>5}{'samples/s':>11}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'errors':>7}{'/raw':>6}{'/raw+enc':>9}")
-    for name, points in rows.items():
-        for (c, pin), r in points.items():
-            print(f"{name:<32}{pin and f'{pin} core' or 'free':>10}{c:>5}{r['samples_per_s']:>11,.0f}"
-                  f"{r['samples_per_s'] / args.n:>8,.0f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}{r['errors']:>7}"
-                  f"{r['samples_per_s'] / raw:>6.2f}{r['samples_per_s'] / raw_encoded:>9.2f}")
+    for key, value in (("raw in-process threads", torch.get_num_threads()), ("raw in-process best batch", best),
+                       ("raw samples/s, sampling only", round(raw)),
+                       ("raw samples/s, with encoding", round(raw_encoded)), ("response bytes", len(body))):
+        rec.figure(key, value)
+    header = ["server", "generator", "conc", "samples/s", "req/s", "p50 ms", "p99 ms", "errors", "/raw", "/raw+enc"]
+    table = [[name, pin and f"{pin} core" or "free", c, f"{r['samples_per_s']:,.0f}",
+              f"{r['samples_per_s'] / args.n:,.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", r["errors"],
+              f"{r['samples_per_s'] / raw:.2f}", f"{r['samples_per_s'] / raw_encoded:.2f}"]
+             for name, points in rows.items() for (c, pin), r in points.items()]
+    widths = (32, 10, 5, 11, 8, 9, 9, 7, 6, 9)  # the aligned table, for reading in a terminal
+    print(f"{header[0]:<{widths[0]}}" + "".join(f"{h:>{w}}" for h, w in zip(header[1:], widths[1:])))
+    for cells in table:
+        print(f"{cells[0]:<{widths[0]}}" + "".join(f"{v:>{w}}" for v, w in zip(cells[1:], widths[1:])))
+    rec.table("load", title, header, table)
     print(f"\nwhere the time goes at concurrency {top}:")
     for name, points in rows.items():
         for pin in pins:
             label = f"{name}, generator {'on ' + str(pin) + ' core' if pin else 'free'}"
-            print_profile(label, points[(top, pin)], timings.get((top, pin)) if "genray" in name else None)
+            rec.figure(f"profile: {label}", print_profile(label, points[(top, pin)],
+                                                          timings.get((top, pin)) if "genray" in name else None))
     for pin in pins:
         g = rows["genray (Ray Serve, one hop)"][(top, pin)]["samples_per_s"]
         f = rows["plain FastAPI (unbatched)"][(top, pin)]["samples_per_s"]
         noop = rows["no-op server (generator limit)"][(top, pin)]["samples_per_s"]
-        print(f"at concurrency {top}, generator {'on ' + str(pin) + ' core' if pin else 'free'}: "
-              f"genray / raw+encode = {g / raw_encoded:.2f} (target >= 0.8), genray / plain FastAPI = {g / f:.2f} "
-              f"(target >= 3), generator limit / raw+encode = {noop / raw_encoded:.2f}")
+        at = f"at concurrency {top}, generator {'on ' + str(pin) + ' core' if pin else 'free'}"
+        print(f"{at}: generator limit / raw+encode = {noop / raw_encoded:.2f}")
+        rec.figure(f"{at}: generator limit / raw+encode", round(noop / raw_encoded, 2))
+        rec.target(f"{at}: genray / raw+encode", g / raw_encoded, ">=", 0.8)
+        rec.target(f"{at}: genray / plain FastAPI", g / f, ">=", 3)
+    rec.save()
     return 0
 
 

@@ -2,13 +2,17 @@
 and by genray's train_loop_per_worker on a one-worker TorchTrainer. Prints the ratio of steady-state
 epoch times (epochs after the first) and the fixed start-up cost.
 
-    python benchmarks/train_overhead.py [--family vae] [--epochs 5] [--threads 2]
+    python benchmarks/train_overhead.py [--family vae] [--epochs 5] [--threads 2] [--results DIR] [--smoke]
+
+Writes a JSON record (benchmarks/record.py) that docs/benchmarks.md is rendered from.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -16,6 +20,10 @@ import tempfile
 import time
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.record import Record  # noqa: E402
 
 
 def bare_loop(family: str, dataset: str, epochs: int, batch_size: int, threads: int, storage) -> list[float]:
@@ -120,6 +128,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads in the bare loop = CPUs of the Ray worker")
     p.add_argument("--phase", choices=["bare", "in-worker", "genray"], help=argparse.SUPPRESS)
     p.add_argument("--home", help=argparse.SUPPRESS)
+    p.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     p.add_argument("--smoke", action="store_true", help="2 epochs of the VAE on the 8x8 digits: checks the script runs")
     args = p.parse_args()
     if args.smoke:
@@ -127,6 +136,11 @@ def main() -> int:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     if args.phase:
         return phase_main(args)
+    out = args.results
+    if args.smoke:  # a smoke run's record is scratch, never benchmarks/results/
+        out = tempfile.mkdtemp(prefix="genray-train-overhead-smoke-")
+        atexit.register(shutil.rmtree, out, ignore_errors=True)
+    rec = Record("train_overhead", None, args, seeds=[0], out_dir=out)
 
     with tempfile.TemporaryDirectory() as home:
         # This machine's speed drifts over minutes: the baseline runs first and last.
@@ -140,18 +154,29 @@ def main() -> int:
         return statistics.median(times[1:] or times)
 
     bare = [(a + b) / 2 for a, b in zip(before, after)]
-    print(f"\n{args.family}: {args.epochs} epochs, batch {args.batch_size}, {args.threads} threads; "
-          f"bare PyTorch = mean of a run before ({steady(before):.2f} s/epoch) and after ({steady(after):.2f} s/epoch)")
-    print(f"{'':<28}{'bare PyTorch':>14}{'bare, in Ray worker':>21}{'genray/Ray Train':>18}")
-    for i, (b, w, r) in enumerate(zip(bare, in_worker, ray_epochs), 1):
-        print(f"{'epoch ' + str(i) + ' (s)':<28}{b:>14.2f}{w:>21.2f}{r:>18.2f}")
-    print(f"{'steady epoch, median (s)':<28}{steady(bare):>14.2f}{steady(in_worker):>21.2f}{steady(ray_epochs):>18.2f}")
+    title = (f"{args.family}: {args.epochs} epochs, batch {args.batch_size}, {args.threads} threads; "
+             f"bare PyTorch = mean of a run before ({steady(before):.2f} s/epoch) and after "
+             f"({steady(after):.2f} s/epoch)")
+    columns = ["bare PyTorch", "bare, in Ray worker", "genray/Ray Train"]
+    rows = [[f"epoch {i} (s)", b, w, r] for i, (b, w, r) in enumerate(zip(bare, in_worker, ray_epochs), 1)]
+    rows.append(["steady epoch, median (s)", steady(bare), steady(in_worker), steady(ray_epochs)])
+    print(f"\n{title}")
+    print(f"{'':<28}{columns[0]:>14}{columns[1]:>21}{columns[2]:>18}")
+    for label, b, w, r in rows:
+        print(f"{label:<28}{b:>14.2f}{w:>21.2f}{r:>18.2f}")
+    rec.table("epochs", title, ["", *columns], [[label, *(f"{v:.2f}" for v in vals)] for label, *vals in rows])
     print(f"genray: seconds per epoch waiting for Ray Data batches: {', '.join(f'{w:.2f}' for w in ray_run['waits'])}")
-    print(f"epoch-time ratio genray/bare (after start-up): {steady(ray_epochs) / steady(bare):.3f}  (target <= 1.05)")
-    print(f"  of which the Ray worker process: {steady(in_worker) / steady(bare):.3f}, "
-          f"genray's loop and Ray Data: {steady(ray_epochs) / steady(in_worker):.3f}")
-    print(f"start-up, validation and teardown of the Ray Train run: {ray_run['wall'] - sum(ray_epochs):.1f} s "
-          f"of {ray_run['wall']:.1f} s wall")
+    rec.figure("genray: seconds per epoch waiting for Ray Data batches", [round(w, 2) for w in ray_run["waits"]])
+    rec.target("epoch-time ratio genray/bare (after start-up)", steady(ray_epochs) / steady(bare), "<=", 1.05)
+    worker, loop = steady(in_worker) / steady(bare), steady(ray_epochs) / steady(in_worker)
+    print(f"  of which the Ray worker process: {worker:.3f}, genray's loop and Ray Data: {loop:.3f}")
+    rec.figure("epoch-time ratio of the Ray worker process", round(worker, 3))
+    rec.figure("epoch-time ratio of genray's loop and Ray Data", round(loop, 3))
+    fixed = ray_run["wall"] - sum(ray_epochs)
+    print(f"start-up, validation and teardown of the Ray Train run: {fixed:.1f} s of {ray_run['wall']:.1f} s wall")
+    rec.figure("start-up, validation and teardown of the Ray Train run (s)", round(fixed, 1))
+    rec.figure("Ray Train run wall (s)", round(ray_run["wall"], 1))
+    rec.save()
     return 0
 
 

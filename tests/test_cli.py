@@ -66,6 +66,10 @@ def test_eval_stores_the_heldout_nll(trained, storage, capsys):
     result = rec.metrics["eval"]
     assert result["rows"] > 1000 and result["nll_unit"] == "nats/char"
     assert result["heldout_nll"] < math.log(len(rec.config["vocab"]))
+    assert result["split"] == "test" and "eval_val" not in rec.metrics
+    assert cli(["eval", "markov", "--split", "val", "--storage", storage.uri]) == 0
+    on_val = Registry(storage).record("markov").metrics["eval_val"]
+    assert on_val["split"] == "val" and on_val["heldout_nll"] != result["heldout_nll"]
     assert cli(["eval", "vae", "--storage", storage.uri]) == 0
     vae = Registry(storage).record("vae").metrics["eval"]
     assert vae["heldout_bits_per_dim"] == pytest.approx(vae["heldout_nll"] / (64 * math.log(2)))

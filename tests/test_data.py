@@ -107,3 +107,22 @@ def test_editing_a_file_inside_a_user_folder_rebuilds_its_cache(store, tmp_path)
     pixels = lambda m: {int(x.max()) for s in ("train", "val", "test")
                          for x in local_arrays(m, s, store)["image"]}  # noqa: E731
     assert 255 in pixels(edited) and 255 not in pixels(meta)
+
+
+def test_evaluation_rows_are_a_class_stratified_prefix_of_the_test_split(store):
+    """What -n and the API's indices read: the first n rows of the test split's evaluation order
+    hold every digit equally (the file behind MNIST-5k is sorted by label), the same every time."""
+    import posixpath
+    from types import SimpleNamespace
+
+    from genray.cluster.datacache import evaluation_rows
+
+    meta = prepare("mnist", store)
+    rec = SimpleNamespace(ref="classifier@1", metrics={"data_meta": posixpath.join(posixpath.dirname(meta["test"]),
+                                                                                   "meta.json")})
+    first = evaluation_rows(rec, store, "test", n=20)
+    assert np.bincount(first["label"].numpy(), minlength=10).tolist() == [2] * 10
+    whole = evaluation_rows(rec, store, "test")
+    assert len(whole["label"]) == 500 and np.array_equal(whole["image"][:20].numpy(), first["image"].numpy())
+    val = evaluation_rows(rec, store, "val", n=20)
+    assert not np.array_equal(val["image"].numpy(), first["image"].numpy())

@@ -63,10 +63,10 @@ def retrain_spec(rec: ModelRecord, name: str, exclude: list[str], workers: int |
                      fresh=True)
 
 
-def evaluate(classifier, val: dict, poison: Poison | None) -> dict:
+def evaluate(classifier, test: dict, poison: Poison | None) -> dict:
     if poison is not None and poison.method == "badnets":
-        return backdoor_success(classifier, val["image"], val["label"], poison)
-    return {"clean_accuracy": classifier.accuracy(val["image"], val["label"]), "n": len(val["label"])}
+        return backdoor_success(classifier, test["image"], test["label"], poison)
+    return {"clean_accuracy": classifier.accuracy(test["image"], test["label"]), "n": len(test["label"])}
 
 
 def sanitize(ref: str, storage: Storage, *, method: str, eps: float = 0.1, name: str | None = None,
@@ -81,11 +81,11 @@ def sanitize(ref: str, storage: Storage, *, method: str, eps: float = 0.1, name:
     poison = Poison.from_dict(rec.metrics["poison"]) if rec.metrics.get("poison") else None
     cols, poisoned = local_training_rows(meta, storage, poison, rec.metrics.get("limit"))
     flags = flag_rows(method, classifier, cols, meta, eps)
-    val = datasets.local_arrays(meta, "val", storage)
+    test = datasets.local_arrays(meta, "test", storage)  # the reported accuracies and attack success
     report = SanitizeReport(rec.ref, method, len(flags), int(flags.sum()), int(poisoned.sum()),
-                            int((flags & poisoned).sum()), evaluate(classifier, val, poison))
+                            int((flags & poisoned).sum()), evaluate(classifier, test, poison))
     if retrain:
         keys = [k for k, f in zip(row_keys(cols), flags) if f]
         new = train(retrain_spec(rec, name or f"{rec.name}-{method}", keys, workers), storage)
-        report.after, report.retrained = evaluate(registry.load(new.ref)[0], val, poison), new.ref
+        report.after, report.retrained = evaluate(registry.load(new.ref)[0], test, poison), new.ref
     return report

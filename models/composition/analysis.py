@@ -7,13 +7,21 @@ note it is holding (or nothing, in a rest). Between consecutive onsets, each pai
 music21 VoiceLeadingQuartet, and parallel fifths and octaves are music21's: the same perfect
 interval (compounds included) before and after, both voices moving, in similar or contrary motion.
 Intervals are read as spelled, so a score must be spelled in its key (Chorale.to_stream is).
+
+Voice ranges are the checker's own, not the composer's: the ranges commonly taught for four-part
+writing (soprano C4-G5, alto G3-D5, tenor C3-G4, bass E2-D4; as in Fiveable's study guide "Four-part
+writing basics" for tonal composition, which follows the usual harmony textbooks), so that the
+composer is not scored against the limits it writes to.
 """
 from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
 
-from genray.models.composition.theory import PAIRS, RANGES, VOICES, Key, parse_key
+from genray.models.composition.theory import PAIRS, VOICES, Key, parse_key
+
+# MIDI numbers: C4-G5, G3-D5, C3-G4, E2-D4.
+CHECKED_RANGES = {"Soprano": (60, 79), "Alto": (55, 74), "Tenor": (48, 67), "Bass": (40, 62)}
 
 
 @dataclass(frozen=True)
@@ -101,7 +109,7 @@ def check(score, key: str | Key | None = None) -> Report:
                          and row[u].ps < row[u + 1].ps)
     ranges = 0
     for voice, part in zip(VOICES, parts):
-        lo, hi = RANGES[voice]
+        lo, hi = CHECKED_RANGES[voice]
         ranges += sum(1 for p in _line(part)[2] if not lo <= p.midi <= hi)
     four = stream.Score()
     for p in parts:
