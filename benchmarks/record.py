@@ -50,7 +50,9 @@ class Record:
         self.data = {
             "benchmark": benchmark, "part": part,
             "commit": _git("rev-parse", "HEAD") or None,
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            # Code that differs from the commit (the doc and the records themselves do not count).
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs",
+                               ":!benchmarks/results", ":!README.md")),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cores": os.cpu_count(),
             "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT),
