@@ -178,7 +178,7 @@ def publish(run: TrainRun, result, wall_time_s: float, storage: Storage, name: s
     metrics = {**{k: v for k, v in chosen.items() if k != "epoch"}, "epochs": len(history), "history": history,
                "published_epoch": chosen.get("epoch"), "dataset": spec.dataset, "workers": spec.workers,
                "cpus_per_worker": spec.cpus_per_worker, "wall_time_s": wall_time_s, "limit": spec.limit,
-               # where the data cache keeps the set's meta: serving and defenses read its validation rows
+               # where the data cache keeps the set's meta: serving and defenses read its held-out rows
                "data_meta": posixpath.join(posixpath.dirname(run.meta["val"]), "meta.json"),
                "training": run.train_config.to_dict()}
     if spec.poison or spec.exclude:

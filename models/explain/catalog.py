@@ -19,6 +19,6 @@ def explain_methods(config: dict) -> tuple[str, ...]:
 
 
 def input_kind(config: dict) -> str:
-    """What a model's explanation takes: "image" (PNGs or validation rows), "prompt" or "series"."""
+    """What a model's explanation takes: "image" (PNGs or test rows), "prompt" or "series"."""
     cls = family_class(config["family"])
     return {"image": "image", "series": "series"}.get(cls.modality_of(config), "prompt")
