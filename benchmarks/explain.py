@@ -209,6 +209,8 @@ def main() -> int:
     torch.set_num_threads(1)  # one thread per explanation, as a replica runs it
     from genray.cluster.connect import connect
 
+    record = Record("explain", None, args, seeds=[0],  # from the start: its wall time covers the run
+                    out_dir=os.path.join(args.storage, "results") if args.smoke else args.results)
     connect()
     storage = Storage(args.storage)
     registry = Registry(storage)
@@ -217,8 +219,6 @@ def main() -> int:
         m, rec = model(args, registry, storage, family)
         m.eval()
         rows += faithfulness(args, family, m, rec, storage)
-    record = Record("explain", None, args, seeds=[0],
-                    out_dir=os.path.join(args.storage, "results") if args.smoke else args.results)
     header = ["family", "method", "inputs", "deletion / random", "insertion / random", "deletion / edge",
               "insertion / edge", "infidelity", "max-sensitivity", "IG delta (relative)", "s per explanation"]
     record.table("faithfulness", f"Faithfulness on test inputs ({args.n} per method; images class-stratified)",

@@ -170,6 +170,8 @@ def main() -> int:
         atexit.register(shutil.rmtree, args.storage, ignore_errors=True)
     if args.smoke:
         kinds, args.workers = ["series"], 1
+    record = Record("quality", None if set(kinds) == {*DATASET, "series"} else "-".join(kinds), args, seeds=[0],
+                    out_dir=os.path.join(args.storage, "results") if args.smoke else args.results)
     storage = Storage(args.storage)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     ensure_models(storage, kinds, args.workers)
@@ -182,8 +184,6 @@ def main() -> int:
             image_baselines(storage)
         elif kind == "series":
             series_baselines(storage)
-    record = Record("quality", None if set(kinds) == {*DATASET, "series"} else "-".join(kinds), args, seeds=[0],
-                    out_dir=os.path.join(args.storage, "results") if args.smoke else args.results)
     record.table("quality", "Held-out quality: every figure on the test split, the validation split beside it",
                  ["task", "model", "metric", "test", "val", "budget"], [list(r) for r in rows])
     record.save()

@@ -31,7 +31,11 @@ BLOCK = re.compile(r"(<!-- record (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- end
 
 def render_record(r: dict) -> str:
     commit = (r.get("commit") or "unknown")[:10] + (" with uncommitted changes" if r.get("dirty") else "")
-    seeds = f", seeds {', '.join(map(str, r['seeds']))}" if r.get("seeds") else ""
+    seeds = r.get("seeds") or []
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[0] + len(seeds))):
+        seeds = f", seeds {seeds[0]}..{seeds[-1]}"
+    else:
+        seeds = f", seeds {', '.join(map(str, seeds))}" if seeds else ""
     out = [f"Recorded by `{r['command']}` at commit `{commit}` on {r['date'][:10]}, {r['cores']} cores, "
            f"{r['wall_s']:.0f} s{seeds} (`benchmarks/results/{os.path.basename(r['_path'])}`).", ""]
     for t in r["tables"].values():
