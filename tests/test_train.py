@@ -144,7 +144,9 @@ def test_adversarial_training_on_two_workers_buys_robustness(trained, storage):
         r = attack(model, x, y, method="pgd", eps=0.2, steps=20, restarts=2)
         robust[name] = (r.clean_accuracy, r.robust_accuracy)
     (clean_std, robust_std), (clean_adv, robust_adv) = robust["classifier"], robust["classifier-adv"]
-    assert robust_adv > robust_std + 0.25, robust  # in-process: 0.41 against 0.01
+    # 0.26 against 0.01 on the digits' validation split since the test split took a tenth of the
+    # training rows (0.41 against 0.01 in-process on the larger split before).
+    assert robust_adv > robust_std + 0.2, robust
     assert clean_adv > 0.8 and clean_adv > clean_std - 0.1, robust
     with pytest.raises(ValueError, match="trains image classifiers"):
         train(TrainSpec("vae", name="vae-adv", dataset="digits", workers=1, train={"defense": "adversarial"}),
