@@ -46,6 +46,7 @@ The theory composer has its own benchmarks/composition.py. Each part writes a JS
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -55,13 +56,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.record import Record  # noqa: E402
-from genray.cluster.datacache import local_arrays, local_columns, to_tensors  # noqa: E402
+from genray.cluster.datacache import local_arrays, ordered_rows  # noqa: E402
 from genray.cluster.registry import Registry  # noqa: E402
 from genray.cluster.storage import Storage  # noqa: E402
 from genray.models.inpaint import BASELINES, METHODS, baseline_fill, inpaint, make_mask, masked_psnr, per_image  # noqa: E402
-from genray.models.splits import sample_order  # noqa: E402
 from genray.models.style import photo, transfer  # noqa: E402
-from genray.models.style.texture import DESCRIPTORS, texture_fall  # noqa: E402
+from genray.models.style.texture import DESCRIPTORS, texture_fall, texture_stats  # noqa: E402
 from genray.models.style.transfer import fit_size  # noqa: E402
 from genray.trainers import datasets  # noqa: E402
 from genray.trainers.evaluate import judge  # noqa: E402
@@ -105,8 +105,7 @@ def timed(fn, *a, **kw):
 
 def stratified(meta: dict, split: str, storage: Storage, n: int):
     """The first n images of a split's class-stratified evaluation order (models/splits.py), and labels."""
-    cols = local_columns(meta, split, storage)
-    rows = to_tensors(meta, {k: v[sample_order(len(cols["label"]), cols["label"], n)] for k, v in cols.items()})
+    rows = ordered_rows(meta, split, storage, n)
     return rows["image"].float() / 255.0, rows["label"]
 
 
@@ -176,9 +175,14 @@ def inpainting(b: Bench) -> Record:
 STYLE_FALL = 0.7  # the share of the content's texture distance to the style that a transfer should remove
 
 
+@functools.lru_cache(maxsize=None)  # each photograph is a content or a style of several pairs
+def photo_stats(name: str, max_side: int) -> dict:
+    return texture_stats(fit_size(photo(name), max_side))
+
+
 def texture_cells(out: torch.Tensor, c: str, s: str, max_side: int) -> list[float]:
     """The fall of each independent texture descriptor, content -> output, towards the style."""
-    fall = texture_fall(out, fit_size(photo(c), max_side), fit_size(photo(s), max_side))
+    fall = texture_fall(out, photo_stats(c, max_side), photo_stats(s, max_side))
     return [fall[k] for k in DESCRIPTORS]
 
 

@@ -39,7 +39,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.record import Record  # noqa: E402
-from genray.cluster.datacache import local_arrays, local_columns, to_tensors  # noqa: E402
+from genray.cluster.datacache import ordered_rows  # noqa: E402
 from genray.cluster.registry import Registry  # noqa: E402
 from genray.cluster.storage import Storage  # noqa: E402
 from genray.models.robustness import (  # noqa: E402
@@ -58,7 +58,6 @@ from genray.models.robustness import (  # noqa: E402
 from genray.models.robustness.attacks import worst_case  # noqa: E402
 from genray.models.robustness.poison import Poison, text_backdoor_success  # noqa: E402
 from genray.models.robustness.sanity import sanity_checks  # noqa: E402
-from genray.models.splits import sample_order  # noqa: E402
 from genray.trainers import datasets  # noqa: E402
 from genray.trainers.run import TrainSpec, train  # noqa: E402
 from genray.trainers.sanitize import DETECTORS, sanitize  # noqa: E402
@@ -100,9 +99,7 @@ class Bench:
 
     def sample(self, meta: dict, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first n images of a split's class-stratified evaluation order, and their labels."""
-        cols = local_columns(meta, split, self.storage)
-        order = sample_order(len(cols["label"]), cols["label"], n)
-        rows = to_tensors(meta, {k: v[order] for k, v in cols.items()})
+        rows = ordered_rows(meta, split, self.storage, n)
         return rows["image"].float() / 255.0, rows["label"]
 
     def record(self, part: str) -> Record:
@@ -208,8 +205,7 @@ def backdoor(b: Bench) -> Record:
 
     text_rows = []
     meta = datasets.prepare("shakespeare", b.storage)
-    test = local_arrays(meta, "test", b.storage)["tokens"]
-    test = test[torch.as_tensor(sample_order(len(test), n=50 if b.args.smoke else 200))]
+    test = ordered_rows(meta, "test", b.storage, n=50 if b.args.smoke else 200)["tokens"]
     from genray.models.codecs import make_vocab
 
     vocab = make_vocab(meta["vocab"])
@@ -301,8 +297,7 @@ def generative(b: Bench) -> Record:
     from genray.models.codecs import make_vocab
 
     vocab = make_vocab(meta["vocab"])
-    test = local_arrays(meta, "test", b.storage)["tokens"]
-    test = test[torch.as_tensor(sample_order(len(test), n=1 if b.args.smoke else 5))]
+    test = ordered_rows(meta, "test", b.storage, n=1 if b.args.smoke else 5)["tokens"]
     gcg = []
     for row in test:
         r, t = timed(suffix_attack, lm, vocab.decode(row[:48]), GCG_TARGET, suffix_len=10,

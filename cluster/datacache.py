@@ -56,6 +56,11 @@ def evaluation_rows(rec, storage: Storage, split: str = "test", n: int | None = 
     meta = storage.read_json(path)
     if split not in meta:
         raise DataError(f"the data cache of {rec.ref}'s data set has no {split!r} split: prepare it again")
+    return ordered_rows(meta, split, storage, n, seed)
+
+
+def ordered_rows(meta: dict, split: str, storage: Storage, n: int | None = None, seed: int = SAMPLE_SEED) -> dict:
+    """A prepared data set's `split` as tensors in the evaluation order, the first n with `n`."""
     cols = local_columns(meta, split, storage)
     order = sample_order(len(next(iter(cols.values()))), cols.get("label"), n, seed)
     return to_tensors(meta, {k: v[order] for k, v in cols.items()})

@@ -69,10 +69,12 @@ def texture_distance(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict
     return out
 
 
-def texture_fall(out: torch.Tensor, content: torch.Tensor, style: torch.Tensor) -> dict[str, float]:
+Image = torch.Tensor | dict  # an image (C, H, W), or its texture_stats
+
+
+def texture_fall(out: Image, content: Image, style: Image) -> dict[str, float]:
     """Per descriptor, 1 - d(out, style) / d(content, style): the share of the content's texture
-    distance to the style that the output removed."""
-    s = texture_stats(style)
-    before = texture_distance(texture_stats(content), s)
-    after = texture_distance(texture_stats(out), s)
+    distance to the style that the output removed. Each argument is an image or its texture_stats."""
+    out, content, style = (x if isinstance(x, dict) else texture_stats(x) for x in (out, content, style))
+    before, after = texture_distance(content, style), texture_distance(out, style)
     return {k: 1.0 - after[k] / max(before[k], 1e-12) for k in DESCRIPTORS}
