@@ -190,12 +190,13 @@ def make_searcher(spec: SweepSpec, running: int):
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
+    from genray.trainers.samplers import NSGAIISampler
+
     samplers = {"tpe": lambda: optuna.samplers.TPESampler(seed=spec.seed),
                 "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=spec.seed, warn_independent_sampling=False),
                 "gp": lambda: optuna.samplers.GPSampler(seed=spec.seed),
                 # The first generation is random: a small sweep gets a small one, so it evolves.
-                "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=spec.seed,
-                                                               population_size=min(50, max(4, spec.trials // 3)))}
+                "nsga2": lambda: NSGAIISampler(seed=spec.seed, population_size=min(50, max(4, spec.trials // 3)))}
     metric = [REPORTED.get(o, o) for o in spec.objectives]
     mode = [METRICS[o] for o in spec.objectives]
     if len(metric) == 1:
