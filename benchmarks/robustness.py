@@ -191,6 +191,18 @@ def backdoor(b: Bench) -> Record:
         after = b.registry.record(s["retrained"])
         rows.append([method, f"{s['flagged']} ({s['caught']} of {s['poisoned']})", f"{s['recall']:.3f}",
                      s["after"]["clean_accuracy"], s["after"]["asr"], f"{t:.0f} s (retraining {b.budget(after)})"])
+    # The targets: a backdoor that works without costing clean accuracy, and each sanitizer's
+    # retrained model free of it at little cost; all measured against the unpoisoned classifier.
+    standard, _ = b.train("robust-standard", "classifier", reuse=True)
+    test = datasets.local_arrays(datasets.prepare(b.image_data, b.storage), "test", b.storage)
+    clean = standard.accuracy(test["image"], test["label"])  # the split sanitize() scores
+    rec_.figure("robust-standard clean accuracy", clean)
+    before = rows[0]
+    rec_.target("undefended ASR >= 0.95", before[4], ">=", 0.95)
+    rec_.target("undefended clean-accuracy drop <= 0.01", round(clean - before[3], 4), "<=", 0.01)
+    for row in rows[1:]:
+        rec_.target(f"{row[0]}: ASR after retraining <= 0.05", row[4], "<=", 0.05)
+        rec_.target(f"{row[0]}: clean-accuracy drop <= 0.02", round(clean - row[3], 4), "<=", 0.02)
     side = Poison("badnets", 0.1).patch_size(list(b.x.shape[1:]))
     rec_.table("badnets", f"BadNets, 10% of the training rows ({side}x{side} trigger, target 0), scored on the test "
                "split", ["sanitizer", "flagged (poisoned caught)", "recall", "clean accuracy", "ASR", "time"], rows)
