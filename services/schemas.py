@@ -477,8 +477,8 @@ class StyleResponse(BaseModel):
     model: Optional[str] = Field(None, description="the style network, when one was asked for")
     version: Optional[int] = None
     summary: dict[str, float] = Field(..., description="style_distance_before/_after and style_reduction on the "
-                                                       "optimised features, the same on an independent random "
-                                                       "network (heldout_*), content_ssim, seconds")
+                                                       "optimised features, the same on a second random network "
+                                                       "of that architecture (another seed; heldout_*), content_ssim, seconds")
 
 
 def check_style(req: StyleRequest, config: dict) -> list[dict]:

@@ -39,7 +39,7 @@ def test_statistics_are_what_they_say():
     assert float(style_distance(same, style_targets(same))) == 0.0  # an image has its own style
 
 
-def test_transfer_moves_toward_the_style_on_an_independent_network_and_keeps_the_content():
+def test_transfer_moves_toward_the_style_on_another_seeds_network_and_keeps_the_content():
     r = transfer(blob(), stripes(), steps=100, max_side=32, lr=0.05)
     s = r.summary()
     assert r.image.shape == (3, 32, 32) and 0 <= float(r.image.min()) and float(r.image.max()) <= 1

@@ -60,6 +60,6 @@ def run(args) -> int:
         f.write(to_png(r.image))
     s = r.summary()
     print(f"wrote {args.output} ({r.image.shape[2]}x{r.image.shape[1]}) in {s['seconds']:.1f} s: style distance "
-          f"-{100 * s['style_reduction']:.0f}% (-{100 * s['heldout_style_reduction']:.0f}% on an independent "
-          f"network), content SSIM {s['content_ssim']:.2f}")
+          f"-{100 * s['style_reduction']:.0f}% (-{100 * s['heldout_style_reduction']:.0f}% on the same "
+          f"architecture with another seed), content SSIM {s['content_ssim']:.2f}")
     return 0

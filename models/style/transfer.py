@@ -25,7 +25,8 @@ from genray.models.style.features import (
 
 MAX_SIDE = 512
 MAX_STEPS = 1000
-SCORE_SEED = 1  # the independent yardstick's network
+SCORE_SEED = 1  # a second network of the same architecture: a check on seed overfitting, not an
+# independent score (benchmarks/applications.py scores with models/style/texture.py)
 DOUBLE_EVERY = 20  # steps between doublings of the style term's weight
 
 
@@ -51,7 +52,7 @@ class Transfer:
     image: Tensor  # (3, H, W) in [0, 1]
     style_before: float  # on the optimised network
     style_after: float
-    heldout_before: float  # on an independent network (SCORE_SEED)
+    heldout_before: float  # on the same architecture with another seed (SCORE_SEED)
     heldout_after: float
     ssim: float  # against the content image
     seconds: float
