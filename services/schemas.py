@@ -478,7 +478,8 @@ class StyleResponse(BaseModel):
     version: Optional[int] = None
     summary: dict[str, float] = Field(..., description="style_distance_before/_after and style_reduction on the "
                                                        "optimised features, the same on a second random network "
-                                                       "of that architecture (another seed; heldout_*), content_ssim, seconds")
+                                                       "of that architecture (another seed; heldout_*), "
+                                                       "content_ssim, seconds")
 
 
 def check_style(req: StyleRequest, config: dict) -> list[dict]:
