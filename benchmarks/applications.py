@@ -59,7 +59,7 @@ from benchmarks.record import Record  # noqa: E402
 from genray.cluster.datacache import local_arrays, ordered_rows  # noqa: E402
 from genray.cluster.registry import Registry  # noqa: E402
 from genray.cluster.storage import Storage  # noqa: E402
-from genray.models.inpaint import BASELINES, METHODS, baseline_fill, inpaint, make_mask, masked_psnr, per_image  # noqa: E402
+from genray.models.inpaint import BASELINES, baseline_fill, inpaint, make_mask, masked_psnr, methods_of, per_image  # noqa: E402
 from genray.models.style import photo, transfer  # noqa: E402
 from genray.models.style.texture import DESCRIPTORS, texture_fall, texture_stats  # noqa: E402
 from genray.models.style.transfer import fit_size  # noqa: E402
@@ -129,7 +129,7 @@ def inpainting(b: Bench) -> Record:
         mask = per_image(make_mask(mask_kind, H, W, seed=0), len(x))
         runs = [(f"{rec.ref} {method} ({a.steps} steps)", inpaint, (model, x, mask),
                  {"method": method, "steps": a.steps, "seed": 0})
-                for model, rec in models.values() for method in METHODS[model.family]]
+                for model, rec in models.values() for method in methods_of(model)]
         runs += [(f"baseline: {name}", baseline_fill, (name, x, mask, train_x), {}) for name in BASELINES
                  if baselines]
         for label, fn, args, kw in runs:

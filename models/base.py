@@ -315,6 +315,13 @@ class SequenceModel(GenerativeModel):
     def modality_of(cls, config: dict) -> str:
         return "text" if isinstance(config.get("vocab", ""), str) else "music"
 
+    @classmethod
+    def capability(cls, name: str, config: dict) -> tuple[str, ...]:
+        # The suffix search works on characters: a text model's, not a music model's events.
+        if name == "attacks" and cls.modality_of(config) != "text":
+            return ()
+        return super().capability(name, config)
+
     def tokens(self, x) -> torch.Tensor:
         """Rows of ids (B, L) from a tensor, a text or a list of events."""
         return x if isinstance(x, torch.Tensor) else torch.as_tensor(self.vocab.encode(x))[None].to(self.device)

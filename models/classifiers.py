@@ -19,6 +19,7 @@ from genray.models.base import TrainableModel
 from genray.models.errors import DataError
 from genray.models.optim import OptimizerSettings
 from genray.models.registry import register
+from genray.models.robustness.attacks import METHODS as ATTACKS
 
 
 @register
@@ -28,6 +29,8 @@ class ImageClassifier(TrainableModel):
     family = "classifier"
     kind = "classifier"
     modality = "image"
+    attacks = ATTACKS
+    explanations = ("attribution",)
     nll_unit = "nats/label"
 
     def __init__(self, shape: list[int], num_classes: int, width: int = 32, features: int = 64, depth: int = 1):

@@ -31,6 +31,16 @@ class Configurable(nn.Module):
     family: ClassVar[str]
     kind: ClassVar[str] = "generative"  # "generative" | "classifier" | "detector"
     modality: ClassVar[str]  # the data it models or judges: "image" | "text" | "music" | "series"
+    # What the family does beyond training and sampling. The catalogs in models/robustness,
+    # models/explain and models/inpaint read these, and every layer above models/ asks the
+    # catalogs: none special-cases a family (tests/test_layers.py holds them to it).
+    attacks: ClassVar[tuple[str, ...]] = ()  # attack methods it takes (on it, or on what it makes)
+    defenses: ClassVar[tuple[str, ...]] = ()  # how it defends a classifier's inputs
+    # "attribution" (every method of models/explain/methods.py), "pdp", "traversal" or "exact"
+    explanations: ClassVar[tuple[str, ...]] = ()
+    inpainting: ClassVar[tuple[str, ...]] = ()  # inpainting methods, the default first
+    encodes: ClassVar[bool] = False  # maps images to its latent: pdp and traversal start from images
+    scores_images: ClassVar[bool] = False  # judges images itself (a discriminator): explained on its own samples
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -52,6 +62,12 @@ class Configurable(nn.Module):
         """A saved config as this version of the family reads it, given the names of the saved
         weights (a family whose settings grew fills in what older saves imply)."""
         return config
+
+    @classmethod
+    def capability(cls, name: str, config: dict) -> tuple[str, ...]:
+        """The methods of one capability ("attacks", "defenses", "explanations", "inpainting")
+        that a saved config supports: the class's, unless the config rules some out."""
+        return getattr(cls, name)
 
     @classmethod
     def modality_of(cls, config: dict) -> str:
@@ -103,10 +119,10 @@ def family_class(name: str) -> type[Configurable]:
         raise ConfigError(f"unknown model family {name!r}; known: {family_names()}") from None
 
 
-def family_names(kind: str = "generative") -> list[str]:
-    """Registered family names of one kind (by default the generative families)."""
+def family_names(kind: str | None = "generative") -> list[str]:
+    """Registered family names of one kind (by default the generative families; None: all)."""
     _load()
-    return sorted(n for n, c in _CLASSES.items() if c.kind == kind)
+    return sorted(n for n, c in _CLASSES.items() if kind is None or c.kind == kind)
 
 
 def build(config: dict) -> Configurable:

@@ -15,7 +15,7 @@ from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
 from genray.models.errors import ConfigError
 from genray.models.explain.catalog import explain_methods
-from genray.models.inpaint import METHODS as INPAINT_METHODS
+from genray.models.inpaint import inpaint_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import ENV, KEYS_FILE, KeyEntry, from_env, read_file
 from genray.services.compose import ComposeServer
@@ -114,7 +114,7 @@ def endpoints(rec, extras: tuple[str, ...] | None = None) -> list[str]:
         out.append("defend")
     if explain_methods(rec.config):
         out.append("explain")
-    if rec.kind == "generative" and rec.config.get("family") in INPAINT_METHODS:
+    if rec.kind == "generative" and inpaint_methods(rec.config):
         out.append("inpaint")
     if rec.kind == "summarizer":
         out.append("summarize")

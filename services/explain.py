@@ -15,7 +15,7 @@ from ray import serve
 from genray.models.errors import OptionError
 from genray.models.explain import explain
 from genray.models.explain import globals as glob
-from genray.models.explain.catalog import input_kind
+from genray.models.explain.catalog import global_input, input_kind, scores_images
 from genray.models.explain.faithfulness import evaluate
 from genray.models.explain.render import curves_png, grid_png, heatmap_png, text_html
 from genray.models.modalities.base import b64
@@ -68,8 +68,8 @@ def _attribute(bench: Workbench, model, rec, req: dict) -> dict:
     target = req.get("target")
     if kind == "image":
         x, labels = _images(bench, model, rec, req)
-        if target is None and labels is not None and model.family == "gan" and model.num_classes:
-            target = labels  # test rows: the discriminator is asked about their own class
+        if target is None and labels is not None and scores_images(rec.config) and model.num_classes:
+            target = labels  # test rows: a discriminator is asked about their own class
         inputs = x
     else:
         inputs = req["prompt"] if kind == "prompt" else req["series"]
@@ -92,8 +92,8 @@ def _attribute(bench: Workbench, model, rec, req: dict) -> dict:
 
 
 def _global(bench: Workbench, model, rec, req: dict) -> dict:
-    method, family, grid = req["method"], model.family, req.get("grid", 9)
-    if family == "ar":
+    method, start, grid = req["method"], global_input(rec.config), req.get("grid", 9)
+    if start == "series":
         series = torch.as_tensor(req["series"], dtype=torch.float64)
         p = model.max_order
         if len(series) < p:
@@ -103,7 +103,7 @@ def _global(bench: Workbench, model, rec, req: dict) -> dict:
         c = glob.lag_curves(model, torch.stack([series[e - p:e] for e in ends]), lag, grid)
         picture = curves_png(c.grid, c.ice, c.feature, c.readout, f"{rec.name}: partial dependence")
         return {"curves": c.to_json(), "pictures": [picture]}
-    if family == "vae":
+    if start == "image":  # encoded to the latent
         x, _ = _images(bench, model, rec, req)
         z, y = glob.latents(model, x, len(x), None, 0)
     else:
@@ -114,7 +114,9 @@ def _global(bench: Workbench, model, rec, req: dict) -> dict:
         picture = grid_png(glob.traversal(model, z, y, dims, grid))
         return {"pictures": [picture], "curves": {"dims": dims, "offsets": torch.linspace(
             -glob.LATENT_RANGE, glob.LATENT_RANGE, grid).tolist()}}
-    judge = bench.judge(req.get("classifier"), rec) if family == "vae" or req.get("classifier") else None
+    # A model that scores images itself (a discriminator) is read directly unless a classifier is named.
+    judge = bench.judge(req.get("classifier"), rec) if not scores_images(rec.config) or req.get("classifier") \
+        else None
     c = glob.latent_curves(model, z, y, req.get("feature") or 0, grid, judge=judge, target=req.get("target"))
     picture = curves_png(c.grid, c.ice, c.feature, c.readout, f"{rec.name}: partial dependence")
     return {"curves": c.to_json(), "pictures": [picture]}

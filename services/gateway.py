@@ -26,7 +26,7 @@ from genray.cluster.progress import PROGRESS_BOARD, PROGRESS_NAMESPACE
 from genray.cluster.registry import Registry
 from genray.cluster.storage import Storage
 from genray.models.explain.catalog import explain_methods
-from genray.models.inpaint import METHODS
+from genray.models.inpaint import inpaint_methods
 from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.models.summarize import ASPECTS
 from genray.models.summarize import METHODS as SUMMARY_METHODS
@@ -131,7 +131,7 @@ class InpaintRoute(Route):
 
     def record(self, model, req, status, seconds):
         entry = self.models.get(model)
-        methods = METHODS[entry["config"]["family"]] if entry else ()
+        methods = inpaint_methods(entry["config"]) if entry else ()
         method = (req.method or methods[0]) if req is not None and entry else None
         self.metrics.inpaint_request(model, method if method in methods else "_invalid", status, seconds)
 
@@ -237,7 +237,7 @@ class Gateway:
         self.inpaint_route = InpaintRoute(serving("inpaint"), self._inpaint, *limits)
         self.compose_route = ComposeRoute(lambda _, payload: composer.compose.remote(payload), *limits)
         # The built-in extractive methods, and the registry's summarizers.
-        summarizers = {**{m: {"config": {"family": m}} for m in SUMMARY_METHODS}, **serving("summarize")} \
+        summarizers = {**{m: {"config": {"method": m}} for m in SUMMARY_METHODS}, **serving("summarize")} \
             if summarizer is not None else {}
         self.summarize_route = SummarizeRoute(
             summarizers, lambda name, payload: summarizer.summarize.remote({**payload, "model": name}), *limits)

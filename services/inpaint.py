@@ -11,7 +11,7 @@ from ray import serve
 
 from genray.models.codecs.images import from_png, to_png
 from genray.models.errors import OptionError
-from genray.models.inpaint import MASKS, METHODS, inpaint, make_mask, mask_from_png, masked_psnr, per_image
+from genray.models.inpaint import MASKS, inpaint, make_mask, mask_from_png, masked_psnr, methods_of, per_image
 from genray.models.modalities.base import b64
 from genray.services.generate import error_result
 from genray.services.workbench import Workbench, from_b64
@@ -49,7 +49,7 @@ def _inpaint(bench: Workbench, ref: str, req: dict) -> dict:
     kind = req.get("mask", "center")
     mask = (make_mask(kind, H, W, fraction=req.get("fraction", 0.5), seed=req.get("seed", 0)) if kind in MASKS
             else mask_from_png(from_b64(kind, "mask"), H, W))
-    method = req.get("method") or METHODS[model.family][0]
+    method = req.get("method") or methods_of(model)[0]
     out = inpaint(model, image, mask, method=method, steps=req.get("steps", 100), n=req.get("n", 1),
                   seed=req.get("seed", 0), label=req.get("label"))[0]  # (n, C, H, W)
     out = (out * 255).round() / 255  # what the PNGs hold, so that the PSNR is theirs

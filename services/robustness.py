@@ -28,7 +28,7 @@ log = logging.getLogger("ray.serve")
 
 
 # Fields of the attack functions that a request names otherwise.
-REQUEST_FIELDS = {"target": "target_text", "x": "inputs", "labels": "indices", "vae": "model", "gan": "model"}
+REQUEST_FIELDS = {"target": "target_text", "x": "inputs", "labels": "indices"}
 
 
 def run_attack(bench: Workbench, ref: str, req: dict) -> dict:

@@ -344,20 +344,21 @@ class ExplainResponse(BaseModel):
 
 def explain_fields(method: str, config: dict) -> frozenset[str]:
     """The request fields an explanation method reads for this model; any other is a 422."""
-    from genray.models.explain.catalog import input_kind
+    from genray.models.explain.catalog import global_input, input_kind, scores_images
     from genray.models.explain.methods import DEFAULTS
 
-    family, kind = config["family"], input_kind(config)
-    images = {"inputs", "indices"} | ({"generated"} if family == "gan" else set())
+    kind = input_kind(config)
+    images = {"inputs", "indices"} | ({"generated"} if scores_images(config) else set())
     given = {"image": images, "prompt": {"prompt"}, "series": {"series"}}[kind]
     if method == "exact":
         return frozenset({"prompt", "target", "format"})
+    start = global_input(config)
     if method == "pdp":
-        where = {"vae": images, "gan": {"n", "seed"}, "ar": {"series"}}[family]
+        where = {"image": images, None: {"n", "seed"}, "series": {"series"}}[start]
         return frozenset(where | {"feature", "grid", "format"}
-                         | ({"classifier", "target"} if family != "ar" else set()))
+                         | ({"classifier", "target"} if start != "series" else set()))
     if method == "traversal":
-        where = {"inputs", "indices"} if family == "vae" else {"seed", "target"}
+        where = {"inputs", "indices"} if start == "image" else {"seed", "target"}
         return frozenset(where | {"dims", "grid", "format"})
     extra = {"target", "baseline", "evaluate", "format", "seed"} | set(DEFAULTS.get(method, {}))
     if kind == "image" and method in ("occlusion", "kernelshap", "lime"):
@@ -366,25 +367,21 @@ def explain_fields(method: str, config: dict) -> frozenset[str]:
 
 
 def check_explain(req: ExplainRequest, config: dict) -> list[dict]:
-    from genray.models.explain.catalog import explain_methods, input_kind
+    from genray.models.explain.catalog import explain_methods, global_input, input_kind, scores_images
 
     methods = explain_methods(config)
     if req.method not in methods:
         return [field_error("method", f"{config['family']} models take the explanation method(s) {list(methods)}, "
                                       f"not {req.method!r}")]
     errors = _unused(req, req.method, explain_fields(req.method, config))
-    family, kind = config["family"], input_kind(config)
-    if req.method == "pdp":
-        need = {"vae": "image", "gan": None, "ar": "series"}[family]
-    elif req.method == "traversal":
-        need = "image" if family == "vae" else None  # a GAN's traversal starts from a drawn latent
-    else:
-        need = kind
+    kind = input_kind(config)
+    # pdp and traversal start from encoded images, a series, or (None) latents drawn by seed.
+    need = global_input(config) if req.method in ("pdp", "traversal") else kind
     if need == "image":
         given = [f for f in ("inputs", "indices", "generated") if getattr(req, f) is not None]
         if len(given) != 1:
             errors.append(field_error("inputs", "give exactly one of 'inputs' (base64 PNGs) and 'indices' "
-                                                "(test rows)" + (", or 'generated'" if family == "gan" else "")))
+                                                "(test rows)" + (", or 'generated'" if scores_images(config) else "")))
     elif need and getattr(req, need) is None:
         errors.append(field_error(need, f"the {req.method} method needs {need!r}"))
     if req.format == "png" and kind != "image" and req.method != "pdp":
@@ -429,15 +426,15 @@ class InpaintResponse(BaseModel):
 
 
 def check_inpaint(req: InpaintRequest, config: dict) -> list[dict]:
-    from genray.models.inpaint import MASKS, METHODS
+    from genray.models.inpaint import MASKS, inpaint_methods
 
-    family = config["family"]
+    methods = inpaint_methods(config)
     errors = []
     if (req.image is None) == (req.index is None):
         errors.append(field_error("image", "give exactly one of 'image' (a base64 PNG) and 'index' (a test "
                                            "row)"))
-    if req.method is not None and req.method not in METHODS[family]:
-        errors.append(field_error("method", f"{family} models inpaint by {list(METHODS[family])}, not "
+    if req.method is not None and req.method not in methods:
+        errors.append(field_error("method", f"{config['family']} models inpaint by {list(methods)}, not "
                                             f"{req.method!r}"))
     if req.label is not None and req.label >= config.get("num_classes", 0):
         errors.append(field_error("label", f"this model has {config.get('num_classes', 0)} classes"))
@@ -525,6 +522,7 @@ class SummarizeResponse(BaseModel):
 
 
 def check_summarize(req: SummarizeRequest, config: dict) -> list[dict]:
+    from genray.models.registry import family_class
     from genray.models.summarize import ASPECTS
 
     errors = []
@@ -532,10 +530,11 @@ def check_summarize(req: SummarizeRequest, config: dict) -> list[dict]:
         errors.append(field_error("text", "give exactly one of 'text' and 'sentences'"))
     if req.aspect not in ASPECTS:
         errors.append(field_error("aspect", f"aspect must be one of {list(ASPECTS)}, got {req.aspect!r}"))
-    abstractive = config.get("family") == "pointer-generator"
+    method = config.get("method")  # a built-in extractive method; else a registry summarizer's config
+    abstractive = method is None and family_class(config["family"]).abstractive
     if req.max_sentences is not None and (req.max_tokens is not None or abstractive):
         errors.append(field_error("max_sentences", "give max_sentences or max_tokens, not both" if not abstractive
                                   else "an abstractive model writes words: use max_tokens"))
-    if "seed" in req.model_fields_set and config.get("family") != "random":
+    if "seed" in req.model_fields_set and method != "random":
         errors.append(field_error("seed", "seed applies to the random method only"))
     return errors

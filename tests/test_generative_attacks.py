@@ -212,7 +212,7 @@ def test_discriminator_attack_scores_real_images_fake(gan, norm, eps):
     ({"eps": 0.0}, "eps"), ({"eps": 1.5}, "eps"), ({"eps": 65.0, "norm": "l2"}, "eps"), ({"norm": "l1"}, "norm"),
     ({"steps": 0}, "steps"), ({"steps": 1001}, "steps"), ({"step_size": -0.1}, "step_size"),
     ("label out of range", "labels"), ("too few labels", "labels"), ("no labels", "labels"),
-    ("uint8 images", "x"), ("images past 1", "x"), ("wrong shape", "x"), ("not a GAN", "gan"),
+    ("uint8 images", "x"), ("images past 1", "x"), ("wrong shape", "x"), ("not a GAN", "model"),
 ])
 def test_discriminator_attack_rejects_bad_settings(gan, gpt, case, field):
     model, x, labels = gan

@@ -147,7 +147,7 @@ def test_reconstruction_attack_rejects_bad_settings(vae, clf, val, kw, field):
 def test_reconstruction_attack_needs_a_class_conditional_vae(clf, val, model):
     with pytest.raises(OptionError) as e:
         reconstruction_attack(model(), val[0][:2], target=1, classifier=clf, eps=1.0)
-    assert e.value.field == "vae"
+    assert e.value.field == "model"
 
 
 # ---- purification ------------------------------------------------------------------------------

@@ -131,6 +131,8 @@ def run(args) -> int:
 
 
 def _print(rec, method: str, out: dict) -> None:
+    from genray.models.explain.catalog import input_kind
+
     if "curves" in out and "ice" in out.get("curves", {}):
         c = out["curves"]
         print(f"{rec.ref}: {method} of {c['feature']} -> {c['readout']}")
@@ -146,7 +148,7 @@ def _print(rec, method: str, out: dict) -> None:
               + (f" (baseline {out['baseline_scores'][i]:.4f})" if out.get("baseline_scores") else ""))
         if out.get("symbols"):
             print("  " + "  ".join(f"{s!r}:{a:+.3f}" for s, a in zip(out["symbols"][i], out["attributions"][i])))
-        elif rec.config["family"] == "ar":
+        elif input_kind(rec.config) == "series":
             vals = out["attributions"][i]
             print("  lags (newest first): " + " ".join(f"{a:+.4f}" for a in reversed(vals[-min(16, len(vals)):])))
     if "relative_delta" in out.get("diagnostics", {}):

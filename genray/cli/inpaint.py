@@ -38,13 +38,13 @@ def run(args) -> int:
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
     from genray.models.codecs.images import from_png, grid, to_png
-    from genray.models.inpaint import MASKS, family_of, inpaint, make_mask, mask_from_png, masked_psnr, per_image
+    from genray.models.inpaint import MASKS, inpaint, make_mask, mask_from_png, masked_psnr, methods_of, per_image
 
     storage = Storage(args.storage)
     model, rec = Registry(storage).load(args.model)
     if args.text is not None:
         return _infill(model, rec, args)
-    family_of(model)
+    methods_of(model)
     C, H, W = model.shape
     if (args.image is None) == (args.index is None):
         raise CliError("give an IMAGE or --index N (a test row), not both")

@@ -1,24 +1,31 @@
-"""Which explanation methods apply to a model, from its configuration: the one table that the CLI
-and the server consult."""
+"""Which explanation methods apply to a model, from its configuration: what its family declares
+(`explanations` on the model class), the one place the CLI and the server consult."""
 from __future__ import annotations
 
 from genray.models.explain.methods import METHODS
 from genray.models.registry import family_class
 
-GLOBAL = {"vae": ("pdp", "traversal"), "gan": ("pdp", "traversal"), "ar": ("pdp",)}
-ATTRIBUTED = ("classifier", "transformer", "rnn", "vae", "gan", "flow", "ar")
-
 
 def explain_methods(config: dict) -> tuple[str, ...]:
-    family = family_class(config["family"]).family
-    if family == "markov":
-        return ("exact",)
-    if family not in ATTRIBUTED:
-        return ()
-    return (*METHODS, *GLOBAL.get(family, ()))
+    kinds = family_class(config["family"]).capability("explanations", config)
+    return tuple(m for k in kinds for m in (METHODS if k == "attribution" else (k,)))
 
 
 def input_kind(config: dict) -> str:
     """What a model's explanation takes: "image" (PNGs or test rows), "prompt" or "series"."""
     cls = family_class(config["family"])
     return {"image": "image", "series": "series"}.get(cls.modality_of(config), "prompt")
+
+
+def global_input(config: dict) -> str | None:
+    """Where pdp and traversal start: "image" (a model that encodes images to its latent),
+    "series" (a forecaster's history), or None (latents drawn from the prior, by seed)."""
+    if input_kind(config) == "series":
+        return "series"
+    return "image" if family_class(config["family"]).encodes else None
+
+
+def scores_images(config: dict) -> bool:
+    """The model judges images itself (a GAN's discriminator): its explanations may be of its own
+    samples, test rows are explained under their own class, and pdp reads it without a classifier."""
+    return family_class(config["family"]).scores_images

@@ -23,6 +23,7 @@ from genray.models.registry import register
 class AutoRegressive(GenerativeModel):
     family = "ar"
     strategies = ("ddp",)  # one least-squares solve over summed statistics
+    explanations = ("attribution", "pdp")
     modality = "series"
     sample_options = frozenset({"prompt", "max_tokens", "temperature"})
     nll_unit = "nats/value"

@@ -74,6 +74,9 @@ class Coupling(nn.Module):
 class RealNVP(GenerativeModel):
     family = "flow"
     modality = "image"
+    defenses = ("purify", "detect")
+    explanations = ("attribution",)
+    inpainting = ("map", "langevin")
     sample_options = frozenset({"temperature"})
     nll_unit = "nats/image"
 

@@ -25,6 +25,9 @@ class ConditionalGAN(LatentImageModel):
     # The discriminator step runs the generator without gradients: DDP must allow unused parameters.
     ddp_options = {"find_unused_parameters": True}
     strategies = ("ddp",)  # its train_step drives generator and discriminator itself
+    attacks = ("discriminator",)
+    explanations = ("attribution", "pdp", "traversal")
+    scores_images = True
 
     def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 64, hidden: int = 64):
         super().__init__(shape, num_classes, latent_dim, hidden)
@@ -107,6 +110,7 @@ class PianoRollGAN(ConditionalGAN):
     family = "music-gan"
     modality = "music"
     sample_options = frozenset()
+    attacks, explanations, scores_images = (), (), False  # the image GAN's attacks and pictures are of digits
 
     def __init__(self, shape: list[int], lowest: int = 56, num_classes: int = 0, latent_dim: int = 64,
                  hidden: int = 64):

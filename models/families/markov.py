@@ -20,6 +20,7 @@ MAX_TABLE = 2**26  # dense count cells in the top order (256 MiB of float32)
 class MarkovChain(SequenceModel):
     family = "markov"
     strategies = ("ddp",)  # counts summed across workers
+    explanations = ("exact",)  # its next-symbol probabilities are counts: nothing to attribute
 
     def __init__(self, vocab: str | list[str], order: int = 3, discount: float = 0.75):
         super().__init__()

@@ -16,6 +16,8 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 @register
 class RecurrentLM(SequenceModel):
     family = "rnn"
+    attacks = ("suffix",)
+    explanations = ("attribution",)
 
     def __init__(self, vocab: str | list[str], cell: str = "lstm", n_embd: int = 64, hidden: int = 128,
                  n_layer: int = 2, dropout: float = 0.0):

@@ -103,6 +103,8 @@ class Block(nn.Module):
 @register
 class CharTransformer(SequenceModel):
     family = "transformer"
+    attacks = ("suffix",)
+    explanations = ("attribution",)
 
     def __init__(self, vocab: str | list[str], block_size: int = 128, n_layer: int = 3, n_head: int = 4,
                  n_embd: int = 96, dropout: float = 0.0, positions: str = "rope"):

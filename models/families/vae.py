@@ -44,6 +44,18 @@ def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale
 class ConvVAE(LatentImageModel):
     family = "vae"
     nll_unit = "nats/image"
+    attacks = ("reconstruction",)
+    defenses = ("purify", "detect")
+    explanations = ("attribution", "pdp", "traversal")
+    inpainting = ("latent", "gibbs")
+    encodes = True
+
+    @classmethod
+    def capability(cls, name: str, config: dict) -> tuple[str, ...]:
+        # The reconstruction attack aims at a class: an unconditional VAE has none.
+        if name == "attacks" and not config.get("num_classes", 10):
+            return ()
+        return super().capability(name, config)
 
     def __init__(self, shape: list[int], num_classes: int = 10, latent_dim: int = 16, hidden: int = 32):
         super().__init__(shape, num_classes, latent_dim, hidden)

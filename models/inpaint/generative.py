@@ -23,17 +23,25 @@ from torch import Tensor
 from genray.models.base import one_hot
 from genray.models.errors import OptionError
 from genray.models.inpaint.masks import composite, per_image
+from genray.models.registry import family_class, family_names
 
-METHODS = {"vae": ("latent", "gibbs"), "flow": ("map", "langevin")}
 MAX_STEPS = 2000
 
 
-def family_of(model) -> str:
-    family = getattr(model, "family", None)
-    if family not in METHODS:
-        raise OptionError(f"inpainting needs a VAE or a flow image model, not a {family or type(model).__name__}",
-                          "model")
-    return family
+def inpaint_methods(config: dict) -> tuple[str, ...]:
+    """The inpainting methods a saved config supports (its family's `inpainting`), the default first."""
+    return family_class(config["family"]).capability("inpainting", config)
+
+
+def methods_of(model) -> tuple[str, ...]:
+    """A model's inpainting methods; an OptionError for a model that does not inpaint."""
+    config = model.config() if hasattr(model, "config") else {"family": None}
+    methods = inpaint_methods(config) if config["family"] else ()
+    if not methods:
+        able = [n for n in family_names() if family_class(n).inpainting]
+        raise OptionError(f"inpainting needs a model of the families {able}, not a "
+                          f"{config['family'] or type(model).__name__}", "model")
+    return methods
 
 
 def inpaint(model, images: Tensor, mask: Tensor, *, method: str | None = None, steps: int = 100, n: int = 1,
@@ -41,10 +49,10 @@ def inpaint(model, images: Tensor, mask: Tensor, *, method: str | None = None, s
     """n completions (B, n, C, H, W) of images (B, C, H, W) in [0, 1] where mask is True (a mask
     (H, W) holds for every image). `label` conditions a class-conditional VAE (default: the
     class that explains the seen pixels best)."""
-    family = family_of(model)
-    method = method or METHODS[family][0]
-    if method not in METHODS[family]:
-        raise OptionError(f"a {family} inpaints by {list(METHODS[family])}, not {method!r}", "method")
+    methods = methods_of(model)
+    method = method or methods[0]
+    if method not in methods:
+        raise OptionError(f"a {model.family} inpaints by {list(methods)}, not {method!r}", "method")
     if not 1 <= steps <= MAX_STEPS:
         raise OptionError(f"steps must be in [1, {MAX_STEPS}], got {steps}", "steps")
     if label is not None and not 0 <= label < max(getattr(model, "num_classes", 0), 0):

@@ -51,7 +51,7 @@ class _RealVsFake(nn.Module):
 def _check(gan, x, labels, eps: float, norm: str, steps: int, step_size: float | None) -> None:
     """OptionError, naming the field, for settings the attack cannot run with."""
     if not callable(getattr(gan, "critic", None)):
-        raise OptionError("the discriminator attack needs a GAN (a model with a critic)", "gan")
+        raise OptionError("the discriminator attack needs a GAN (a model with a critic)", "model")
     check_budget(eps, norm, steps, step_size)
     if not isinstance(x, Tensor) or x.dim() != 4 or list(x.shape[1:]) != list(gan.shape):
         raise OptionError(f"x must be a (B, {', '.join(map(str, gan.shape))}) tensor", "x")

@@ -55,9 +55,9 @@ def check(vae, eps: float, norm: str, steps: int, target, step_size: float | Non
     from genray.models.families.vae import ConvVAE
 
     if not isinstance(vae, ConvVAE):
-        raise OptionError(f"the reconstruction attack needs a ConvVAE, got {type(vae).__name__}", "vae")
+        raise OptionError(f"the reconstruction attack needs a ConvVAE, got {type(vae).__name__}", "model")
     if not vae.num_classes:
-        raise OptionError("the reconstruction attack aims at a class: the VAE must be class-conditional", "vae")
+        raise OptionError("the reconstruction attack aims at a class: the VAE must be class-conditional", "model")
     check_budget(eps, norm, steps, step_size)
     for t in np.atleast_1d(np.asarray(target)):
         if not 0 <= int(t) < vae.num_classes:

@@ -64,6 +64,7 @@ class PointerGenerator(TrainableModel):
     family = "pointer-generator"
     kind = "summarizer"
     modality = "document"
+    abstractive = True  # writes words: its length is max_tokens, never max_sentences
     nll_unit = "nats/word"
 
     def __init__(self, vocab: list[str], dim: int = 128, hidden: int = 192, max_source: int = 200,

@@ -57,6 +57,7 @@ class SentenceScorer(TrainableModel):
     family = "sentence-scorer"
     kind = "summarizer"
     modality = "document"
+    abstractive = False
     nll_unit = "nats/label"
 
     def __init__(self, vocab: list[str], dim: int = 64, hidden: int = 96, dropout: float = 0.2,
