@@ -174,6 +174,9 @@ class StyleRoute(ComposeRoute):
         super().__init__(*args)
         self.networks = networks
 
+    def body_model(self, req):
+        return req.model
+
     def unknown(self, req):
         if req.model is not None and req.model not in self.networks:
             return f"unknown style network {req.model!r}; served here: {sorted(self.networks)}"
@@ -241,8 +244,10 @@ class Gateway:
             if summarizer is not None else {}
         self.summarize_route = SummarizeRoute(
             summarizers, lambda name, payload: summarizer.summarize.remote({**payload, "model": name}), *limits)
+        # Every route with a model (in its path, or a style network in its body) answers a model
+        # still training 503 with Retry-After, not 404.
         for route in (self.generate_route, self.attack_route, self.defend_route, self.explain_route,
-                      self.inpaint_route):
+                      self.inpaint_route, self.summarize_route, self.style_route):
             route.pending = self.pending
 
     def _refresh(self) -> None:

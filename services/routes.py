@@ -112,6 +112,16 @@ class Route:
     def respond(self, model: str, entry: dict, req, result: dict):
         raise NotImplementedError
 
+    def body_model(self, req) -> str | None:
+        """A registry model the request names in its body (a style network), if any."""
+        return None
+
+    def still_training(self, name: str) -> tuple[int, object]:
+        """503 with Retry-After for a model `genray up` is still training."""
+        progress = self.pending[name].get("progress") or {}
+        at = f" (epoch {progress['epoch']}/{progress['epochs']})" if progress.get("epoch") else ""
+        return 503, json_error(503, f"model {name!r} is still training{at}; retry later", retry_after=15)
+
     def method_label(self, model: str, req, methods) -> str:
         """The request's method as a metric label: one the model takes, else "_invalid" (a label
         never carries what a caller typed, which would make its values unbounded)."""
@@ -125,9 +135,7 @@ class Route:
         name, _, pin = model.partition("@") if self.pins else (model, "", "")
         entry = self.models.get(name)
         if entry is None and name in self.pending:
-            progress = self.pending[name].get("progress") or {}
-            at = f" (epoch {progress['epoch']}/{progress['epochs']})" if progress.get("epoch") else ""
-            return 503, json_error(503, f"model {name!r} is still training{at}; retry later", retry_after=15), None
+            return *self.still_training(name), None
         if entry is None or (pin and not pin.isdigit()):
             return 404, json_error(404, f"unknown model {model!r}; served here: {sorted(self.models)}"), None
         try:
@@ -137,6 +145,9 @@ class Route:
         if pin:
             req = req.model_copy(update={"version": int(pin)})
         model = name
+        named = self.body_model(req)
+        if named is not None and named in self.pending:
+            return *self.still_training(named), req
         missing = self.unknown(req)
         if missing:
             return 404, json_error(404, missing), req

@@ -413,8 +413,8 @@ def test_a_new_version_is_served_without_dropping_requests(client, storage, tmp_
 
 def test_models_still_training_are_listed_and_answered_503_until_they_join(client, storage, tmp_path):
     """What `genray up` serves before its defaults are trained: the app lists a pending model with
-    the progress its training reports, answers it 503 with Retry-After, and serves it once it is
-    published and the app redeployed."""
+    the progress its training reports, answers it 503 with Retry-After at every endpoint, and serves
+    it once it is published and the app redeployed."""
     import time
 
     from genray.cluster.progress import PROGRESS_BOARD, PROGRESS_NAMESPACE, ProgressBoard
@@ -438,6 +438,13 @@ def test_models_still_training_are_listed_and_answered_503_until_they_join(clien
         r = client.post("/late/v1/generate/late", json={"max_tokens": 5})
         assert r.status_code == 503 and r.headers["retry-after"] == "15"
         assert r.json()["detail"] == "model 'late' is still training (epoch 2/5); retry later"
+        # Every capability with a model, in its path or (style) its body, answers the same.
+        for path, body in (("attack/late", {}), ("defend/late", {}), ("explain/late", {}), ("inpaint/late", {}),
+                           ("summarize/late", {}), ("style", {"content": "chelsea", "style": "brick",
+                                                               "model": "late"})):
+            r = client.post(f"/late/v1/{path}", json=body)
+            assert r.status_code == 503 and r.headers["retry-after"] == "15", (path, r.text)
+            assert "is still training" in r.json()["detail"], path
         own.publish("late", Registry(storage).load("markov")[0], {})
         deploy(own.storage.uri, None, options, pending={}, name="late", route_prefix="/late")
         r = client.post("/late/v1/generate/late", json={"max_tokens": 5, "seed": 1})
