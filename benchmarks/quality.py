@@ -17,7 +17,11 @@ the validation split; both are reported on the test split:
     series        last value and seasonal naive (period tuned)                one-step MSE
 
 It prints one table: model, metric, test value, validation value, and the budget (wall time, cores)
-that produced it, and writes it as a JSON record (benchmarks/record.py).
+that produced it, and writes it as a JSON record (benchmarks/record.py). With --seeds N every model
+is trained N times (seeds 0..N-1) and its row shows the mean and standard deviation. For each task
+and metric the model and the baseline with the best validation score are compared on test: a win
+where every seed beats the baseline, a loss where none does, a tie otherwise (the difference is
+inside the spread of the seeds); the target is the win.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,11 +48,35 @@ from genray.trainers.run import TrainSpec, model_config  # noqa: E402
 DATASET = {"text": "shakespeare", "music": "chorales", "image": "mnist"}
 
 rows: list[tuple] = []
+# (task, metric) -> {"model" | "baseline": [(label, test values (one per seed), mean val value)]}
+scores: dict[tuple, dict[str, list]] = {}
 
 
-def row(task, model, metric, value, val, budget):
-    rows.append((task, model, metric, value, val, budget))
-    print(f"  {task:<10} {model:<34} {metric:<22} {value:>10.4f} {val:>10.4f}   {budget}", flush=True)
+def row(task, model, metric, tests, vals, budget, side="baseline"):
+    """A table row (mean ± std over seeds where there are several) and its scores for the verdicts."""
+    tests, vals = list(np.atleast_1d(tests)), list(np.atleast_1d(vals))
+    test, val = float(np.mean(tests)), float(np.mean(vals))
+    shown = f"{test:.4f} ± {np.std(tests, ddof=1):.4f}" if len(tests) > 1 else test
+    rows.append((task, model, metric, shown, val, budget))
+    scores.setdefault((task, metric.split(" (")[0]), {"model": [], "baseline": []})[side].append((model, tests, val))
+    print(f"  {task:<10} {model:<34} {metric:<22} {shown!s:>18} {val:>10.4f}   {budget}", flush=True)
+
+
+def verdicts() -> list[dict]:
+    """Per task and metric (lower is better): the best model and the best baseline, each chosen on
+    val, compared on test seed by seed."""
+    out = []
+    for (task, metric), sides in scores.items():
+        if not sides["model"] or not sides["baseline"]:
+            continue
+        model, tests, _ = min(sides["model"], key=lambda r: r[2])
+        base, (base_test,), _ = min(sides["baseline"], key=lambda r: r[2])
+        wins = sum(t < base_test for t in tests)
+        out.append({"task": task, "metric": metric, "model": model, "mean": float(np.mean(tests)),
+                    "worst": float(max(tests)), "baseline": base, "baseline_test": float(base_test),
+                    "wins": f"{wins} of {len(tests)}",
+                    "verdict": "win" if wins == len(tests) else "loss" if wins == 0 else "tie"})
+    return out
 
 
 def _current(storage: Storage, spec: TrainSpec) -> bool:
@@ -61,10 +90,15 @@ def _current(storage: Storage, spec: TrainSpec) -> bool:
             and rec.metrics.get("training") == spec.training_config(meta["modality"]).to_dict())
 
 
-def ensure_models(storage: Storage, kinds: list[str], workers: int) -> None:
+def seeded(name: str, seed: int) -> str:
+    return name if seed == 0 else f"{name}-s{seed}"
+
+
+def ensure_models(storage: Storage, kinds: list[str], workers: int, seeds: int) -> None:
     from genray.trainers.run import train
 
-    specs = [TrainSpec(name=n, workers=workers, fresh=True, **a) for k in kinds for n, a in MODELS[k].items()]
+    specs = [TrainSpec(name=seeded(n, s), workers=workers, fresh=True, seed=s, **a)
+             for k in kinds for n, a in MODELS[k].items() for s in range(seeds)]
     missing = [s for s in specs if not _current(storage, s)]
     if not missing:
         return
@@ -76,22 +110,30 @@ def ensure_models(storage: Storage, kinds: list[str], workers: int) -> None:
         train(spec, storage)
 
 
-def model_rows(storage: Storage, kind: str) -> None:
+def model_rows(storage: Storage, kind: str, seeds: int) -> None:
     for name in MODELS[kind]:
-        evaluate(name, storage, split="val")
-        rec = evaluate(name, storage)
-        ev, va, m = rec.metrics["eval"], rec.metrics["eval_val"], rec.metrics
-        budget = (f"{m['wall_time_s']:.0f} s, {m['workers']} workers x {m['cpus_per_worker']:g} CPU, "
-                  f"{m['epochs']} epochs")
+        recs = []
+        for s in range(seeds):
+            evaluate(seeded(name, s), storage, split="val")
+            recs.append(evaluate(seeded(name, s), storage))
+        ev, m = recs[0].metrics["eval"], recs[0].metrics
+
+        def both(key, recs=recs):  # per seed: test values, val values
+            return [r.metrics["eval"][key] for r in recs], [r.metrics["eval_val"][key] for r in recs]
+
+        budget = (f"{np.mean([r.metrics['wall_time_s'] for r in recs]):.0f} s, {m['workers']} workers x "
+                  f"{m['cpus_per_worker']:g} CPU, {m['epochs']} epochs"
+                  + (f", seeds 0-{seeds - 1}" if seeds > 1 else ""))
         if "heldout_bits_per_dim" in ev:
-            bound = {"vae": " (IW bound)", "flow": " (dequantized)"}.get(rec.config["family"], "")
-            row(kind, name, "bits/dim" + bound, ev["heldout_bits_per_dim"], va["heldout_bits_per_dim"], budget)
+            bound = {"vae": " (IW bound)", "flow": " (dequantized)"}.get(recs[0].config["family"], "")
+            row(kind, name, "bits/dim" + bound, *both("heldout_bits_per_dim"), budget, "model")
         elif "heldout_nll" in ev:
-            row(kind, name, ev["nll_unit"], ev["heldout_nll"], va["heldout_nll"], budget)
+            row(kind, name, ev["nll_unit"], *both("heldout_nll"), budget, "model")
         if "forecast_mse" in ev:
-            row(kind, f"{name} ({ev['dataset']})", "one-step MSE", ev["forecast_mse"], va["forecast_mse"], budget)
+            row(kind, f"{name} ({ev['dataset']})", f"one-step MSE, {ev['dataset']}", *both("forecast_mse"), budget,
+                "model")
         if "fid" in ev:
-            row(kind, name, "digit-FID", ev["fid"], va["fid"], budget)
+            row(kind, name, "digit-FID", *both("fid"), budget, "model")
 
 
 def sequence_baseline(storage: Storage, kind: str) -> None:
@@ -134,7 +176,7 @@ def image_baselines(storage: Storage) -> None:
         samples = torch.as_tensor(x).float().clamp(0, 255).round().reshape(-1, *meta["shape"]) / 255.0
     q, qv = (image_quality(samples, None, meta, storage, split) for split in ("test", "val"))
     row("image", "best mixture's samples", "digit-FID", q["fid"], qv["fid"], "as above")
-    row("image", "held-out real images (floor)", "digit-FID", q["fid_real_floor"], qv["fid_real_floor"], "-")
+    rows.append(("image", "held-out real images (floor)", "digit-FID", q["fid_real_floor"], qv["fid_real_floor"], "-"))
 
 
 def series_baselines(storage: Storage) -> None:
@@ -148,7 +190,7 @@ def series_baselines(storage: Storage) -> None:
             return float(((pred - y) ** 2).mean())
 
         for label, p in (("last value", 1), (f"seasonal naive (period {period}, chosen on val)", period)):
-            row("series", f"{label} ({name})", "one-step MSE", mse(te, p), mse(va, p), "-")
+            row("series", f"{label} ({name})", f"one-step MSE, {name}", mse(te, p), mse(va, p), "-")
 
 
 def main() -> int:
@@ -156,6 +198,7 @@ def main() -> int:
     ap.add_argument("--storage", default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--only", default="text,music,image,series")
+    ap.add_argument("--seeds", type=int, default=1, help="train every model with seeds 0..N-1 (mean ± std)")
     ap.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     ap.add_argument("--smoke", action="store_true", help="the series rows only, in a temporary storage root: "
                                                            "checks the script runs")
@@ -170,14 +213,15 @@ def main() -> int:
         atexit.register(shutil.rmtree, args.storage, ignore_errors=True)
     if args.smoke:
         kinds, args.workers = ["series"], 1
-    record = Record("quality", None if set(kinds) == {*DATASET, "series"} else "-".join(kinds), args, seeds=[0],
+    record = Record("quality", None if set(kinds) == {*DATASET, "series"} else "-".join(kinds), args,
+                    seeds=list(range(args.seeds)),
                     out_dir=os.path.join(args.storage, "results") if args.smoke else args.results)
     storage = Storage(args.storage)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    ensure_models(storage, kinds, args.workers)
-    print(f"\n  {'task':<10} {'model':<34} {'metric':<22} {'test':>10} {'val':>10}   budget")
+    ensure_models(storage, kinds, args.workers, args.seeds)
+    print(f"\n  {'task':<10} {'model':<34} {'metric':<22} {'test':>18} {'val':>10}   budget")
     for kind in kinds:
-        model_rows(storage, kind)
+        model_rows(storage, kind, args.seeds)
         if kind in ("text", "music"):
             sequence_baseline(storage, kind)
         elif kind == "image":
@@ -186,6 +230,14 @@ def main() -> int:
             series_baselines(storage)
     record.table("quality", "Held-out quality: every figure on the test split, the validation split beside it",
                  ["task", "model", "metric", "test", "val", "budget"], [list(r) for r in rows])
+    decided = verdicts()
+    record.table("verdicts", "The best model against the best baseline (each chosen on val), on test",
+                 ["task", "metric", "model", "test (mean)", "baseline", "baseline test", "seeds that win", "verdict"],
+                 [[d[k] for k in ("task", "metric", "model", "mean", "baseline", "baseline_test", "wins", "verdict")]
+                  for d in decided])
+    for d in decided:
+        record.target(f"{d['task']}, {d['metric']}: {d['model']} (its worst seed) beats {d['baseline']}", d["worst"],
+                      "<", d["baseline_test"])
     record.save()
     return 0
 

@@ -16,7 +16,7 @@ EXPECT = {
     "explain.py": "| IG on one image, concurrency 1 | served (median) |",
     "gpu_check.py": "same as cpu",
     "parallel.py": "## Recovery: a training worker on the second node SIGKILLed",
-    "quality.py": "| series | quality-ar (sunspots) | one-step MSE |",
+    "quality.py": "| series | quality-ar (sunspots) | one-step MSE, sunspots |",
     "robustness.py": "| eps | scored real (clean) | scored real (attacked) | fooled | time |",
     "sampling.py": "identical samples with and without the cache, same seeds: True",
     "serve_faults.py": "| process | RSS before (MiB) | RSS after | growth |",
