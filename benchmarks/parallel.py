@@ -81,8 +81,8 @@ def weights_digest(storage: str, name: str) -> str:
 def _bare_steps(model: dict, batch: int, steps: int, out) -> None:
     import torch
 
+    from genray.models.catalog import build
     from genray.models.optim import OptimizerSettings
-    from genray.models.registry import build
 
     torch.set_num_threads(1)  # as a Ray worker of one CPU
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from genray.cluster.storage import Storage
 from genray.models import weights
-from genray.models.registry import Configurable, build, family_class
+from genray.models.catalog import Configurable, build, family_class
 
 MARKER = "COMMITTED"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -2,7 +2,7 @@
 
 One training loop (trainers/loop.py) and one serving path (services/) drive every family
 through this interface, so a family that needs something new changes the contract here, never
-the loop. Families register by name in models/registry.py.
+the loop. Families register by name in models/catalog.py.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
+from genray.models.catalog import Configurable
 from genray.models.errors import ConfigError, OptionError
 from genray.models.optim import OptimizerSettings
-from genray.models.registry import Configurable
 
 AllReduce = Callable[[torch.Tensor], None]  # sums a tensor in place across workers
 STRATEGIES = ("ddp", "fsdp", "tensor", "pipeline", "hybrid")

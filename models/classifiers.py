@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from genray.models.base import TrainableModel
+from genray.models.catalog import register
 from genray.models.errors import DataError
 from genray.models.optim import OptimizerSettings
-from genray.models.registry import register
 from genray.models.robustness.attacks import METHODS as ATTACKS
 
 

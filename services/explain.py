@@ -13,8 +13,7 @@ from PIL import Image
 from ray import serve
 
 from genray.models.errors import OptionError
-from genray.models.explain import explain
-from genray.models.explain import globals as glob
+from genray.models.explain import dependence, explain
 from genray.models.explain.catalog import global_input, input_kind, scores_images
 from genray.models.explain.faithfulness import evaluate
 from genray.models.explain.render import curves_png, grid_png, heatmap_png, text_html
@@ -100,24 +99,24 @@ def _global(bench: Workbench, model, rec, req: dict) -> dict:
             raise OptionError(f"series needs at least {p} values (the model's max_order) for pdp", "series")
         ends = range(max(p, len(series) - ICE_WINDOWS + 1), len(series) + 1)
         lag = 1 if req.get("feature") is None else req["feature"]
-        c = glob.lag_curves(model, torch.stack([series[e - p:e] for e in ends]), lag, grid)
+        c = dependence.lag_curves(model, torch.stack([series[e - p:e] for e in ends]), lag, grid)
         picture = curves_png(c.grid, c.ice, c.feature, c.readout, f"{rec.name}: partial dependence")
         return {"curves": c.to_json(), "pictures": [picture]}
     if start == "image":  # encoded to the latent
         x, _ = _images(bench, model, rec, req)
-        z, y = glob.latents(model, x, len(x), None, 0)
+        z, y = dependence.latents(model, x, len(x), None, 0)
     else:
-        z, y = glob.latents(model, None, req.get("n", 16) if method == "pdp" else 1,
+        z, y = dependence.latents(model, None, req.get("n", 16) if method == "pdp" else 1,
                             req.get("target") if method == "traversal" else None, req.get("seed", 0))
     if method == "traversal":
         dims = req.get("dims") or list(range(min(8, model.latent_dim)))
-        picture = grid_png(glob.traversal(model, z, y, dims, grid))
+        picture = grid_png(dependence.traversal(model, z, y, dims, grid))
         return {"pictures": [picture], "curves": {"dims": dims, "offsets": torch.linspace(
-            -glob.LATENT_RANGE, glob.LATENT_RANGE, grid).tolist()}}
+            -dependence.LATENT_RANGE, dependence.LATENT_RANGE, grid).tolist()}}
     # A model that scores images itself (a discriminator) is read directly unless a classifier is named.
     judge = bench.judge(req.get("classifier"), rec) if not scores_images(rec.config) or req.get("classifier") \
         else None
-    c = glob.latent_curves(model, z, y, req.get("feature") or 0, grid, judge=judge, target=req.get("target"))
+    c = dependence.latent_curves(model, z, y, req.get("feature") or 0, grid, judge=judge, target=req.get("target"))
     picture = curves_png(c.grid, c.ice, c.feature, c.readout, f"{rec.name}: partial dependence")
     return {"curves": c.to_json(), "pictures": [picture]}
 

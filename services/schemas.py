@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
 from genray.models import modalities
-from genray.models.registry import family_class
+from genray.models.catalog import family_class
 
 Number = Annotated[Union[StrictFloat, StrictInt], Field(allow_inf_nan=False)]
 
@@ -522,7 +522,7 @@ class SummarizeResponse(BaseModel):
 
 
 def check_summarize(req: SummarizeRequest, config: dict) -> list[dict]:
-    from genray.models.registry import family_class
+    from genray.models.catalog import family_class
     from genray.models.summarize import ASPECTS
 
     errors = []

@@ -11,14 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from genray.models.catalog import build
 from genray.models.errors import OptionError
-from genray.models.explain import METHODS, explain
-from genray.models.explain import globals as glob
+from genray.models.explain import METHODS, dependence, explain
 from genray.models.explain.catalog import explain_methods
 from genray.models.explain.faithfulness import evaluate
 from genray.models.explain.render import curves_png, grid_png, heatmap_png, text_html
 from genray.models.optim import OptimizerSettings
-from genray.models.registry import build
 
 SHAPE = [1, 8, 8]
 VOCAB = "abcd"
@@ -205,7 +204,7 @@ def test_integrated_gradients_completeness_on_a_vae_and_a_flow():
 # ---- global methods and pictures --------------------------------------------------------------------
 def test_ar_partial_dependence_is_a_line_of_the_lags_coefficient(series):
     m = _model("ar", series)
-    c = glob.lag_curves(m, torch.stack([series[:40], series[40:80]]), feature=2, points=5)
+    c = dependence.lag_curves(m, torch.stack([series[:40], series[40:80]]), feature=2, points=5)
     slope = (c.ice[:, -1] - c.ice[:, 0]) / (c.grid[-1] - c.grid[0])
     assert torch.allclose(slope, m.coef[2].expand(2), atol=1e-9)
     assert c.pdp.shape == (5,) and c.ice.shape == (2, 5)
@@ -216,14 +215,14 @@ def test_latent_curves_and_traversals_of_a_vae_and_a_gan():
     for family in ("vae", "gan"):
         m = _model(family)
         images = torch.rand(3, *SHAPE) if family == "vae" else None
-        z, y = glob.latents(m, images, 3, None, seed=0)
-        c = glob.latent_curves(m, z, y, feature=1, points=7, judge=judge)
+        z, y = dependence.latents(m, images, 3, None, seed=0)
+        c = dependence.latent_curves(m, z, y, feature=1, points=7, judge=judge)
         assert c.ice.shape == (3, 7) and bool(((c.ice >= 0) & (c.ice <= 1)).all())
-        grid = glob.traversal(m, z, y, dims=[0, 1], points=5)
+        grid = dependence.traversal(m, z, y, dims=[0, 1], points=5)
         assert grid.shape == (2, 5, *SHAPE)
         assert not torch.allclose(grid[0, 0], grid[0, -1])  # moving the latent changes the decode
     with pytest.raises(OptionError) as err:
-        glob.latent_curves(m, z, y, feature=999, points=7, judge=judge)
+        dependence.latent_curves(m, z, y, feature=999, points=7, judge=judge)
     assert err.value.field == "feature"
 
 

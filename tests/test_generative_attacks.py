@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from genray.models.base import one_hot
+from genray.models.catalog import build
 from genray.models.codecs.music import END
 from genray.models.errors import OptionError
 from genray.models.optim import OptimizerSettings
-from genray.models.registry import build
 from genray.models.robustness import discriminator_attack, suffix_attack
 from genray.trainers.datasets import sklearn_digits
 

@@ -42,7 +42,7 @@ def test_contracts_catch_a_model_that_imports_ray_a_server_that_imports_a_traine
 
 
 # Above models/, a family is never special-cased by name: what a family can do is declared on its
-# class (models/registry.py) and read through models/'s catalogs.
+# class (models/catalog.py) and read through models/'s catalogs.
 NO_FAMILY_CHECKS = ("services", "genray/cli", "genray/client.py", "trainers", "cluster")
 NO_FAMILY_TABLES = ("services", "genray/cli", "genray/client.py")  # trainers' presets are per family
 
@@ -59,7 +59,7 @@ def _python_files(root, parts):
 def family_checks(root=ROOT) -> list[str]:
     """file:line of each comparison of a family with a family's name, and (services and the CLI) of
     each table keyed by family names."""
-    from genray.models.registry import family_names
+    from genray.models.catalog import family_names
 
     names = set(family_names(None))
 

@@ -6,8 +6,8 @@ import torch
 from genray.cluster.registry import Registry
 from genray.cluster.storage import Storage
 from genray.models.base import clip_grad_norm
+from genray.models.catalog import build
 from genray.models.errors import ConfigError
-from genray.models.registry import build
 from genray.trainers.run import TrainSpec, train
 
 # 2 blocks of 2 heads: a block per pipeline stage and a head per tensor-parallel worker. 160 rows

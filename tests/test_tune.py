@@ -12,8 +12,8 @@ import torch
 
 from genray.cli import main
 from genray.cluster.registry import Registry
+from genray.models.catalog import family_class, family_names
 from genray.models.errors import ConfigError
-from genray.models.registry import family_class, family_names
 from genray.services import capacity
 from genray.trainers import space
 from genray.trainers.constraints import Constraint, pareto_front

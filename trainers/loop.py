@@ -27,8 +27,8 @@ from ray.data.collate_fn import NumpyBatchCollateFn
 from genray.cluster.progress import Reporter
 from genray.models import weights
 from genray.models.base import GenerativeModel
+from genray.models.catalog import build
 from genray.models.errors import ConfigError
-from genray.models.registry import build
 from genray.trainers import strategies
 from genray.trainers.config import TrainConfig
 from genray.trainers.datasets import to_tensors

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from genray.cluster.registry import ModelRecord, Registry, parse_ref
 from genray.cluster.storage import Storage
+from genray.models.catalog import build, family_class
 from genray.models.errors import ConfigError, DataError
-from genray.models.registry import build, family_class
 from genray.models.robustness.poison import Poison
 from genray.trainers import datasets, poisoning, presets, strategies
 from genray.trainers.config import TrainConfig

@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 
 from genray.cluster.connect import quiet_data
 from genray.cluster.storage import Storage
+from genray.models.catalog import family_class
 from genray.models.errors import ConfigError
-from genray.models.registry import family_class
 from genray.trainers import presets, space
 from genray.trainers.constraints import METRICS, Constraint, objectives
 from genray.trainers.run import TrainSpec, build_trainer, describe, model_config

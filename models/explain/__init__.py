@@ -4,7 +4,7 @@ targets.py       what is explained, per family (a class logit, a symbol's log-pr
 methods.py       explain(): Captum's attribution methods through one call, and Markov chains' exact shares
 faithfulness.py  deletion and insertion curves against random and edge rankings, Captum's infidelity
                  and max-sensitivity
-globals.py       partial dependence and ICE curves, latent traversals
+dependence.py    partial dependence and ICE curves, latent traversals
 render.py        pictures: heatmap overlays, shaded text, curves, traversal grids
 catalog.py       which methods apply to which family
 """

@@ -2,8 +2,8 @@
 (`explanations` on the model class), the one place the CLI and the server consult."""
 from __future__ import annotations
 
+from genray.models.catalog import family_class
 from genray.models.explain.methods import METHODS
-from genray.models.registry import family_class
 
 
 def explain_methods(config: dict) -> tuple[str, ...]:

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from genray.models.base import GenerativeModel, per_row
+from genray.models.catalog import register
 from genray.models.errors import ConfigError, DataError, OptionError
-from genray.models.registry import register
 
 
 @register

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from genray.models.base import GenerativeModel, draw_normal, per_row
+from genray.models.catalog import register
 from genray.models.errors import ConfigError
-from genray.models.registry import register
 
 ALPHA = 0.05  # logit(ALPHA + (1 - 2 ALPHA) y) keeps the transform away from 0 and 1
 

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from genray.models.base import LatentImageModel, draw_normal, one_hot, sample_labels
+from genray.models.catalog import register
 from genray.models.codecs.pianoroll import from_roll
 from genray.models.errors import ConfigError, DataError
 from genray.models.optim import OptimizerSettings
-from genray.models.registry import register
 
 
 @register

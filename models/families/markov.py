@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from genray.models.base import SequenceModel
+from genray.models.catalog import register
 from genray.models.errors import ConfigError
-from genray.models.registry import register
 
 MAX_TABLE = 2**26  # dense count cells in the top order (256 MiB of float32)
 

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genray.models.base import SequenceModel
+from genray.models.catalog import register
 from genray.models.errors import ConfigError
-from genray.models.registry import register
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 

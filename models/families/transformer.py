@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from genray.models.base import STRATEGIES, ParallelPlan, SequenceModel
+from genray.models.catalog import register
 from genray.models.errors import ConfigError
 from genray.models.optim import OptimizerSettings
-from genray.models.registry import register
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (k, v), each (B, nh, T, hs)
 Rotary = torch.Tensor  # complex rotations (T, hs / 2)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genray.models.base import LatentImageModel, draw_normal, one_hot, sample_labels
+from genray.models.catalog import register
 from genray.models.errors import OptionError
-from genray.models.registry import register
 
 
 def discretized_logistic_log_prob(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor,

@@ -21,9 +21,9 @@ import torch
 from torch import Tensor
 
 from genray.models.base import one_hot
+from genray.models.catalog import family_class, family_names
 from genray.models.errors import OptionError
 from genray.models.inpaint.masks import composite, per_image
-from genray.models.registry import family_class, family_names
 
 MAX_STEPS = 2000
 

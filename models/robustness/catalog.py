@@ -2,7 +2,7 @@
 (`attacks`, `defenses` on the model class), the one place the CLI and the server consult."""
 from __future__ import annotations
 
-from genray.models.registry import family_class
+from genray.models.catalog import family_class
 
 TEXT_ATTACKS = ("suffix",)  # attacks on a prompt: they take text fields, not images
 

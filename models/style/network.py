@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genray.models.base import TrainableModel
+from genray.models.catalog import register
 from genray.models.errors import DataError
-from genray.models.registry import register
 from genray.models.style.features import RandomFeatures, content_distance, style_distance, style_targets
 from genray.models.style.photos import STYLES, photo
 from genray.models.style.transfer import Transfer, fit_size, prepare, scored

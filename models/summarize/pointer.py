@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genray.models.base import TrainableModel
+from genray.models.catalog import register
 from genray.models.errors import DataError
-from genray.models.registry import register
 from genray.models.summarize.text import ASPECTS, BOS, EOS, UNK, detokenize, words
 
 BOS_ID, EOS_ID, UNK_ID = 2, 3, 1  # positions of BOS, EOS and UNK in text.SPECIALS

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genray.models.base import TrainableModel
+from genray.models.catalog import register
 from genray.models.errors import DataError, OptionError
-from genray.models.registry import register
 from genray.models.summarize.text import ASPECTS, words
 
 MAX_WORDS = 48  # words per sentence row; longer sentences are cut
