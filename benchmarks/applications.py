@@ -53,12 +53,14 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from benchmarks.record import Record  # noqa: E402
 from genray.cluster.datacache import local_arrays, ordered_rows  # noqa: E402
 from genray.cluster.registry import Registry  # noqa: E402
 from genray.cluster.storage import Storage  # noqa: E402
+from genray.models.codecs.images import grid, to_png  # noqa: E402
 from genray.models.inpaint import BASELINES, baseline_fill, inpaint, make_mask, masked_psnr, methods_of, per_image  # noqa: E402
 from genray.models.style import photo, transfer  # noqa: E402
 from genray.models.style.texture import DESCRIPTORS, texture_fall, texture_stats  # noqa: E402
@@ -96,6 +98,16 @@ class Bench:
         out = os.path.join(self.args.storage, "results") if self.args.smoke else self.args.results
         return Record("applications", part, self.args, seeds=[0], out_dir=out)
 
+    def picture(self, name: str, rows: list[torch.Tensor]) -> str:
+        """Rows of images (each (N, C, H, W) in [0, 1]) as one PNG: into docs/, beside the tables
+        rendered from the same run (a smoke run: into its scratch storage)."""
+        out = os.path.join(self.args.storage, "results") if self.args.smoke else os.path.join(ROOT, "docs")
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, name)
+        with open(path, "wb") as f:
+            f.write(to_png(grid(torch.cat(rows), ncol=len(rows[0]))))
+        return path
+
 
 def timed(fn, *a, **kw):
     t0 = time.perf_counter()
@@ -124,11 +136,13 @@ def inpainting(b: Bench) -> Record:
     budget = "; ".join(f"{rec.ref}: {rec.metrics['epochs']} epochs, {rec.metrics['wall_time_s']:.0f} s on "
                        f"{rec.metrics['workers']} workers" for _, rec in models.values())
 
+    def label(rec, method: str) -> str:
+        return f"{rec.ref} {method} ({a.steps} steps)"
+
     def scored(mask_kind: str, x, y, baselines: bool = True):
         """[row label, PSNR, judge accuracy, ms per image] of every inpainter (and baseline) under one mask."""
         mask = per_image(make_mask(mask_kind, H, W, seed=0), len(x))
-        runs = [(f"{rec.ref} {method} ({a.steps} steps)", inpaint, (model, x, mask),
-                 {"method": method, "steps": a.steps, "seed": 0})
+        runs = [(label(rec, method), inpaint, (model, x, mask), {"method": method, "steps": a.steps, "seed": 0})
                 for model, rec in models.values() for method in methods_of(model)]
         runs += [(f"baseline: {name}", baseline_fill, (name, x, mask, train_x), {}) for name in BASELINES
                  if baselines]
@@ -163,6 +177,15 @@ def inpainting(b: Bench) -> Record:
                     ours[2] - best_base[2], ">", 0.0)
         for k in ("mean", "blur"):
             rec_.target(f"{ours[0]}: PSNR minus baseline {k}'s > 0 dB", ours[1] - base[k][1], ">", 0.0)
+        # The picture: one test digit of each class (the sample's first ten), hidden square grey.
+        model, method = next((m, meth) for m, r in models.values() for meth in methods_of(m)
+                             if label(r, meth) == chosen[0])
+        k = min(10, len(x))
+        xs, m = x[:k], per_image(make_mask("center", H, W), k)
+        filled = inpaint(model, xs, m, method=method, steps=a.steps, seed=0)[:, 0]
+        rec_.figure("picture", os.path.relpath(b.picture("applications-inpaint.png", [
+            torch.where(m, torch.full_like(xs, 0.5), xs), filled, baseline_fill("nearest", xs, m, train_x), xs]),
+            ROOT))
     others = [k for k in a.masks if k != "center"]
     if others:
         x, y = stratified(meta, "test", b.storage, a.n_other)
