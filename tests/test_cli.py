@@ -234,7 +234,7 @@ def test_inpaint_writes_the_masked_input_and_its_completions(trained, storage, t
     assert cli(["inpaint", "flow", "--index", "5", "--mask", str(drawn), "--storage", storage.uri]) == 2
     assert "hide some pixels and leave some visible" in capsys.readouterr().err
     assert cli(["inpaint", "markov", "--index", "1", "--storage", storage.uri]) == 2
-    assert "needs a VAE or a flow" in capsys.readouterr().err
+    assert "inpainting needs a model of the families ['flow', 'vae'], not a markov" in capsys.readouterr().err
     assert cli(["inpaint", "vae", "--storage", storage.uri]) == 2 and "--index" in capsys.readouterr().err
 
 
