@@ -422,7 +422,8 @@ def test_models_still_training_are_listed_and_answered_503_until_they_join(clien
     from genray.cluster.storage import Storage
     from genray.services.app import ServeOptions, deploy, undeploy
 
-    own, options = Registry(Storage(str(tmp_path))), ServeOptions(max_replicas=1, auth=False, extras=())
+    # With style transfer deployed: a style network still training is named in the body.
+    own, options = Registry(Storage(str(tmp_path))), ServeOptions(max_replicas=1, auth=False, extras=("style",))
     board = ProgressBoard.options(name=PROGRESS_BOARD, namespace=PROGRESS_NAMESPACE).remote()
     board.update.remote("late", {"epoch": 2, "epochs": 5, "step": 20, "total": 50})
     deploy(own.storage.uri, None, options, pending={"late": {"family": "markov"}}, name="late", route_prefix="/late")
