@@ -136,13 +136,13 @@ def inpainting(b: Bench) -> Record:
     budget = "; ".join(f"{rec.ref}: {rec.metrics['epochs']} epochs, {rec.metrics['wall_time_s']:.0f} s on "
                        f"{rec.metrics['workers']} workers" for _, rec in models.values())
 
-    def label(rec, method: str) -> str:
+    def run_label(rec, method: str) -> str:
         return f"{rec.ref} {method} ({a.steps} steps)"
 
     def scored(mask_kind: str, x, y, baselines: bool = True):
         """[row label, PSNR, judge accuracy, ms per image] of every inpainter (and baseline) under one mask."""
         mask = per_image(make_mask(mask_kind, H, W, seed=0), len(x))
-        runs = [(label(rec, method), inpaint, (model, x, mask), {"method": method, "steps": a.steps, "seed": 0})
+        runs = [(run_label(rec, method), inpaint, (model, x, mask), {"method": method, "steps": a.steps, "seed": 0})
                 for model, rec in models.values() for method in methods_of(model)]
         runs += [(f"baseline: {name}", baseline_fill, (name, x, mask, train_x), {}) for name in BASELINES
                  if baselines]
@@ -179,7 +179,7 @@ def inpainting(b: Bench) -> Record:
             rec_.target(f"{ours[0]}: PSNR minus baseline {k}'s > 0 dB", ours[1] - base[k][1], ">", 0.0)
         # The picture: one test digit of each class (the sample's first ten), hidden square grey.
         model, method = next((m, meth) for m, r in models.values() for meth in methods_of(m)
-                             if label(r, meth) == chosen[0])
+                             if run_label(r, meth) == chosen[0])
         k = min(10, len(x))
         xs, m = x[:k], per_image(make_mask("center", H, W), k)
         filled = inpaint(model, xs, m, method=method, steps=a.steps, seed=0)[:, 0]
