@@ -136,14 +136,15 @@ def inpainting(b: Bench) -> Record:
     budget = "; ".join(f"{rec.ref}: {rec.metrics['epochs']} epochs, {rec.metrics['wall_time_s']:.0f} s on "
                        f"{rec.metrics['workers']} workers" for _, rec in models.values())
 
-    def run_label(rec, method: str) -> str:
-        return f"{rec.ref} {method} ({a.steps} steps)"
+    # Row label -> (model, method): every generative inpainter, named once for the rows and the picture.
+    inpainters = {f"{rec.ref} {method} ({a.steps} steps)": (model, method)
+                  for model, rec in models.values() for method in methods_of(model)}
 
     def scored(mask_kind: str, x, y, baselines: bool = True):
         """[row label, PSNR, judge accuracy, ms per image] of every inpainter (and baseline) under one mask."""
         mask = per_image(make_mask(mask_kind, H, W, seed=0), len(x))
-        runs = [(run_label(rec, method), inpaint, (model, x, mask), {"method": method, "steps": a.steps, "seed": 0})
-                for model, rec in models.values() for method in methods_of(model)]
+        runs = [(label, inpaint, (model, x, mask), {"method": method, "steps": a.steps, "seed": 0})
+                for label, (model, method) in inpainters.items()]
         runs += [(f"baseline: {name}", baseline_fill, (name, x, mask, train_x), {}) for name in BASELINES
                  if baselines]
         for label, fn, args, kw in runs:
@@ -178,8 +179,7 @@ def inpainting(b: Bench) -> Record:
         for k in ("mean", "blur"):
             rec_.target(f"{ours[0]}: PSNR minus baseline {k}'s > 0 dB", ours[1] - base[k][1], ">", 0.0)
         # The picture: one test digit of each class (the sample's first ten), hidden square grey.
-        model, method = next((m, meth) for m, r in models.values() for meth in methods_of(m)
-                             if run_label(r, meth) == chosen[0])
+        model, method = inpainters[chosen[0]]
         k = min(10, len(x))
         xs, m = x[:k], per_image(make_mask("center", H, W), k)
         filled = inpaint(model, xs, m, method=method, steps=a.steps, seed=0)[:, 0]

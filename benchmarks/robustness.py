@@ -94,8 +94,8 @@ class Bench:
         self.registry = Registry(self.storage)
         self.image_data = "digits" if args.smoke else "mnist"
         self.text_model = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 64} if args.smoke else {}
-        meta = datasets.prepare(self.image_data, self.storage)
-        (self.x, self.y), (self.val_x, _) = (self.sample(meta, s, args.n) for s in ("test", "val"))
+        self.meta = datasets.prepare(self.image_data, self.storage)
+        (self.x, self.y), (self.val_x, _) = (self.sample(self.meta, s, args.n) for s in ("test", "val"))
 
     def sample(self, meta: dict, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first n images of a split's class-stratified evaluation order, and their labels."""
@@ -194,7 +194,7 @@ def backdoor(b: Bench) -> Record:
     # The targets: a backdoor that works without costing clean accuracy, and each sanitizer's
     # retrained model free of it at little cost; all measured against the unpoisoned classifier.
     standard, _ = b.train("robust-standard", "classifier", reuse=True)
-    test = datasets.local_arrays(datasets.prepare(b.image_data, b.storage), "test", b.storage)
+    test = datasets.local_arrays(b.meta, "test", b.storage)
     clean = standard.accuracy(test["image"], test["label"])  # the split sanitize() scores
     rec_.figure("robust-standard clean accuracy", clean)
     before = rows[0]
@@ -273,6 +273,7 @@ def detection(b: Bench) -> Record:
         rec_.figure(f"{family} clean test flagged", float((normal > t_).float().mean()))
         rec_.figure(f"{family} C&W seconds", round(secs))
         for eps in (0.1,) if b.args.smoke else (0.1, 0.3):
+            # b.x is in the class-stratified evaluation order: every prefix holds the digits equally.
             n = 16 if b.args.smoke else min(len(b.x), 200 if family == "vae" else 100)
             r, t = timed(evaluate_purification, Purifier(model), classifier, b.x[:n], b.y[:n], eps=eps,
                          steps=5 if b.args.smoke else 40)
@@ -297,7 +298,7 @@ def generative(b: Bench) -> Record:
     rec_ = b.record("generative")
     classifier, _ = b.train("robust-standard", "classifier", reuse=True)
     vae, _ = b.train("robust-vae", "vae", reuse=True)
-    n = min(len(b.x), 100)
+    n = min(len(b.x), 100)  # a prefix of the class-stratified evaluation order: 10 of each digit
     target = (b.y[:n] + 1) % 10
     rows = []
     for eps in (2.0,) if b.args.smoke else (1.0, 2.0, 3.0, 4.0):
