@@ -1,32 +1,23 @@
 """The Ray Serve applications: for each generative registry model, an application of its own at
 /v1/generate/{model} whose autoscaled, batching ModelServer ingress takes generation requests
 straight from Serve's proxy; and the gateway application at the root, whose Gateway ingress
-answers the rest (pinned versions, models still training, /v1/models, reloads, /metrics, the
-playground) beside one autoscaled RobustnessServer for the attacks and defenses of every model
-that takes them (classifiers included), one autoscaled ExplainServer for the explanations, one
-InpaintServer for /v1/inpaint, one StyleServer for /v1/style, one ComposeServer for /v1/compose
-and one SummarizeServer for /v1/summarize (ServeOptions.extras leaves any of these out)."""
+answers the rest (every capability's route, pinned versions, models still training, /v1/models,
+reloads, /metrics, the playground) beside one autoscaled CapabilityServer deployment per
+capability spec (services/capabilities/; ServeOptions.extras leaves any of them out)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from genray.cluster.registry import Registry, RegistryError
 from genray.cluster.storage import Storage
 from genray.models.errors import ConfigError
-from genray.models.explain.catalog import explain_methods
-from genray.models.inpaint import inpaint_methods
-from genray.models.robustness.catalog import attack_methods, defense_methods
 from genray.services.auth import ENV, KEYS_FILE, KeyEntry, from_env, read_file
-from genray.services.compose import ComposeServer
-from genray.services.explain import ExplainServer
 from genray.services.following import served_summary
 from genray.services.gateway import Gateway, model_app_name
 from genray.services.generate import ModelServer
-from genray.services.inpaint import InpaintServer
-from genray.services.robustness import RobustnessServer
-from genray.services.style import StyleServer
-from genray.services.summarize import SummarizeServer
+from genray.services.server import CapabilityServer
+from genray.services.spec import SPECS, Limits
 
 GATEWAY_CPUS = 0.25
 
@@ -44,19 +35,6 @@ class ServeOptions:
     # that every model's first replica fits in half the cluster, leaving room to scale up.
     cpus_per_replica: float | None = None
     request_timeout_s: float = 120.0
-    # Attacks cost tens to hundreds of passes each and seed global random state (ART draws from
-    # numpy's): one runs at a time per replica, and a short queue turns a burst into 503s.
-    robustness_max_ongoing: int = 1
-    robustness_max_queued: int = 8
-    # CPUs reserved for the robustness replica (at most half a CPU by default: it must not take the
-    # room a model server's replicas scale into).
-    robustness_cpus: float | None = None
-    # Explanations run up to thousands of passes each, and seed torch's global generator (Captum's
-    # sampling methods draw from it): the same limits as the robustness server's, on a deployment
-    # of their own.
-    explain_max_ongoing: int = 1
-    explain_max_queued: int = 8
-    explain_cpus: float | None = None
     # GPUs per model-server replica (fractions share one card); with any, the replica's model runs
     # on CUDA and its samples come back as the same CPU objects.
     gpus_per_replica: float = 0.0
@@ -75,23 +53,14 @@ class ServeOptions:
     # default: the metrics count every request, and on a small machine the line costs a
     # noticeable share of a small request's CPU.
     access_log: bool = False
-    # What is served beside generation (None: everything): "attack" (with defend), "explain",
-    # "inpaint", "style", "compose" and "summarize"; each is a deployment of its own, so a generation-only
-    # service starts fewer replicas.
+    # What is served beside generation (None: every capability of services/capabilities/); each is
+    # a deployment of its own, so a generation-only service starts fewer replicas.
     extras: tuple[str, ...] | None = None
-    # POST /v1/compose on a deployment of its own: two compositions at a time per replica (each
-    # takes tens of ms of music21 analysis), a short queue, then 503s.
-    compose_max_ongoing: int = 2
-    compose_max_queued: int = 16
-    # POST /v1/inpaint: a hundred or so passes of a small image model each, two at a time per replica.
-    inpaint_max_ongoing: int = 2
-    inpaint_max_queued: int = 8
-    # POST /v1/style: seconds to a minute of optimisation each, one at a time per replica.
-    style_max_ongoing: int = 1
-    style_max_queued: int = 4
-    # POST /v1/summarize: milliseconds (extractive) to a second (abstractive) per document.
-    summarize_max_ongoing: int = 4
-    summarize_max_queued: int = 16
+    # Per capability, in place of its spec's deployment limits: {"attack": {"max_queued": 16, "cpus": 1}}.
+    limits: dict[str, dict] = field(default_factory=dict)
+
+    def limits_of(self, capability: str) -> Limits:
+        return replace(SPECS[capability].limits, **self.limits.get(capability, {}))
 
 
 def api_keys(storage: Storage, options: ServeOptions) -> list[KeyEntry]:
@@ -105,23 +74,15 @@ def api_keys(storage: Storage, options: ServeOptions) -> list[KeyEntry]:
     return entries
 
 
+def wanted(extras: tuple[str, ...] | None) -> list[str]:
+    """The capabilities served beside generation: those named (with what they are part of), or all."""
+    return [n for n, spec in SPECS.items() if extras is None or n in extras or spec.part_of in extras]
+
+
 def endpoints(rec, extras: tuple[str, ...] | None = None) -> list[str]:
     """The endpoints a registry model is served at (of `extras` only, beside generation)."""
     out = ["generate"] if rec.kind == "generative" else []
-    if attack_methods(rec.config):
-        out.append("attack")
-    if defense_methods(rec.config):
-        out.append("defend")
-    if explain_methods(rec.config):
-        out.append("explain")
-    if rec.kind == "generative" and inpaint_methods(rec.config):
-        out.append("inpaint")
-    if rec.kind == "summarizer":
-        out.append("summarize")
-    if rec.kind == "stylizer":
-        out.append("style")
-    wanted = set(extras) | ({"defend"} if "attack" in extras else set()) if extras is not None else None
-    return [e for e in out if e == "generate" or wanted is None or e in wanted]
+    return out + [n for n in wanted(extras) if SPECS[n].serves is not None and SPECS[n].serves(rec)]
 
 
 def default_cpus(models: int) -> float:
@@ -136,10 +97,9 @@ def default_cpus(models: int) -> float:
 def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOptions | None = None,
                pending: dict[str, dict] | None = None, name: str = "genray", route_prefix: str = "/") -> list:
     """The Serve applications (serve.RunTarget) for registry models `refs` (default: the latest
-    version of every model that has an endpoint: generative models and classifiers): the gateway
-    `name` at `route_prefix`, and each generative model's own application at
-    {route_prefix}/v1/generate/{model}. `pending`: models still being trained, {name: {"family",
-    ...}}, listed as training and answered 503 until served."""
+    version of every model that has an endpoint): the gateway `name` at `route_prefix`, and each
+    generative model's own application at {route_prefix}/v1/generate/{model}. `pending`: models
+    still being trained, {name: {"family", ...}}, listed as training and answered 503 until served."""
     from ray.serve import RunTarget
 
     o = options or ServeOptions()
@@ -147,81 +107,75 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
     keys = api_keys(registry.storage, o)
     records = ([registry.record(r) for r in refs] if refs is not None
                else [r for r in registry.list() if endpoints(r, o.extras)])
-    # A model named without a version follows the registry: a newer version is served when it is
-    # published (within watch_s) or at POST /v1/admin/reload.
-    pinned = {r.partition("@")[0] for r in refs or [] if "@" in r}
     if not records and not pending:
         raise RegistryError(f"no models to serve in {storage_uri}; train one with `genray train`")
     for rec in records:
         if not endpoints(rec, o.extras):
             raise RegistryError(f"{rec.ref} is a {rec.kind} model with no endpoint to serve it at")
-    autoscaling = {"min_replicas": 1, "max_replicas": o.max_replicas, "target_ongoing_requests": 16,
-                   "upscale_delay_s": 3, "downscale_delay_s": 60}
+    # A model named without a version follows the registry: a newer version is served when it is
+    # published (within watch_s) or at POST /v1/admin/reload.
+    pinned = {r.partition("@")[0] for r in refs or [] if "@" in r}
     cpus = o.cpus_per_replica if o.cpus_per_replica is not None else default_cpus(len(records))
     board = f"genray-metrics-{name}"
-    base = route_prefix.rstrip("/")
-    targets, models = [], {}
-    for rec in records:
-        models[rec.name] = {"summary": served_summary(rec), "config": rec.config,
-                            "endpoints": endpoints(rec, o.extras)}
-        if rec.kind != "generative":
-            continue
-        planned = (o.replicas or {}).get(rec.name, {})
-        own_cpus = planned.get("cpus", cpus)
-        server = ModelServer.options(
-            name=f"model-{rec.name}", autoscaling_config={**autoscaling, **{
-                k: planned[k] for k in ("min_replicas", "max_replicas") if k in planned}},
-            max_ongoing_requests=o.max_ongoing_requests, max_queued_requests=o.max_queued_requests,
-            # Serve's proxy answers a request over the queue limit itself: 503 and when to retry.
-            backpressure_config={"status_code": 503, "retry_after_s": 1},
-            logging_config={"enable_access_log": o.access_log},
-            ray_actor_options={"num_cpus": own_cpus, "num_gpus": o.gpus_per_replica},
-        ).bind(registry.storage.uri, rec.ref, o.max_batch_size, o.batch_wait_timeout_s, max(1, round(own_cpus)),
-               "cuda" if o.gpus_per_replica else "cpu", rec.name not in pinned, o.watch_s, 3, keys, o.auth,
-               o.max_body_bytes, o.request_timeout_s, board)
-        targets.append(RunTarget(server, model_app_name(name, rec.name), f"{base}/v1/generate/{rec.name}"))
-    servers = tuple(r.name for r in records if r.kind == "generative")
-    threads = max(1, round(cpus))
-
-    def beside(deployment, dep_name: str, target: int, ongoing: int, queued: int, num_cpus: float):
-        """A deployment beside generation: autoscaled replicas of its own, few requests at a time
-        and a short queue, so that a burst of its requests waits or is refused there."""
-        return deployment.options(name=dep_name, autoscaling_config={**autoscaling, "target_ongoing_requests": target},
-                                  max_ongoing_requests=ongoing, max_queued_requests=queued,
-                                  ray_actor_options={"num_cpus": num_cpus})
-
-    def serving(endpoint: str) -> dict[str, str]:
-        return {r.name: r.ref for r in records if endpoint in models[r.name]["endpoints"]}
-
-    robust = {**serving("attack"), **serving("defend")}
-    robustness = beside(RobustnessServer, "robustness", 1, o.robustness_max_ongoing, o.robustness_max_queued,
-                        o.robustness_cpus or min(cpus, 0.5)).bind(registry.storage.uri, robust, threads) \
-        if robust else None
-    explained = serving("explain")
-    explainer = beside(ExplainServer, "explain", 1, o.explain_max_ongoing, o.explain_max_queued,
-                       o.explain_cpus or min(cpus, 0.5)).bind(registry.storage.uri, explained, threads) \
-        if explained else None
-    # The applications' reservations are small: they must not take the room the model servers scale into.
-    inpainted = serving("inpaint")
-    inpainter = beside(InpaintServer, "inpaint", 2, o.inpaint_max_ongoing, o.inpaint_max_queued,
-                       min(cpus, 0.1)).bind(registry.storage.uri, inpainted, threads) if inpainted else None
-    stylist = beside(StyleServer, "style", 1, o.style_max_ongoing, o.style_max_queued, min(cpus, 0.1)).bind(
-        registry.storage.uri, serving("style"), threads) if o.extras is None or "style" in o.extras else None
-    composer = beside(ComposeServer, "compose", 2, o.compose_max_ongoing, o.compose_max_queued, min(cpus, 0.1)).bind(
-        ) if o.extras is None or "compose" in o.extras else None
-    summarizer = beside(SummarizeServer, "summarize", 2, o.summarize_max_ongoing, o.summarize_max_queued,
-                        min(cpus, 0.1)).bind(registry.storage.uri, serving("summarize"), threads) \
-        if o.extras is None or "summarize" in o.extras else None
+    models = {rec.name: {"summary": served_summary(rec), "config": rec.config, "endpoints": endpoints(rec, o.extras)}
+              for rec in records}
+    generative = [rec for rec in records if rec.kind == "generative"]
+    targets = [RunTarget(_model_server(rec, o, cpus, keys, registry.storage.uri, rec.name not in pinned, board),
+                         model_app_name(name, rec.name), f"{route_prefix.rstrip('/')}/v1/generate/{rec.name}")
+               for rec in generative]
+    deployments = {}
+    for capability in wanted(o.extras):
+        refs_of = {r.name: r.ref for r in records if capability in models[r.name]["endpoints"]}
+        if SPECS[capability].serves is None or refs_of or SPECS[capability].builtins:
+            deployments[capability] = _capability_server(capability, o, cpus, registry.storage.uri, refs_of)
+    servers = tuple(r.name for r in generative)
     # One gateway replica: it holds the metrics board and answers what is not a model's own route.
     gateway = Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
                               max_ongoing_requests=4 * o.max_ongoing_requests,
                               max_queued_requests=4 * o.max_queued_requests).bind(
-        models, servers, robustness, explainer, o.request_timeout_s, keys, o.auth, o.max_body_bytes,
-        registry.storage.uri, tuple(n for n in servers if n not in pinned), o.watch_s,
-        {n: v for n, v in (pending or {}).items() if n not in models}, board, composer, inpainter, stylist,
-        summarizer)
+        models, servers, deployments, o.request_timeout_s, keys, o.auth, o.max_body_bytes, registry.storage.uri,
+        tuple(n for n in servers if n not in pinned), o.watch_s,
+        {n: v for n, v in (pending or {}).items() if n not in models}, board)
     # The gateway last: it looks its model applications up when it starts.
     return targets + [RunTarget(gateway, name, route_prefix)]
+
+
+def _autoscaling(o: ServeOptions, target_ongoing: int) -> dict:
+    return {"min_replicas": 1, "max_replicas": o.max_replicas, "target_ongoing_requests": target_ongoing,
+            "upscale_delay_s": 3, "downscale_delay_s": 60}
+
+
+def _model_server(rec, o: ServeOptions, cpus: float, keys: list[KeyEntry], storage_uri: str, follows: bool,
+                  board: str):
+    """A generative model's autoscaled, batching ModelServer, with the plan's bounds where
+    `genray plan` wrote them."""
+    planned = (o.replicas or {}).get(rec.name, {})
+    own_cpus = planned.get("cpus", cpus)
+    return ModelServer.options(
+        name=f"model-{rec.name}", autoscaling_config={**_autoscaling(o, 16), **{
+            k: planned[k] for k in ("min_replicas", "max_replicas") if k in planned}},
+        max_ongoing_requests=o.max_ongoing_requests, max_queued_requests=o.max_queued_requests,
+        # Serve's proxy answers a request over the queue limit itself: 503 and when to retry.
+        backpressure_config={"status_code": 503, "retry_after_s": 1},
+        logging_config={"enable_access_log": o.access_log},
+        ray_actor_options={"num_cpus": own_cpus, "num_gpus": o.gpus_per_replica},
+    ).bind(storage_uri=storage_uri, ref=rec.ref, max_batch_size=o.max_batch_size,
+           batch_wait_timeout_s=o.batch_wait_timeout_s, threads=max(1, round(own_cpus)),
+           device="cuda" if o.gpus_per_replica else "cpu", follow=follows, watch_s=o.watch_s, keys=keys,
+           auth=o.auth, max_body_bytes=o.max_body_bytes, request_timeout_s=o.request_timeout_s,
+           metrics_board=board)
+
+
+def _capability_server(capability: str, o: ServeOptions, cpus: float, storage_uri: str, refs: dict[str, str]):
+    """A capability's deployment beside generation: autoscaled replicas of its own, few requests at
+    a time and a short queue (its spec's limits), reserving no more than a model replica does, so
+    that it never takes the room the model servers scale into."""
+    limits = o.limits_of(capability)
+    return CapabilityServer.options(
+        name=capability, autoscaling_config=_autoscaling(o, limits.target_ongoing),
+        max_ongoing_requests=limits.max_ongoing, max_queued_requests=limits.max_queued,
+        ray_actor_options={"num_cpus": min(cpus, limits.cpus)},
+    ).bind(storage_uri, capability, refs, max(1, round(cpus)))
 
 
 def deploy(storage_uri: str, refs: list[str] | None = None, options: ServeOptions | None = None,

@@ -1,12 +1,11 @@
 """The gateway: the FastAPI ingress at the service's root. It answers everything but a served
 model's own generation path (POST /v1/generate/{model} goes straight from Serve's proxy to that
-model's application): attacks, defenses, explanations, pinned versions, models still training,
+model's application): every capability's route, pinned versions, models still training,
 unknown models, the model list, reloads, the playground, and /metrics, where its own metrics and
 those the model replicas push to its MetricsBoard are merged.
 
-    POST /v1/generate/{model}@{version}   POST /v1/attack/{model}   POST /v1/defend/{model}
-    POST /v1/explain/{model}   POST /v1/inpaint/{model}   POST /v1/style   POST /v1/compose
-    POST /v1/summarize/{model}
+    POST /v1/generate/{model}@{version}
+    POST /v1/{capability}/{model} (or /v1/{capability}): one route per spec of services/capabilities/
     POST /v1/admin/reload
     GET /v1/models   GET /healthz   GET /metrics
 """
@@ -25,43 +24,14 @@ from ray.exceptions import RayActorError
 from genray.cluster.progress import PROGRESS_BOARD, PROGRESS_NAMESPACE
 from genray.cluster.registry import Registry
 from genray.cluster.storage import Storage
-from genray.models.explain.catalog import explain_methods
-from genray.models.inpaint import inpaint_methods
-from genray.models.robustness.catalog import attack_methods, defense_methods
-from genray.models.summarize import ASPECTS
-from genray.models.summarize import METHODS as SUMMARY_METHODS
 from genray.services.auth import AuthError, KeyEntry, KeyStore
 from genray.services.following import served_summary, watch
-from genray.services.metrics import METRICS_NAMESPACE, GatewayMetrics, MetricsBoard, merge
-from genray.services.routes import GenerateRoute, Route, auth_error, json_error
-from genray.services.schemas import (
-    AUTH_ERRORS,
-    POST_ERRORS,
-    AttackRequest,
-    AttackResponse,
-    ComposeRequest,
-    ComposeResponse,
-    DefendRequest,
-    DefendResponse,
-    ExplainRequest,
-    ExplainResponse,
-    GenerateRequest,
-    GenerateResponse,
-    InpaintRequest,
-    InpaintResponse,
-    ReloadResponse,
-    StyleRequest,
-    StyleResponse,
-    SummarizeRequest,
-    SummarizeResponse,
-    check_attack,
-    check_defense,
-    check_explain,
-    check_inpaint,
-    check_style,
-    check_summarize,
-)
+from genray.services.metrics import METRICS_NAMESPACE, MetricsBoard, ServiceMetrics, merge
+from genray.services.routes import CapabilityRoute, GenerateRoute, auth_error, json_error
+from genray.services.schemas import AUTH_ERRORS, POST_ERRORS, GenerateRequest, GenerateResponse, ReloadResponse
+from genray.services.spec import SPECS, Capability
 
+API_VERSION = "2.0.0"  # 2: one vocabulary across the capabilities (README: "API 2")
 PLAYGROUND = (Path(__file__).parent / "playground.html").read_text()
 
 
@@ -70,129 +40,8 @@ def model_app_name(gateway_app: str, model: str) -> str:
     return f"{gateway_app}-{model}"
 
 
-class RobustnessRoute(Route):
-    """POST /v1/attack/{model} and /v1/defend/{model}: the same path, their own schema, checks,
-    response and metrics."""
-
-    scope = "attack"  # attacks and defenses alike
-
-    def __init__(self, endpoint: str, models, call, metrics, timeout_s, keys, max_body_bytes):
-        super().__init__(models, call, metrics, timeout_s, keys, max_body_bytes)
-        attack_ = endpoint == "attack"
-        self.what = endpoint
-        self.schema, self.response = (AttackRequest, AttackResponse) if attack_ else (DefendRequest, DefendResponse)
-        self.checks, self.methods = (check_attack, attack_methods) if attack_ else (check_defense, defense_methods)
-        self.count_inputs = metrics.attacked if attack_ else metrics.defended
-        self.count_request = metrics.attack_request if attack_ else metrics.defense_request
-
-    def check(self, req, entry):
-        return self.checks(req, entry["config"])
-
-    def payload(self, req):
-        return req.model_dump()
-
-    def respond(self, model, entry, req, result):
-        self.count_inputs(model, req.method, result)
-        return self.response(model=model, version=entry["summary"]["version"], method=req.method, **result)
-
-    def record(self, model, req, status, seconds):
-        self.count_request(model, self.method_label(model, req, self.methods), status, seconds)
-
-
-class ExplainRoute(Route):
-    """POST /v1/explain/{model}: JSON, or with "format": "png" the picture itself."""
-    schema, what, scope = ExplainRequest, "explanation", "explain"
-
-    def check(self, req, entry):
-        return check_explain(req, entry["config"])
-
-    def payload(self, req):
-        return req.model_dump()
-
-    def respond(self, model, entry, req, result):
-        if req.format == "png":
-            return Response(content=result["png"], media_type="image/png")
-        self.metrics.explained(model, req.method, result)
-        return ExplainResponse(model=model, version=entry["summary"]["version"], method=req.method, **result)
-
-    def record(self, model, req, status, seconds):
-        self.metrics.explain_request(model, self.method_label(model, req, explain_methods), status, seconds)
-
-
-class InpaintRoute(Route):
-    """POST /v1/inpaint/{model}: a VAE's or flow's completions of an image's hidden pixels."""
-    schema, what = InpaintRequest, "inpainting"
-
-    def check(self, req, entry):
-        return check_inpaint(req, entry["config"])
-
-    def respond(self, model, entry, req, result):
-        return InpaintResponse(model=model, version=entry["summary"]["version"], **result)
-
-    def record(self, model, req, status, seconds):
-        entry = self.models.get(model)
-        methods = inpaint_methods(entry["config"]) if entry else ()
-        method = (req.method or methods[0]) if req is not None and entry else None
-        self.metrics.inpaint_request(model, method if method in methods else "_invalid", status, seconds)
-
-
-class SummarizeRoute(Route):
-    """POST /v1/summarize/{model}: a registry summarizer or a built-in extractive method."""
-    schema, what = SummarizeRequest, "summary"
-
-    def check(self, req, entry):
-        return check_summarize(req, entry["config"])
-
-    def respond(self, model, entry, req, result):
-        return SummarizeResponse(model=model, aspect=req.aspect, **result)
-
-    def record(self, model, req, status, seconds):
-        aspect = req.aspect if req is not None and req.aspect in ASPECTS else "_invalid"
-        self.metrics.summarize_request(model, aspect, status, seconds)
-
-
-class ComposeRoute(Route):
-    """POST /v1/compose: the composer's own schema and metrics; no model in the path."""
-    schema, what, name = ComposeRequest, "composition", "theory"
-
-    def __init__(self, call, metrics, timeout_s, keys, max_body_bytes):
-        super().__init__({self.name: {}}, call, metrics, timeout_s, keys, max_body_bytes)
-
-    def respond(self, model, entry, req, result):
-        return ComposeResponse(**result)
-
-    def record(self, model, req, status, seconds):
-        self.metrics.compose_request(status, seconds)
-
-
-class StyleRoute(ComposeRoute):
-    """POST /v1/style: style transfer's own schema and metrics; no model in the path, a style
-    network (when one is asked for) in the body."""
-    schema, what, name = StyleRequest, "style transfer", "random-features"
-
-    def __init__(self, networks, *args):
-        super().__init__(*args)
-        self.networks = networks
-
-    def body_model(self, req):
-        return req.model
-
-    def unknown(self, req):
-        if req.model is not None and req.model not in self.networks:
-            return f"unknown style network {req.model!r}; served here: {sorted(self.networks)}"
-        return None
-
-    def check(self, req, entry):
-        return check_style(req, entry)
-
-    def respond(self, model, entry, req, result):
-        return StyleResponse(**result)
-
-    def record(self, model, req, status, seconds):
-        self.metrics.style_request(status, seconds)
-
-
-api = FastAPI(title="genray", description="Generation, attacks, defenses and explanations of genray registry models")
+api = FastAPI(title="genray", version=API_VERSION,
+              description="Generation, attacks, defenses, explanations and applications of genray registry models")
 
 
 def _body(schema: type[BaseModel]) -> dict:
@@ -201,17 +50,38 @@ def _body(schema: type[BaseModel]) -> dict:
     return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema.model_json_schema()}}}}
 
 
+def _capability_route(spec: Capability) -> None:
+    """POST /v1/{name}/{model}, or /v1/{name} for a capability without a model in its path, on the
+    gateway, documented from the spec."""
+    responses = {**POST_ERRORS}
+    if spec.media:
+        responses[200] = {"content": {m: {} for m in spec.media}, "description": f"JSON, or {', '.join(spec.media)}"}
+    if spec.in_path:
+        async def endpoint(self, model: str, request: Request):
+            return await self.answer(spec.name, model, request)
+    else:
+        async def endpoint(self, request: Request):
+            return await self.answer(spec.name, next(iter(spec.builtins)), request)
+    # serve.ingress binds the routes whose endpoint's qualified name is one of the class's methods.
+    endpoint.__name__, endpoint.__qualname__ = spec.name, f"Gateway.{spec.name}"
+    path = f"/v1/{spec.name}/{{model}}" if spec.in_path else f"/v1/{spec.name}"
+    api.post(path, response_model=spec.response, openapi_extra=_body(spec.request), responses=responses,
+             description=spec.summary, name=spec.name)(endpoint)
+
+
+for _spec in SPECS.values():
+    _capability_route(_spec)
+
+
 @serve.deployment
 @serve.ingress(api)
 class Gateway:
-    def __init__(self, models: dict[str, dict], servers: tuple = (), robustness=None, explainer=None,
+    def __init__(self, models: dict[str, dict], servers: tuple = (), deployments: dict | None = None,
                  request_timeout_s: float = 120.0, keys: list[KeyEntry] | None = None, auth: bool = True,
                  max_body_bytes: int = 8 << 20, storage_uri: str | None = None, followed: tuple = (),
-                 watch_s: float = 2.0, pending: dict[str, dict] | None = None, metrics_board: str | None = None,
-                 composer=None, inpainter=None, stylist=None, summarizer=None):
-        # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each, in an
-        # application of its own), attack and defend (the one RobustnessServer deployment),
-        # explain (the one ExplainServer)
+                 watch_s: float = 2.0, pending: dict[str, dict] | None = None, metrics_board: str | None = None):
+        # name -> {"summary", "config", "endpoints"}: generate (a ModelServer each, in an application
+        # of its own) and each capability's deployment (`deployments`: capability -> handle).
         self.models = models
         # The generative models whose servers follow the registry's newest version: their entries
         # (the version /v1/models shows, the config requests are checked against) follow it too.
@@ -222,8 +92,7 @@ class Gateway:
             watch(watch_s, self._refresh, "refreshing the served models' records")
         app = serve.get_replica_context().app_name
         self.servers = {n: serve.get_deployment_handle(f"model-{n}", model_app_name(app, n)) for n in servers}
-        self.robustness, self.explainer = robustness, explainer
-        self.metrics = GatewayMetrics()
+        self.metrics = ServiceMetrics(SPECS.values())
         self.board_name = metrics_board
         self.board = self._metrics_board() if metrics_board else None
         self.keys = KeyStore(keys or [], enabled=auth)
@@ -232,23 +101,24 @@ class Gateway:
         def serving(endpoint: str) -> dict[str, dict]:
             return {n: m for n, m in models.items() if endpoint in m["endpoints"]}
         self.generate_route = GenerateRoute(serving("generate"), self._generate, self._stream, *limits)
-        self.attack_route = RobustnessRoute("attack", serving("attack"), self._attack, *limits)
-        self.defend_route = RobustnessRoute("defend", serving("defend"), self._defend, *limits)
-        self.explain_route = ExplainRoute(serving("explain"), self._explain, *limits)
-        self.composer, self.inpainter, self.stylist = composer, inpainter, stylist
-        self.style_route = StyleRoute(serving("style"), lambda _, payload: stylist.style.remote(payload), *limits)
-        self.inpaint_route = InpaintRoute(serving("inpaint"), self._inpaint, *limits)
-        self.compose_route = ComposeRoute(lambda _, payload: composer.compose.remote(payload), *limits)
-        # The built-in extractive methods, and the registry's summarizers.
-        summarizers = {**{m: {"config": {"method": m}} for m in SUMMARY_METHODS}, **serving("summarize")} \
-            if summarizer is not None else {}
-        self.summarize_route = SummarizeRoute(
-            summarizers, lambda name, payload: summarizer.summarize.remote({**payload, "model": name}), *limits)
-        # Every route with a model (in its path, or a style network in its body) answers a model
-        # still training 503 with Retry-After, not 404.
-        for route in (self.generate_route, self.attack_route, self.defend_route, self.explain_route,
-                      self.inpaint_route, self.summarize_route, self.style_route):
+        # A route per spec; one whose deployment was left out (ServeOptions.extras) still tells a
+        # model in training from an unknown one.
+        self.deployed, self.routes = set(deployments or {}), {}
+        for name, spec in SPECS.items():
+            handle = (deployments or {}).get(name)
+            served = {**{n: dict(v) for n, v in spec.builtins.items()}, **serving(name)} if handle else {}
+            self.routes[name] = CapabilityRoute(spec, served, lambda model, req, h=handle: h.run.remote(model, req),
+                                                *limits)
+        # Every route answers a model still training (in its path, or a style network in its body)
+        # 503 with Retry-After, not 404.
+        for route in (self.generate_route, *self.routes.values()):
             route.pending = self.pending
+
+    async def answer(self, capability: str, model: str, request: Request):
+        """A capability's request, through its route."""
+        if capability not in self.deployed and model not in self.pending:
+            return json_error(404, f"this service was deployed without /v1/{capability}")
+        return await self.routes[capability](model, request)
 
     def _refresh(self) -> None:
         if self.pending:
@@ -287,18 +157,6 @@ class Gateway:
 
     def _stream(self, model: str, payload: dict):
         return self.servers[model].options(stream=True).stream.remote(payload)
-
-    def _attack(self, model: str, payload: dict):
-        return self.robustness.attack.remote({**payload, "model": model})
-
-    def _defend(self, model: str, payload: dict):
-        return self.robustness.defend.remote({**payload, "model": model})
-
-    def _explain(self, model: str, payload: dict):
-        return self.explainer.explain.remote({**payload, "model": model})
-
-    def _inpaint(self, model: str, payload: dict):
-        return self.inpainter.inpaint.remote({**payload, "model": model})
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground(self):
@@ -353,48 +211,3 @@ class Gateway:
                                               "\"sample\": ...}, data: [DONE]"}})
     async def generate(self, model: str, request: Request):
         return await self.generate_route(model, request)
-
-    @api.post("/v1/compose", response_model=ComposeResponse, openapi_extra=_body(ComposeRequest),
-              responses={k: v for k, v in POST_ERRORS.items() if k != 404})
-    async def compose(self, request: Request):
-        """A four-part chorale in a key, or a harmonisation of a melody (generate scope)."""
-        if self.composer is None:
-            return json_error(404, "this service was deployed without the composer")
-        return await self.compose_route(ComposeRoute.name, request)
-
-    @api.post("/v1/inpaint/{model}", response_model=InpaintResponse, openapi_extra=_body(InpaintRequest),
-              responses=POST_ERRORS)
-    async def inpaint(self, model: str, request: Request):
-        """Fill the hidden pixels of an image with a VAE or flow model (generate scope)."""
-        return await self.inpaint_route(model, request)
-
-    @api.post("/v1/style", response_model=StyleResponse, openapi_extra=_body(StyleRequest),
-              responses={k: v for k, v in POST_ERRORS.items() if k != 404})
-    async def style(self, request: Request):
-        """A photograph redrawn in another image's texture statistics (generate scope)."""
-        if self.stylist is None:
-            return json_error(404, "this service was deployed without style transfer")
-        return await self.style_route(StyleRoute.name, request)
-
-    @api.post("/v1/summarize/{model}", response_model=SummarizeResponse, openapi_extra=_body(SummarizeRequest),
-              responses=POST_ERRORS)
-    async def summarize(self, model: str, request: Request):
-        """One aspect of a paper, by a built-in method (lead | random | textrank | lexrank) or a registry
-        summarizer (generate scope)."""
-        return await self.summarize_route(model, request)
-
-    @api.post("/v1/attack/{model}", response_model=AttackResponse, openapi_extra=_body(AttackRequest),
-              responses=POST_ERRORS)
-    async def attack(self, model: str, request: Request):
-        return await self.attack_route(model, request)
-
-    @api.post("/v1/defend/{model}", response_model=DefendResponse, openapi_extra=_body(DefendRequest),
-              responses=POST_ERRORS)
-    async def defend(self, model: str, request: Request):
-        return await self.defend_route(model, request)
-
-    @api.post("/v1/explain/{model}", response_model=ExplainResponse, openapi_extra=_body(ExplainRequest),
-              responses={**POST_ERRORS, 200: {"content": {"image/png": {}},
-                                              "description": "JSON, or the picture with format png"}})
-    async def explain(self, model: str, request: Request):
-        return await self.explain_route(model, request)

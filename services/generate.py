@@ -27,7 +27,7 @@ from genray.models.base import GenerativeModel, seeded
 from genray.models.errors import Cancelled, InputError
 from genray.services.auth import KeyEntry, KeyStore
 from genray.services.following import served_summary, watch
-from genray.services.metrics import METRICS_NAMESPACE, METRICS_PUSH_S, GatewayMetrics
+from genray.services.metrics import METRICS_NAMESPACE, METRICS_PUSH_S, ServiceMetrics
 from genray.services.routes import GenerateRoute
 from genray.services.schemas import GenerateRequest
 
@@ -147,7 +147,7 @@ class ModelServer:
         self.timings = dict.fromkeys(("handler_s", "queued_s", "forward_s", "encode_s", "requests", "batches"), 0.0)
         # What the route checks requests against; it follows the served version.
         self.entry = {"summary": served_summary(record), "config": record.config, "endpoints": ["generate"]}
-        self.metrics = GatewayMetrics()
+        self.metrics = ServiceMetrics()
         self.route = GenerateRoute({self.name: self.entry}, self._local_call, self._local_stream, self.metrics,
                                    request_timeout_s, KeyStore(keys or [], enabled=auth), max_body_bytes)
         if follow and watch_s > 0:

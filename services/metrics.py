@@ -21,129 +21,50 @@ METRICS_PUSH_S = 1.0  # how often a model replica sends its metrics to the board
 METRICS_NAMESPACE = "genray"
 
 
-class GatewayMetrics:
-    def __init__(self):
+SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class ServiceMetrics:
+    """One registry of an ingress replica: for generation and each capability spec alike,
+    genray_<capability>_requests_total{model,method,status} and
+    genray_<capability>_latency_seconds{model,method}; generation's batch sizes and samples; and
+    the metrics a spec declares of its own."""
+
+    def __init__(self, specs=()):
         self.registry = CollectorRegistry()
-        self.requests = Counter("genray_requests", "Generation requests by model and HTTP status",
-                                ["model", "status"], registry=self.registry)
-        self.latency = Histogram("genray_request_latency_seconds", "Generation request latency",
-                                 ["model"], registry=self.registry,
-                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.requests, self.latency, self.own = {}, {}, {}
+        for name, what in (("generate", "Generation"), *((s.name, s.name.capitalize()) for s in specs)):
+            self.requests[name] = Counter(f"genray_{name}_requests", f"{what} requests by model, method and HTTP "
+                                          f"status", ["model", "method", "status"], registry=self.registry)
+            self.latency[name] = Histogram(f"genray_{name}_latency_seconds", f"{what} request latency",
+                                           ["model", "method"], registry=self.registry, buckets=SECONDS)
+        kinds = {"counter": Counter, "summary": Summary}
+        for spec in specs:
+            self.own[spec.name] = {m.name: kinds[m.kind](f"genray_{m.name}", m.doc, list(m.labels),
+                                                         registry=self.registry) for m in spec.metrics}
         self.batch = Histogram("genray_batch_size", "Samples per batch run by a model server",
                                ["model"], registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
         self.samples = Counter("genray_samples_generated", "Samples generated", ["model"],
                                registry=self.registry)
 
-        seconds = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-        self.attacks = Counter("genray_attacks", "Attack requests by model, method and outcome (ok, rejected, "
-                               "overloaded, timeout, error)", ["model", "method", "outcome"], registry=self.registry)
-        self.attack_inputs = Counter("genray_attack_inputs", "Inputs attacked, by whether the attack succeeded",
-                                     ["model", "method", "success"], registry=self.registry)
-        self.attack_latency = Histogram("genray_attack_latency_seconds", "Attack request latency", ["model"],
-                                        registry=self.registry, buckets=seconds)
-        self.defenses = Counter("genray_defense", "Inputs defended, by model, method and whether the detector "
-                                "flagged them ('none' for purification)", ["model", "method", "flagged"],
-                                registry=self.registry)
-        self.defense_requests = Counter("genray_defense_requests", "Defense requests by model, method and outcome",
-                                        ["model", "method", "outcome"], registry=self.registry)
-        self.defense_latency = Histogram("genray_defense_latency_seconds", "Defense request latency", ["model"],
-                                         registry=self.registry, buckets=seconds)
-
-        self.explanations = Counter("genray_explanations", "Explanation requests by model, method and HTTP status",
-                                    ["model", "method", "status"], registry=self.registry)
-        self.explain_latency = Histogram("genray_explain_latency_seconds", "Explanation request latency",
-                                         ["method"], registry=self.registry, buckets=seconds)
-        self.deletion_ratio = Summary("genray_explanation_deletion_auc_ratio", "Deletion AUC of each evaluated "
-                                      "explanation over a random ranking's (lower is more faithful; the mean is "
-                                      "_sum / _count)", ["model", "method"], registry=self.registry)
-
-        self.compositions = Counter("genray_compositions", "Chorales composed or harmonised, by HTTP status",
-                                    ["status"], registry=self.registry)
-        self.compose_latency = Histogram("genray_compose_latency_seconds", "Composition request latency",
-                                         registry=self.registry, buckets=seconds)
-
-        self.inpaintings = Counter("genray_inpaintings", "Inpainting requests by model, method and HTTP status",
-                                   ["model", "method", "status"], registry=self.registry)
-        self.inpaint_latency = Histogram("genray_inpaint_latency_seconds", "Inpainting request latency", ["model"],
-                                         registry=self.registry, buckets=seconds)
-
-        self.style_transfers = Counter("genray_style_transfers", "Style transfers by HTTP status", ["status"],
-                                       registry=self.registry)
-        self.style_latency = Histogram("genray_style_latency_seconds", "Style transfer request latency",
-                                       registry=self.registry, buckets=seconds)
-
-        self.summaries = Counter("genray_summaries", "Summarization requests by model, aspect and HTTP status",
-                                 ["model", "aspect", "status"], registry=self.registry)
-        self.summarize_latency = Histogram("genray_summarize_latency_seconds", "Summarization request latency",
-                                           ["model"], registry=self.registry, buckets=seconds)
-
-    def summarize_request(self, model: str, aspect: str, status: int, seconds: float) -> None:
-        self.summaries.labels(model, aspect, str(status)).inc()
-        self.summarize_latency.labels(model).observe(seconds)
-
-    def style_request(self, status: int, seconds: float) -> None:
-        self.style_transfers.labels(str(status)).inc()
-        self.style_latency.observe(seconds)
-
-    def inpaint_request(self, model: str, method: str, status: int, seconds: float) -> None:
-        self.inpaintings.labels(model, method, str(status)).inc()
-        self.inpaint_latency.labels(model).observe(seconds)
-
-    def compose_request(self, status: int, seconds: float) -> None:
-        self.compositions.labels(str(status)).inc()
-        self.compose_latency.observe(seconds)
-
-    def request(self, model: str, status: int, seconds: float | None) -> None:
-        self.requests.labels(model, str(status)).inc()
+    def request(self, capability: str, model: str, method: str, status: int, seconds: float | None) -> None:
+        self.requests[capability].labels(model, method, str(status)).inc()
         if seconds is not None:
-            self.latency.labels(model).observe(seconds)
+            self.latency[capability].labels(model, method).observe(seconds)
+
+    def observe(self, spec, model: str, method: str, req, result) -> None:
+        """A spec's own metrics of a request that succeeded."""
+        if spec.observe is not None:
+            spec.observe(self.own[spec.name], model, method, req, result)
 
     def generated(self, model: str, samples: int, batch_size: int | None) -> None:
         self.samples.labels(model).inc(samples)
         if batch_size is not None:  # counted once per batch, by its first request
             self.batch.labels(model).observe(batch_size)
 
-    def attack_request(self, model: str, method: str, status: int, seconds: float) -> None:
-        self.attacks.labels(model, method, outcome(status)).inc()
-        self.attack_latency.labels(model).observe(seconds)
-
-    def attacked(self, model: str, method: str, result: dict) -> None:
-        _count_bools(self.attack_inputs, (model, method), result.get("success", []))
-
-    def defense_request(self, model: str, method: str, status: int, seconds: float) -> None:
-        self.defense_requests.labels(model, method, outcome(status)).inc()
-        self.defense_latency.labels(model).observe(seconds)
-
-    def defended(self, model: str, method: str, result: dict) -> None:
-        if result.get("flagged") is None:  # purification flags nothing
-            self.defenses.labels(model, method, "none").inc(len(result.get("purified", [])))
-        else:
-            _count_bools(self.defenses, (model, method), result["flagged"])
-
-    def explain_request(self, model: str, method: str, status: int, seconds: float) -> None:
-        self.explanations.labels(model, method, str(status)).inc()
-        self.explain_latency.labels(method).observe(seconds)
-
-    def explained(self, model: str, method: str, result: dict) -> None:
-        for r in ((result.get("faithfulness") or {}).get("deletion") or {}).get("ratio_to_random", []):
-            if r is not None:
-                self.deletion_ratio.labels(model, method).observe(r)
-
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
-
-
-def outcome(status: int) -> str:
-    return {200: "ok", 503: "overloaded", 504: "timeout"}.get(status, "rejected" if status < 500 else "error")
-
-
-def _count_bools(counter: Counter, labels: tuple[str, ...], values: list[bool]) -> None:
-    """Count values under a last label "true" or "false"."""
-    for value in (True, False):
-        n = sum(1 for v in values if bool(v) is value)
-        if n:
-            counter.labels(*labels, str(value).lower()).inc(n)
 
 
 def merge(texts: list[bytes]) -> bytes:

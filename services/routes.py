@@ -10,17 +10,18 @@ import time
 from typing import Any, Callable
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from ray.exceptions import ActorUnavailableError, RayActorError
 from ray.serve.exceptions import BackPressureError
 
 from genray.services.auth import AuthError, KeyStore
-from genray.services.metrics import GatewayMetrics
-from genray.services.schemas import GenerateRequest, GenerateResponse, check_applies, field_error
+from genray.services.metrics import ServiceMetrics
+from genray.services.schemas import GenerateRequest, GenerateResponse, check_applies
+from genray.services.spec import INVALID, Capability, Failure, Raw
 
 log = logging.getLogger("ray.serve")
-Call = Callable[[str, dict], Any]  # (model name, request payload) -> an awaitable result with cancel()
+Call = Callable[[str, Any], Any]  # (model name, request) -> an awaitable result with cancel()
 
 
 def json_error(status: int, detail, retry_after: int | None = None) -> JSONResponse:
@@ -68,17 +69,18 @@ class Route:
     pins = False  # whether a path may name a version, NAME@VERSION
     pending: dict[str, dict] = {}  # models still training (the gateway's, shared)
 
-    def __init__(self, models: dict[str, dict], call: Call, metrics: GatewayMetrics, timeout_s: float,
+    def __init__(self, models: dict[str, dict], call: Call, metrics: ServiceMetrics, timeout_s: float,
                  keys: KeyStore, max_body_bytes: int):
         self.models, self.call, self.metrics, self.timeout = models, call, metrics, timeout_s
         self.keys, self.max_body = keys, max_body_bytes
 
     async def __call__(self, model: str, request: Request):
         t0, req = time.perf_counter(), None
+        name = model.partition("@")[0] if self.pins else model
         try:
             self.keys.authorize(request.headers, self.scope)
             body = await read_body(request, self.max_body)
-            status, resp, req = await self._handle(model, body)
+            status, resp, req, name = await self._handle(model, body)
         except AuthError as e:
             status, resp = e.status, auth_error(e)
         except BodyTooLarge:
@@ -86,7 +88,6 @@ class Route:
         except Exception:
             log.exception("%s for %r failed", self.what, model)
             status, resp = 500, json_error(500, "internal error; the server's log has the details")
-        name = model.partition("@")[0] if self.pins else model
         self.record(name if name in self.models else "_unknown", req, status, time.perf_counter() - t0)
         return resp
 
@@ -98,8 +99,8 @@ class Route:
         """The 404 message for a request whose body names a model that is not served."""
         return None
 
-    def payload(self, req) -> dict:
-        return req.model_dump(exclude_unset=True)
+    def payload(self, req):
+        return req
 
     async def invoke(self, model: str, req) -> dict:
         response = self.call(model, self.payload(req))
@@ -122,52 +123,74 @@ class Route:
         at = f" (epoch {progress['epoch']}/{progress['epochs']})" if progress.get("epoch") else ""
         return 503, json_error(503, f"model {name!r} is still training{at}; retry later", retry_after=15)
 
-    def method_label(self, model: str, req, methods) -> str:
-        """The request's method as a metric label: one the model takes, else "_invalid" (a label
-        never carries what a caller typed, which would make its values unbounded)."""
-        entry, method = self.models.get(model), getattr(req, "method", None)
-        return method if entry and method in methods(entry["config"]) else "_invalid"
-
     def record(self, model: str, req, status: int, seconds: float) -> None:
         raise NotImplementedError
 
     async def _handle(self, model: str, body: bytes):
+        """(status, response, the parsed request or None, the served name it is counted under)."""
         name, _, pin = model.partition("@") if self.pins else (model, "", "")
         entry = self.models.get(name)
         if entry is None and name in self.pending:
-            return *self.still_training(name), None
+            return *self.still_training(name), None, name
         if entry is None or (pin and not pin.isdigit()):
-            return 404, json_error(404, f"unknown model {model!r}; served here: {sorted(self.models)}"), None
+            return 404, json_error(404, f"unknown model {model!r}; served here: {sorted(self.models)}"), None, name
         try:
             req = self.schema.model_validate_json(body or b"{}")
         except ValidationError as e:
-            return 422, validation_error(e), None
+            return 422, validation_error(e), None, name
         if pin:
             req = req.model_copy(update={"version": int(pin)})
-        model = name
         named = self.body_model(req)
-        if named is not None and named in self.pending:
-            return *self.still_training(named), req
-        missing = self.unknown(req)
-        if missing:
-            return 404, json_error(404, missing), req
+        if named is not None:
+            if named in self.pending:
+                return *self.still_training(named), req, named
+            if named not in self.models:
+                return 404, json_error(404, f"unknown model {named!r}; served here: {sorted(self.models)}"), req, name
+            name, entry = named, self.models[named]
         errors = self.check(req, entry)
         if errors:
-            return 422, json_error(422, errors), req
+            return 422, json_error(422, errors), req, name
         try:
-            result = await asyncio.wait_for(self.invoke(model, req), self.timeout)
+            result = await asyncio.wait_for(self.invoke(name, req), self.timeout)
         except BackPressureError:
-            return 503, json_error(503, f"model {model!r} is overloaded; retry later", retry_after=1), req
+            return 503, json_error(503, f"model {name!r} is overloaded; retry later", retry_after=1), req, name
         except (RayActorError, ActorUnavailableError):  # a replica died mid-request: Serve replaces it
-            return 503, json_error(503, f"model {model!r} lost a replica; retry", retry_after=1), req
+            return 503, json_error(503, f"model {name!r} lost a replica; retry", retry_after=1), req, name
         except asyncio.TimeoutError:
-            return 504, json_error(504, f"model {model!r} did not answer within {self.timeout:g} s"), req
-        if "error" in result:
-            status = result["status"]
-            detail = ([field_error(result.get("field") or "body", result["error"])] if status == 422
-                      else result["error"])
-            return status, json_error(status, detail), req
-        return 200, self.respond(model, entry, req, result), req
+            return 504, json_error(504, f"model {name!r} did not answer within {self.timeout:g} s"), req, name
+        if isinstance(result, Failure):
+            return result.status, json_error(result.status, result.detail()), req, name
+        return 200, self.respond(name, entry, req, result), req, name
+
+
+class CapabilityRoute(Route):
+    """POST /v1/{capability}/{model} (or /v1/{capability}) for a spec of services/capabilities/:
+    its schema, checks, scope and metrics; a model named in the body (a style network) is
+    answered for as the path's model is."""
+
+    def __init__(self, spec: Capability, models: dict[str, dict], call: Call, metrics: ServiceMetrics,
+                 timeout_s: float, keys: KeyStore, max_body_bytes: int):
+        super().__init__(models, call, metrics, timeout_s, keys, max_body_bytes)
+        self.spec, self.schema, self.scope, self.what = spec, spec.request, spec.scope, spec.name
+
+    def check(self, req, entry):
+        return self.spec.check(req, entry["config"])
+
+    def body_model(self, req):
+        return getattr(req, self.spec.body_model) if self.spec.body_model else None
+
+    def method(self, model: str, req) -> str:
+        entry = self.models.get(model)
+        return self.spec.method(req, entry["config"]) if entry and req is not None else INVALID
+
+    def respond(self, model, entry, req, result):
+        if isinstance(result, Raw):
+            return Response(content=result.content, media_type=result.media_type)
+        self.metrics.observe(self.spec, model, self.method(model, req), req, result)
+        return self.spec.response(**{"model": model, "version": entry.get("summary", {}).get("version"), **result})
+
+    def record(self, model, req, status, seconds):
+        self.metrics.request(self.spec.name, model, self.method(model, req), status, seconds)
 
 
 class GenerateRoute(Route):
@@ -187,14 +210,14 @@ class GenerateRoute(Route):
 
     async def invoke(self, model, req):
         if not req.stream:
-            return await super().invoke(model, req)
+            return _failure(await super().invoke(model, req))
         events = self.stream(model, self.payload(req))
         try:
             first = await events.__anext__()  # an error, or the first piece: the status is known
         except asyncio.CancelledError:
             events.cancel()
             raise
-        return first if "error" in first else {"events": events, "first": first}
+        return _failure(first) if "error" in first else {"events": events, "first": first}
 
     def respond(self, model, entry, req, result):
         if "events" in result:
@@ -206,7 +229,13 @@ class GenerateRoute(Route):
         return GenerateResponse(model=model, version=result["version"], samples=result["samples"])
 
     def record(self, model, req, status, seconds):
-        self.metrics.request(model, status, seconds)
+        method = "stream" if req is not None and req.stream else "json"
+        self.metrics.request("generate", model, method, status, seconds)
+
+
+def _failure(result: dict):
+    """A model server's error result (its batches and streams carry dicts) as the routes' Failure."""
+    return Failure(result["status"], result["error"], result.get("field")) if "error" in result else result
 
 
 async def _sse(first: dict, events):

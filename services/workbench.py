@@ -1,4 +1,4 @@
-"""What the attack, defense and explanation servers share: registry models, held-out rows in the
+"""What the capabilities' runs share: registry models, held-out rows in the
 evaluation order, default classifiers and detector thresholds, loaded once per replica, and the
 request's images."""
 from __future__ import annotations
@@ -96,19 +96,20 @@ class Workbench:
             return threshold(anomaly_scores(model, val), fpr=DETECT_FPR)
         return self._cached(("threshold", rec.ref), calibrate)
 
-    def images(self, req: dict, rec, shape: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The request's images (B, C, H, W) in [0, 1], and their labels where they are test rows."""
-        if req.get("indices") is not None:
+    def images(self, req, rec, shape: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images of a request with `inputs` or `indices` (schemas.ImageInputs): (B, C, H, W) in
+        [0, 1], and their labels where they are test rows."""
+        if req.indices is not None:
             val = self.heldout(rec)
             n = len(val["image"])
-            bad = [i for i in req["indices"] if i >= n]
+            bad = [i for i in req.indices if i >= n]
             if bad:
                 raise OptionError(f"indices must be below {n} (the test rows of {rec.metrics.get('dataset')}),"
                                   f" got {bad[:5]}", "indices")
-            idx = torch.tensor(req["indices"])
+            idx = torch.tensor(req.indices)
             return val["image"][idx].float() / 255.0, (val["label"][idx] if "label" in val else None)
         images = []
-        for i, s in enumerate(req["inputs"]):
+        for i, s in enumerate(req.inputs):
             data = from_b64(s, "inputs", f"inputs[{i}]")
             try:
                 images.append(from_png(data, channels=shape[0], size=(shape[2], shape[1])))

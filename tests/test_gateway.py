@@ -9,7 +9,7 @@ from starlette.requests import Request
 from genray.models import build
 from genray.services.auth import AuthError, KeyStore, from_env
 from genray.services.generate import INTERNAL, check_request, generate_batch
-from genray.services.metrics import GatewayMetrics, merge
+from genray.services.metrics import ServiceMetrics, merge
 from genray.services.routes import GenerateRoute
 
 
@@ -43,11 +43,12 @@ def test_an_internal_failure_is_a_500_without_details():
     assert results == [{"error": INTERNAL, "status": 500}] * 2
 
 
-def _count(metrics: GatewayMetrics, status: str) -> float:
+def _count(metrics: ServiceMetrics, status: str) -> float:
     text = metrics.render()[0].decode()
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == "genray_requests_total" and s.labels == {"model": "vae", "status": status}:
+            if s.name == "genray_generate_requests_total" and s.labels == {"model": "vae", "method": "json",
+                                                                            "status": status}:
                 return s.value
     return 0.0
 
@@ -62,7 +63,7 @@ def test_every_outcome_is_counted_even_an_unexpected_exception():
     async def rejected(model, payload):  # what a model server answers for input only the model can judge
         return {"error": "label 3 is not served today", "field": "label", "status": 422}
 
-    metrics, open_door = GatewayMetrics(), KeyStore([], enabled=False)
+    metrics, open_door = ServiceMetrics(), KeyStore([], enabled=False)
 
     def route(call):
         return GenerateRoute(models, call, None, metrics, 5.0, open_door, 1 << 20)
@@ -108,19 +109,20 @@ def test_keys_are_kept_hashed_and_checked_with_scopes_and_rates():
 def test_metrics_of_several_replicas_merge_into_one_exposition():
     """What the gateway's /metrics serves: the model replicas' snapshots and its own, summed
     series by series, in the Prometheus text format."""
-    a, b = GatewayMetrics(), GatewayMetrics()
-    a.request("vae", 200, 0.01)
-    b.request("vae", 200, 0.2)
-    b.request("gan", 422, 0.3)
+    a, b = ServiceMetrics(), ServiceMetrics()
+    a.request("generate", "vae", "json", 200, 0.01)
+    b.request("generate", "vae", "json", 200, 0.2)
+    b.request("generate", "gan", "json", 422, 0.3)
     a.generated("vae", 8, 8)
     b.generated("vae", 16, 16)
     merged = {(s.name, tuple(sorted(s.labels.items()))): s.value
               for f in text_string_to_metric_families(merge([a.render()[0], b.render()[0]]).decode())
               for s in f.samples}
-    assert merged[("genray_requests_total", (("model", "vae"), ("status", "200")))] == 2
-    assert merged[("genray_requests_total", (("model", "gan"), ("status", "422")))] == 1
-    assert merged[("genray_request_latency_seconds_bucket", (("le", "0.025"), ("model", "vae")))] == 1
-    assert merged[("genray_request_latency_seconds_bucket", (("le", "+Inf"), ("model", "vae")))] == 2
-    assert abs(merged[("genray_request_latency_seconds_sum", (("model", "vae"),))] - 0.21) < 1e-9
+    vae, gan = (("method", "json"), ("model", "vae")), (("method", "json"), ("model", "gan"))
+    assert merged[("genray_generate_requests_total", (*vae, ("status", "200")))] == 2
+    assert merged[("genray_generate_requests_total", (*gan, ("status", "422")))] == 1
+    assert merged[("genray_generate_latency_seconds_bucket", (("le", "0.025"), *vae))] == 1
+    assert merged[("genray_generate_latency_seconds_bucket", (("le", "+Inf"), *vae))] == 2
+    assert abs(merged[("genray_generate_latency_seconds_sum", vae)] - 0.21) < 1e-9
     assert merged[("genray_samples_generated_total", (("model", "vae"),))] == 24
     assert merged[("genray_batch_size_count", (("model", "vae"),))] == 2

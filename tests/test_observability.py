@@ -52,14 +52,14 @@ def test_every_panel_expression_parses(promtool, tmp_path):
 def test_panels_name_metrics_that_exist():
     from prometheus_client import generate_latest
 
-    from genray.services.metrics import GatewayMetrics
+    from genray.services.metrics import ServiceMetrics
+    from genray.services.spec import SPECS
 
-    m = GatewayMetrics()
-    m.request("vae", 200, 0.1)
+    m = ServiceMetrics(SPECS.values())
+    m.request("generate", "vae", "json", 200, 0.1)
     m.generated("vae", 1, 1)
-    m.attack_request("c", "pgd", 200, 1.0)
-    m.defense_request("c", "purify", 200, 1.0)
-    m.explain_request("c", "ig", 200, 1.0)
+    for spec in SPECS.values():
+        m.request(spec.name, "c", "m", 200, 1.0)
     exported = set(re.findall(r"^(genray_\w+?)(?:\{| )", generate_latest(m.registry).decode(), re.M))
     serve_source = "".join(open(f).read() for f in glob.glob(os.path.join(
         os.path.dirname(__import__("ray.serve").serve.__file__), "_private", "*.py")))
@@ -67,9 +67,9 @@ def test_panels_name_metrics_that_exist():
     used = {name for _, expr in _exprs() for name in re.findall(r"\b((?:genray|ray_serve)_\w+)", expr)}
     missing = sorted(n for n in used if n not in exported | ray_serve)
     assert not missing, missing
-    assert {"genray_requests_total", "genray_request_latency_seconds_bucket", "genray_batch_size_bucket",
+    assert {"genray_generate_requests_total", "genray_generate_latency_seconds_bucket", "genray_batch_size_bucket",
             "ray_serve_deployment_queued_queries", "ray_serve_deployment_replica_healthy",
-            "genray_attacks_total", "genray_explanations_total"} <= used
+            "genray_attack_requests_total", "genray_explain_requests_total"} <= used
 
 
 @pytest.mark.parametrize("config", ["deploy/prometheus.yml", "deploy/observe/prometheus.yml"])

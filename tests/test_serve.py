@@ -87,11 +87,15 @@ def _settled(client, timeout_s: float = 10.0) -> dict:
     return samples
 
 
+def _total(samples: dict, name: str, **labels) -> float:
+    """The sum of sample `name` over the series whose labels include `labels`."""
+    return sum(v for (n, series), v in samples.items() if n == name and set(labels.items()) <= set(series))
+
+
 def _delta(before: dict, after: dict):
-    """(sample name, **labels) -> how much that sample moved between two scrapes."""
+    """(sample name, **labels) -> how much those samples moved between two scrapes."""
     def delta(name, **labels):
-        key = (name, tuple(sorted(labels.items())))
-        return after.get(key, 0.0) - before.get(key, 0.0)
+        return _total(after, name, **labels) - _total(before, name, **labels)
     return delta
 
 
@@ -280,11 +284,11 @@ def test_keys_scopes_rate_limits_and_body_size(client, keys, storage):
             yield b" " * (1 << 20)
     assert client.post(url, content=chunks(), headers={"content-type": "application/json"}).status_code == 413
 
-    after = _scrape_until(client, lambda m: m.get(("genray_requests_total", (("model", "markov"), ("status", "413"))),
-                                                   0) >= 2)
-    assert after[("genray_requests_total", (("model", "markov"), ("status", "401")))] >= 2
-    assert after[("genray_requests_total", (("model", "markov"), ("status", "429")))] >= 1
-    assert after[("genray_requests_total", (("model", "markov"), ("status", "413")))] >= 2
+    requests = "genray_generate_requests_total"
+    after = _scrape_until(client, lambda m: _total(m, requests, model="markov", status="413") >= 2)
+    assert _total(after, requests, model="markov", status="401") >= 2
+    assert _total(after, requests, model="markov", status="429") >= 1
+    assert _total(after, requests, model="markov", status="413") >= 2
 
 
 def test_every_status_is_declared_with_its_error_body(client):
@@ -309,19 +313,19 @@ def test_metrics_move_with_traffic(client):
     r = client.get("/metrics")
     assert r.headers["content-type"].startswith("text/plain; version=")  # the Prometheus text format
     # Every replica's counts, merged at the gateway (a model replica pushes its own every second).
-    after = _scrape_until(client, lambda m: _delta(before, m)("genray_request_latency_seconds_count",
+    after = _scrape_until(client, lambda m: _delta(before, m)("genray_generate_latency_seconds_count",
                                                               model="vae") >= 17)
-    assert after[("TYPE", "genray_requests")] == "counter"
+    assert after[("TYPE", "genray_generate_requests")] == "counter"
     assert after[("TYPE", "genray_samples_generated")] == "counter"
-    assert after[("TYPE", "genray_request_latency_seconds")] == "histogram"
+    assert after[("TYPE", "genray_generate_latency_seconds")] == "histogram"
     assert after[("TYPE", "genray_batch_size")] == "histogram"
 
     delta = _delta(before, after)
-    assert delta("genray_requests_total", model="vae", status="200") == 16
-    assert delta("genray_requests_total", model="vae", status="422") == 1
+    assert delta("genray_generate_requests_total", model="vae", method="json", status="200") == 16
+    assert delta("genray_generate_requests_total", model="vae", status="422") == 1
     assert delta("genray_samples_generated_total", model="vae") == 32
-    assert delta("genray_request_latency_seconds_count", model="vae") == 17
-    assert delta("genray_request_latency_seconds_bucket", model="vae", le="+Inf") == 17
+    assert delta("genray_generate_latency_seconds_count", model="vae") == 17
+    assert delta("genray_generate_latency_seconds_bucket", model="vae", le="+Inf") == 17
     batches = delta("genray_batch_size_count", model="vae")
     assert 1 <= batches <= 16 and delta("genray_batch_size_sum", model="vae") == 32
 
@@ -421,6 +425,7 @@ def test_models_still_training_are_listed_and_answered_503_until_they_join(clien
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
     from genray.services.app import ServeOptions, deploy, undeploy
+    from genray.services.spec import SPECS
 
     # With style transfer deployed: a style network still training is named in the body.
     own, options = Registry(Storage(str(tmp_path))), ServeOptions(max_replicas=1, auth=False, extras=("style",))
@@ -439,10 +444,13 @@ def test_models_still_training_are_listed_and_answered_503_until_they_join(clien
         r = client.post("/late/v1/generate/late", json={"max_tokens": 5})
         assert r.status_code == 503 and r.headers["retry-after"] == "15"
         assert r.json()["detail"] == "model 'late' is still training (epoch 2/5); retry later"
-        # Every capability with a model, in its path or (style) its body, answers the same.
-        for path, body in (("attack/late", {}), ("defend/late", {}), ("explain/late", {}), ("inpaint/late", {}),
-                           ("summarize/late", {}), ("style", {"content": "chelsea", "style": "brick",
-                                                               "model": "late"})):
+        # Every capability with a model, in its path or in its body (style), answers the same.
+        bodies = {"style": {"content": "chelsea"}}  # what the body needs besides the model
+        asked = [(f"{spec.name}/late", {}) if spec.in_path else
+                 (spec.name, {**bodies[spec.name], spec.body_model: "late"})
+                 for spec in SPECS.values() if spec.in_path or spec.body_model]
+        assert len(asked) >= 6
+        for path, body in asked:
             r = client.post(f"/late/v1/{path}", json=body)
             assert r.status_code == 503 and r.headers["retry-after"] == "15", (path, r.text)
             assert "is still training" in r.json()["detail"], path
@@ -573,7 +581,7 @@ def test_attack_a_classifier(client):
     r = client.post("/v1/attack/classifier", json={"method": "pgd", "eps": 0.4, "steps": 20, "targeted": True,
                                                    "target": 3, "inputs": body["adversarial"][:4]})
     assert r.status_code == 200, r.text
-    assert sum(p == 3 for p in r.json()["adversarial_predictions"]) >= 3
+    assert sum(p == 3 for p in r.json()["predictions_after"]) >= 3
 
 
 def test_attack_generative_models(client):
@@ -607,8 +615,8 @@ def test_defend_detects_noise_and_purifies(client):
     r = client.post("/v1/defend/vae", json={"method": "purify", "indices": list(range(8))})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert len(body["purified"]) == len(body["predictions"]) == len(body["predictions_before"]) == 8
-    assert all(_image(p).size == (8, 8) for p in body["purified"]) and set(body["predictions"]) <= set(range(10))
+    assert len(body["purified"]) == len(body["predictions_after"]) == len(body["predictions_before"]) == 8
+    assert all(_image(p).size == (8, 8) for p in body["purified"]) and set(body["predictions_after"]) <= set(range(10))
     # (How much purification keeps of the accuracy is measured on trained models: test_generative_defenses.)
 
 
@@ -677,18 +685,19 @@ def test_robustness_metrics_and_schemas(client):
     assert client.post("/v1/attack/classifier", json={"method": "x" * 30, "eps": 0.1}).status_code == 422
     assert client.post("/v1/defend/flow", json={"method": "detect", "indices": [0, 1]}).status_code == 200
     after = _samples(client.get("/metrics").text)
-    assert after[("TYPE", "genray_attacks")] == "counter" and after[("TYPE", "genray_defense")] == "counter"
-    assert after[("TYPE", "genray_attack_latency_seconds")] == "histogram"
-    assert after[("TYPE", "genray_defense_latency_seconds")] == "histogram"
+    for capability in ("attack", "defend"):  # every capability's requests and latency alike
+        assert after[("TYPE", f"genray_{capability}_requests")] == "counter"
+        assert after[("TYPE", f"genray_{capability}_latency_seconds")] == "histogram"
+    assert after[("TYPE", "genray_attack_inputs")] == "counter" and after[("TYPE", "genray_defend_inputs")] == "counter"
 
     delta = _delta(before, after)
-    assert delta("genray_attacks_total", model="classifier", method="fgsm", outcome="ok") == 1
-    assert delta("genray_attacks_total", model="classifier", method="fgsm", outcome="rejected") == 1
+    assert delta("genray_attack_requests_total", model="classifier", method="fgsm", status="200") == 1
+    assert delta("genray_attack_requests_total", model="classifier", method="fgsm", status="422") == 1
     # What a caller typed as a method never becomes a label value.
-    assert delta("genray_attacks_total", model="classifier", method="_invalid", outcome="rejected") == 1
-    assert sum(delta("genray_attack_inputs_total", model="classifier", method="fgsm", success=s)
-               for s in ("true", "false")) == 3
-    assert sum(delta("genray_defense_total", model="flow", method="detect", flagged=f) for f in ("true", "false")) == 2
+    assert delta("genray_attack_requests_total", model="classifier", method="_invalid", status="422") == 1
+    assert delta("genray_attack_inputs_total", model="classifier", method="fgsm") == 3
+    assert delta("genray_defend_inputs_total", model="flow", method="detect") == 2
+    assert delta("genray_defend_requests_total", model="flow", method="detect", status="200") == 1
     assert delta("genray_attack_latency_seconds_count", model="classifier") == 3
     paths = client.get("/openapi.json").json()["paths"]
     for path, schema in (("/v1/attack/{model}", "method"), ("/v1/defend/{model}", "method")):
@@ -760,7 +769,7 @@ BAD_EXPLAIN = [
     ("exact on a classifier", "classifier", {"method": "exact", "indices": [0]}, 422, "method"),
     ("ig on a markov chain", "markov", {"method": "ig", "prompt": "A"}, 422, "method"),
     ("pdp on a classifier", "classifier", {"method": "pdp", "indices": [0]}, 422, "method"),
-    ("too many inputs", "classifier", {"method": "ig", "indices": list(range(17))}, 422, "indices"),
+    ("too many inputs", "classifier", {"method": "ig", "indices": list(range(65))}, 422, "indices"),
     ("too many steps", "classifier", {"method": "ig", "indices": [0], "n_steps": 513}, 422, "n_steps"),
     ("too many samples", "classifier", {"method": "lime", "indices": [0], "n_samples": 2001}, 422, "n_samples"),
     ("steps on saliency", "classifier", {"method": "saliency", "indices": [0], "n_steps": 10}, 422, "n_steps"),
@@ -806,16 +815,16 @@ def test_explain_metrics_and_schema(client):
     _explain(client, "classifier", {"method": "saliency", "indices": [0], "n_steps": 3}, status=422)
     _explain(client, "classifier", {"method": "y" * 20, "indices": [0]}, status=422)
     after = _samples(client.get("/metrics").text)
-    assert after[("TYPE", "genray_explanations")] == "counter"
+    assert after[("TYPE", "genray_explain_requests")] == "counter"
     assert after[("TYPE", "genray_explain_latency_seconds")] == "histogram"
-    assert after[("TYPE", "genray_explanation_deletion_auc_ratio")] == "summary"
+    assert after[("TYPE", "genray_explain_deletion_auc_ratio")] == "summary"
 
     delta = _delta(before, after)
-    assert delta("genray_explanations_total", model="classifier", method="saliency", status="200") == 1
-    assert delta("genray_explanations_total", model="classifier", method="saliency", status="422") == 1
-    assert delta("genray_explanations_total", model="classifier", method="_invalid", status="422") == 1
+    assert delta("genray_explain_requests_total", model="classifier", method="saliency", status="200") == 1
+    assert delta("genray_explain_requests_total", model="classifier", method="saliency", status="422") == 1
+    assert delta("genray_explain_requests_total", model="classifier", method="_invalid", status="422") == 1
     assert delta("genray_explain_latency_seconds_count", method="saliency") == 2
-    assert delta("genray_explanation_deletion_auc_ratio_count", model="classifier", method="saliency") >= 1
+    assert delta("genray_explain_deletion_auc_ratio_count", model="classifier", method="saliency") >= 1
     paths = client.get("/openapi.json").json()["paths"]
     body = paths["/v1/explain/{model}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"method", "inputs", "prompt", "series", "n_steps", "n_samples", "evaluate", "format"} <= set(
@@ -888,8 +897,9 @@ def test_compose_answers_a_checked_chorale_and_harmonises_a_melody(client):
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", field], (bad, r.text)
     after = _samples(client.get("/metrics").text)
     delta = _delta(before, after)
-    assert delta("genray_compositions_total", status="200") == 3
-    assert delta("genray_compositions_total", status="422") == 4
+    assert delta("genray_compose_requests_total", model="theory", method="compose", status="200") == 2
+    assert delta("genray_compose_requests_total", method="harmonise", status="200") == 1
+    assert delta("genray_compose_requests_total", status="422") == 4
     assert delta("genray_compose_latency_seconds_count") == 7
     assert "/v1/compose" in client.get("/openapi.json").json()["paths"]
 
@@ -909,7 +919,7 @@ def test_inpaint_keeps_the_seen_pixels_and_names_bad_fields(client, keys):
     drawn = np.zeros((8, 8), dtype=np.uint8)
     drawn[2:6, 1:5] = 255  # white: missing
     for model, extra in (("vae", {}), ("flow", {"method": "langevin"})):
-        body = {"image": _png_of(image), "mask": _png_of(drawn), "n": 2, "steps": 10, "seed": 3, **extra}
+        body = {"inputs": [_png_of(image)], "mask": _png_of(drawn), "n": 2, "steps": 10, "seed": 3, **extra}
         r = client.post(f"/v1/inpaint/{model}", json=body)
         assert r.status_code == 200, r.text
         body = r.json()
@@ -920,27 +930,28 @@ def test_inpaint_keeps_the_seen_pixels_and_names_bad_fields(client, keys):
             assert (o[drawn == 0] == image[drawn == 0]).all()
         assert (np.array(Image.open(io.BytesIO(base64.b64decode(body["mask"])))) > 127).sum() == 16
     with Client(str(client.base_url), api_key=keys["generate"], timeout=120) as c:
-        scored = c.inpaint("vae", index=2, mask="bottom", steps=10)
+        scored = c.inpaint("vae", indices=[2], mask="bottom", steps=10)
     assert len(scored["images"]) == 1 and scored["images"][0].size == (8, 8) and 0 < scored["psnr"][0] <= 100
 
     small = np.full((5, 5), 255, dtype=np.uint8)
-    bads = (("vae", {"index": 0, "mask": _png_of(small)}, "mask"), ("vae", {}, "image"),
-            ("vae", {"index": 0, "method": "map"}, "method"), ("flow", {"index": 0, "label": 1}, "label"),
-            ("vae", {"image": "not base64!"}, "image"), ("vae", {"index": 0, "mask": "circle"}, "mask"),
-            ("vae", {"index": 0, "steps": 5000}, "steps"), ("vae", {"index": 10**6}, "index"),
-            ("flow", {"image": _png_of(small)}, "image"), ("vae", {"index": 0, "fraction": 0.2}, "fraction"))
+    bads = (("vae", {"indices": [0], "mask": _png_of(small)}, "mask"), ("vae", {}, "inputs"),
+            ("vae", {"indices": [0], "method": "map"}, "method"), ("flow", {"indices": [0], "label": 1}, "label"),
+            ("vae", {"inputs": ["not base64!"]}, "inputs"), ("vae", {"indices": [0], "mask": "circle"}, "mask"),
+            ("vae", {"indices": [0], "steps": 5000}, "steps"), ("vae", {"indices": [10**6]}, "indices"),
+            ("flow", {"inputs": [_png_of(small)]}, "inputs"), ("vae", {"indices": [0], "fraction": 0.2}, "fraction"),
+            ("vae", {"indices": [0, 1, 2], "n": 6}, "n"))
     for model, bad, field in bads:
         r = client.post(f"/v1/inpaint/{model}", json=bad)
         assert r.status_code == 422, (bad, r.text)
         assert r.json()["detail"][0]["loc"][:2] == ["body", field], (bad, r.text)
-    assert client.post("/v1/inpaint/markov", json={"index": 0}).status_code == 404
+    assert client.post("/v1/inpaint/markov", json={"indices": [0]}).status_code == 404
     after = _samples(client.get("/metrics").text)
     delta = _delta(before, after)
-    assert delta("genray_inpaintings_total", model="vae", method="latent", status="200") == 2
-    assert delta("genray_inpaintings_total", model="flow", method="langevin", status="200") == 1
-    assert delta("genray_inpaintings_total", model="vae", method="latent", status="422") == 6
-    assert delta("genray_inpaintings_total", model="vae", method="_invalid", status="422") == 2
-    assert delta("genray_inpaint_latency_seconds_count", model="vae") == 10
+    assert delta("genray_inpaint_requests_total", model="vae", method="latent", status="200") == 2
+    assert delta("genray_inpaint_requests_total", model="flow", method="langevin", status="200") == 1
+    assert delta("genray_inpaint_requests_total", model="vae", method="latent", status="422") == 7
+    assert delta("genray_inpaint_requests_total", model="vae", method="_invalid", status="422") == 2
+    assert delta("genray_inpaint_latency_seconds_count", model="vae") == 11
     assert "/v1/inpaint/{model}" in client.get("/openapi.json").json()["paths"]
 
 
@@ -952,6 +963,7 @@ def test_style_transfer_answers_a_png_with_its_scores_and_names_bad_fields(clien
                                        "strength": 0.9})
     assert r.status_code == 200, r.text
     body = r.json()
+    assert body["model"] == "random-features" and body["version"] is None
     assert Image.open(io.BytesIO(base64.b64decode(body["image"]))).size == (32, 19)
     assert body["summary"]["style_distance_after"] < body["summary"]["style_distance_before"]
     assert 0 < body["summary"]["content_ssim"] < 1
@@ -976,9 +988,10 @@ def test_style_transfer_answers_a_png_with_its_scores_and_names_bad_fields(clien
     assert Image.open(io.BytesIO(base64.b64decode(body["image"]))).size == (32, 19)
     assert body["summary"]["style_distance_before"] > 0 and 0 < body["summary"]["content_ssim"] <= 1
     delta = _delta(before, _samples(client.get("/metrics").text))
-    assert delta("genray_style_transfers_total", status="200") == 3
-    assert delta("genray_style_transfers_total", status="422") == 8
-    assert delta("genray_style_transfers_total", status="404") == 1
+    assert delta("genray_style_requests_total", model="random-features", method="optimise", status="200") == 2
+    assert delta("genray_style_requests_total", model="brick-net", method="network", status="200") == 1
+    assert delta("genray_style_requests_total", status="422") == 8
+    assert delta("genray_style_requests_total", status="404") == 1
     assert delta("genray_style_latency_seconds_count") == 12
     assert "/v1/style" in client.get("/openapi.json").json()["paths"]
 
@@ -1021,10 +1034,11 @@ def test_summarize_by_methods_and_registry_models_and_names_bad_fields(client, k
         assert r.status_code == 422 and r.json()["detail"][0]["loc"][:2] == ["body", field], (bad, r.text)
     assert client.post("/v1/summarize/vae", json={"text": "A b."}).status_code == 404
     delta = _delta(before, _samples(client.get("/metrics").text))
-    assert delta("genray_summaries_total", model="lead", aspect="approach", status="200") == 1
-    assert delta("genray_summaries_total", model="summarizer", aspect="challenge", status="200") == 1
-    assert delta("genray_summaries_total", model="random", aspect="outcome", status="200") == 2
-    assert delta("genray_summaries_total", model="lead", aspect="_invalid", status="422") == 4  # unparsed or bad aspect
+    assert delta("genray_summarize_requests_total", model="lead", method="approach", status="200") == 1
+    assert delta("genray_summarize_requests_total", model="summarizer", method="challenge", status="200") == 1
+    assert delta("genray_summarize_requests_total", model="random", method="outcome", status="200") == 2
+    # The aspect is the method label: unparsed or bad, it is "_invalid".
+    assert delta("genray_summarize_requests_total", model="lead", method="_invalid", status="422") == 4
     assert delta("genray_summarize_latency_seconds_count", model="lead") == 10
     assert "/v1/summarize/{model}" in client.get("/openapi.json").json()["paths"]
 

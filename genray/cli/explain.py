@@ -33,7 +33,7 @@ def add_parser(sub, storage, ray) -> None:
     e.add_argument("--grid", type=int, help="pdp, traversal: points along the feature (default 9)")
     e.add_argument("--dims", help="traversal: comma-separated latent dimensions")
     e.add_argument("--classifier", help="pdp: the classifier whose belief the curves read")
-    e.add_argument("--seed", type=int, help="the sampling methods' and a gan's draws (default 0)")
+    e.add_argument("--seed", type=int, help="the sampling methods' and a gan's draws (default: drawn anew)")
     e.add_argument("-o", "--output", help="the picture (.png), the shaded prompt (.html) or everything (.json)")
     e.set_defaults(fn=run)
 
@@ -87,33 +87,23 @@ def run(args) -> int:
     import json
     import time
 
-    from pydantic import ValidationError
-
+    from genray.cli.common import run_capability
     from genray.cluster.registry import Registry
     from genray.cluster.storage import Storage
     from genray.models.explain.catalog import explain_methods, input_kind
-    from genray.services.explain import run_explain
-    from genray.services.schemas import ExplainRequest, check_explain
-    from genray.services.workbench import Workbench
+    from genray.services.spec import Raw
 
     storage = Storage(args.storage)
     rec = Registry(storage).record(args.model)
     if not explain_methods(rec.config):
         raise CliError(f"{rec.ref} is a {rec.config['family']} model, which genray explain does not cover")
     body = request(args, input_kind(rec.config))
-    try:
-        req = ExplainRequest.model_validate(body)
-    except ValidationError as e:
-        raise CliError("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())) from None
-    errors = check_explain(req, rec.config)
-    if errors:
-        raise CliError("; ".join(f"{err['loc'][-1]}: {err['msg']}" for err in errors))
     t0 = time.perf_counter()
-    out = run_explain(Workbench(storage.uri, {}), rec.ref, req.model_dump())
+    out = run_capability("explain", storage.uri, rec.ref, body)
     seconds = time.perf_counter() - t0
-    if "png" in out:
+    if isinstance(out, Raw):
         with open(args.output, "wb") as f:
-            f.write(out["png"])
+            f.write(out.content)
         print(f"{rec.ref}: {args.method} -> wrote {args.output} ({seconds:.1f} s)")
         return 0
     _print(rec, args.method, out)

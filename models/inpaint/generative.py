@@ -25,7 +25,7 @@ from genray.models.catalog import family_class, family_names
 from genray.models.errors import OptionError
 from genray.models.inpaint.masks import composite, per_image
 
-MAX_STEPS = 2000
+MAX_STEPS = 1000
 
 
 def inpaint_methods(config: dict) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ from genray.models.base import seeded
 from genray.models.errors import OptionError
 
 MAX_CANDIDATES = 256
+MAX_LENGTH = 256  # characters of one fill
 
 
 def infill(model, left: str, right: str, *, length: int, candidates: int = 32, seed: int = 0,
@@ -18,8 +19,8 @@ def infill(model, left: str, right: str, *, length: int, candidates: int = 32, s
     if getattr(model, "modality", None) != "text":
         raise OptionError(f"text infilling needs a text model, not a {getattr(model, 'family', type(model).__name__)}",
                           "model")
-    if not 1 <= length <= 256:
-        raise OptionError(f"length must be in [1, 256], got {length}", "length")
+    if not 1 <= length <= MAX_LENGTH:
+        raise OptionError(f"length must be in [1, {MAX_LENGTH}], got {length}", "length")
     if not 1 <= candidates <= MAX_CANDIDATES:
         raise OptionError(f"candidates must be in [1, {MAX_CANDIDATES}], got {candidates}", "candidates")
     for field, side in (("left", left), ("right", right)):
