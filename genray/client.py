@@ -1,13 +1,24 @@
-"""The Python client of genray's HTTP API: typed calls that return decoded objects (PIL images,
-text, MIDI and WAV bytes, number lists), retries with backoff where the server asks for them (503
-overloaded, 429 rate-limited; its Retry-After wins), a timeout per call, and the same in async.
+"""The Python client of genray's HTTP API. One table, ENDPOINTS, defines each endpoint once for the
+sync and the async class: its path, its request fields (a TypedDict, so that an editor completes
+the keyword arguments and mypy checks them) and its result (a dataclass with its images as PIL
+images, its MIDI and WAV as bytes, and the JSON body as `raw`). It retries where the server asks
+(503 overloaded, 429 rate-limited; its Retry-After wins), with a timeout per call.
 
-    from genray.client import Client
+    from genray.client import AsyncClient, Client
     with Client("http://127.0.0.1:8000", api_key=KEY) as c:   # or the GENRAY_KEY variable
-        images = c.generate("vae", n=4, label=7, seed=0).samples     # [PIL.Image.Image]
+        images = c.generate("vae", n=4, label=7, seed=0).samples          # [PIL.Image.Image]
         text = c.generate("transformer", prompt="ROMEO:", max_tokens=64).samples[0]
+        hit = c.attack("classifier", method="pgd", eps=0.3, indices=[0, 1])   # Attacked
+        hit.adversarial[0].save("adversarial.png"); print(hit.predictions_after, hit.success)
+        open("chorale.mid", "wb").write(c.compose(key="G", bars=4).midi)
+        print(c.summarize("textrank", paper_text, aspect="outcome").summary)
+    async with AsyncClient(URL) as ac:                         # the same calls, as coroutines
+        hits = await asyncio.gather(*(ac.attack("classifier", method="fgsm", eps=0.1, indices=[i])
+                                      for i in range(8)))
 
-It needs httpx and Pillow only: no Ray, no torch.
+A field an endpoint lacks, or a value of the wrong type, is a mypy error here and a 422 from the
+server (GenrayError, with .field). It needs httpx and Pillow only: no Ray, no torch, no pydantic;
+tests/test_client.py holds its fields and results to the server's schemas.
 """
 from __future__ import annotations
 
@@ -17,11 +28,21 @@ import io
 import json
 import os
 import random
+import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import httpx
+
+if sys.version_info >= (3, 11):
+    from typing import Required, TypedDict, Unpack
+else:  # pragma: no cover
+    from typing_extensions import Required, TypedDict, Unpack
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 RETRY_STATUSES = (429, 503)
 
@@ -41,51 +62,302 @@ def _message(detail: Any) -> str:
     return str(detail)
 
 
-@dataclass
-class Music:
-    events: list[str]
-    midi: bytes
-    wav: bytes | None = None
+# Request fields, one TypedDict per endpoint, as the server's schemas (services/capabilities/) have
+# them; a field left out takes the server's default. inputs: base64 PNGs of the model's shape, or
+# indices: rows of its test split. A seed is in [0, 2^31); without one, each request draws its own.
+# The fields of an Endpoint's `own` are its method's own arguments (generate's n, style's content).
+class GenerateFields(TypedDict, total=False):
+    seed: int | None
+    temperature: float
+    prompt: str | Sequence[float] | None  # text, music events ('G4/1 A4/0.5'), or a series' history
+    max_tokens: int
+    top_k: int | None
+    top_p: float | None
+    stop: list[str] | None
+    label: int | None
+    wav: bool
+    version: int | None  # or the model "NAME@VERSION"
 
 
-@dataclass
-class Generated:
-    model: str
-    version: int
-    samples: list  # PIL images, strings, Music, or lists of numbers, by the model's modality
-    raw: dict = field(repr=False, default_factory=dict)
+class _Inputs(TypedDict, total=False):
+    inputs: list[str]
+    indices: list[int]
 
 
-def _image(b64: str):
-    from PIL import Image
+class AttackFields(_Inputs, total=False):
+    method: Required[str]
+    eps: float | None
+    norm: str
+    steps: int | None
+    step_size: float | None
+    restarts: int
+    targeted: bool
+    target: int | None
+    seed: int | None
+    classifier: str | None
+    prompt: str | None
+    target_text: str | None
+    suffix_len: int
+    samples: int
 
-    img = Image.open(io.BytesIO(base64.b64decode(b64)))
+
+class DefendFields(_Inputs, total=False):
+    method: Required[str]
+    classifier: str | None
+
+
+class ExplainFields(_Inputs, total=False):
+    method: Required[str]
+    generated: int | None
+    prompt: str | None
+    series: Sequence[float] | None
+    target: int | str | None
+    baseline: str | float | None
+    n_steps: int | None
+    n_samples: int | None
+    patch: int | None
+    evaluate: bool
+    format: str  # json | png: the picture alone (see Explained)
+    seed: int | None
+    feature: int | None
+    grid: int
+    dims: list[int] | None
+    n: int
+    classifier: str | None
+
+
+class InpaintFields(_Inputs, total=False):
+    mask: str
+    fraction: float
+    method: str | None
+    n: int
+    steps: int
+    seed: int | None
+    label: int | None
+
+
+class StyleFields(TypedDict, total=False):
+    model: str | None  # instead of style: a style network
+    strength: float
+    steps: int
+    max_side: int
+    loss: str
+    seed: int | None
+
+
+class SummarizeFields(TypedDict, total=False):
+    aspect: str
+    max_sentences: int | None
+    max_tokens: int | None
+    seed: int | None
+
+
+class ComposeFields(TypedDict, total=False):
+    key: str
+    bars: int
+    melody: str | list[str] | None
+    seed: int | None
+    wav: bool
+
+
+# Results: the response's fields, decoded.
+
+A = TypeVar("A", bound="Answer")
+
+
+def _image(data: str | bytes) -> Image:
+    """A PNG (base64, or its bytes) as a loaded PIL image."""
+    from PIL import Image as PILImage
+
+    img = PILImage.open(io.BytesIO(base64.b64decode(data) if isinstance(data, str) else data))
     img.load()
     return img
 
 
-def _decode_sample(modality: str, s: Any):
-    if modality == "image":
-        return _image(s)
-    if modality == "music":
-        return Music(s["events"], base64.b64decode(s["midi"]), base64.b64decode(s["wav"]) if s.get("wav") else None)
-    return s  # text: a string; series: a list of numbers
+def _each(value: Any, decode) -> Any:
+    return None if value is None else [decode(v) for v in value] if isinstance(value, list) else decode(value)
 
 
-def _decode_images(body: dict, *keys: str) -> dict:
-    """The response with its lists of base64 PNGs (adversarial, purified, pictures) as images."""
-    return {k: [_image(v) for v in body[k]] if k in keys and isinstance(body.get(k), list) else body[k]
-            for k in body}
+@dataclass(kw_only=True)
+class Answer:
+    """What every result starts with: the served model (or built-in method) that answered and its
+    registry version (None for a built-in); `raw` is the JSON body as it came."""
+    model: str
+    version: int | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+    _pngs: ClassVar[tuple[str, ...]] = ()  # fields of base64 PNGs, decoded to PIL images
+    _files: ClassVar[tuple[str, ...]] = ()  # fields of base64 files, decoded to bytes
+    _rows: ClassVar[dict[str, type]] = {}  # fields of JSON objects, decoded to dataclasses
+    _modal: ClassVar[bool] = False  # decoding needs the model's modality (from GET /v1/models)
+
+    @classmethod
+    def decode(cls: type[A], body: dict, modalities: Mapping[str, str]) -> A:
+        """The result of a JSON body; a field this client does not know (a newer server's) stays in raw."""
+        names = {f.name for f in fields(cls)} - {"raw"}
+        out = {k: v for k, v in body.items() if k in names}
+        for k in cls._pngs:
+            out[k] = _each(out.get(k), _image)
+        for k in cls._files:
+            out[k] = _each(out.get(k), base64.b64decode)
+        for k, row in cls._rows.items():
+            out[k] = _each(out.get(k), lambda d, row=row: row(**{f.name: d.get(f.name) for f in fields(row)}))
+        return cls(**out, raw=body)
 
 
-def _summary_body(text: str | list[str], aspect: str, fields: dict) -> dict:
-    return {"sentences" if isinstance(text, list) else "text": text, "aspect": aspect, **fields}
+@dataclass
+class Music:
+    events: str  # joined by spaces: 'G4/1 A4/0.5 R/1'
+    midi: bytes
+    wav: bytes | None = None
 
 
-def _decode_audio(body: dict) -> dict:
-    """A composition with its MIDI (and WAV) as bytes."""
-    return {**body, "midi": base64.b64decode(body["midi"]),
-            "wav": base64.b64decode(body["wav"]) if body.get("wav") else None}
+def _music(s: dict) -> Music:
+    return Music(s["events"], base64.b64decode(s["midi"]), base64.b64decode(s["wav"]) if s.get("wav") else None)
+
+
+SAMPLES: dict[str, Callable[[Any], Any]] = {"image": _image, "music": _music, "text": str, "series": list}
+
+
+def _decode_sample(modality: str | None, s: Any) -> Any:
+    """One sample by its modality: a PIL image, Music, a string (text) or a list of numbers (series)."""
+    if modality not in SAMPLES:
+        raise ValueError(f"unknown modality {modality!r}: this client decodes {sorted(SAMPLES)}")
+    return SAMPLES[modality](s)
+
+
+@dataclass(kw_only=True)
+class Generated(Answer):
+    samples: list[Any]  # PIL images, strings, Music or number lists
+    _modal: ClassVar[bool] = True
+
+    @classmethod
+    def decode(cls, body: dict, modalities: Mapping[str, str]) -> Generated:
+        modality = modalities.get(body["model"])
+        if modality is None:
+            raise ValueError(f"model {body['model']!r} is not listed by /v1/models: its modality is unknown")
+        return cls(model=body["model"], version=body.get("version"), raw=body,
+                   samples=[_decode_sample(modality, s) for s in body["samples"]])
+
+
+@dataclass(kw_only=True)
+class Attacked(Answer):
+    method: str
+    summary: dict[str, Any]
+    clean: list[Image] = field(default_factory=list)
+    adversarial: list[Image] = field(default_factory=list)
+    reconstructions: list[Image] = field(default_factory=list)  # vae
+    predictions_before: list[int] = field(default_factory=list)
+    predictions_after: list[int] = field(default_factory=list)
+    success: list[bool] = field(default_factory=list)
+    linf: list[float] = field(default_factory=list)
+    l2: list[float] = field(default_factory=list)
+    suffix: str | None = None  # text models
+    _pngs: ClassVar[tuple[str, ...]] = ("clean", "adversarial", "reconstructions")
+
+
+@dataclass(kw_only=True)
+class Defended(Answer):
+    method: str
+    purified: list[Image] = field(default_factory=list)
+    predictions_before: list[int] = field(default_factory=list)
+    predictions_after: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # detect: bits/dim
+    flagged: list[bool] = field(default_factory=list)
+    threshold: float | None = None
+    _pngs: ClassVar[tuple[str, ...]] = ("purified",)
+
+
+@dataclass(kw_only=True)
+class Explained(Answer):
+    """With format "png" the server sends the picture alone: then `pictures` holds it as the one
+    image, model is the name asked for, version None, and the other fields are empty."""
+    method: str
+    described: list[dict[str, Any]] = field(default_factory=list)
+    attributions: list[Any] = field(default_factory=list)
+    symbols: list[list[str]] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    baseline_scores: list[float] = field(default_factory=list)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    faithfulness: dict[str, Any] | None = None
+    pictures: list[Image] = field(default_factory=list)
+    html: list[str] = field(default_factory=list)
+    curves: dict[str, Any] | None = None
+    _pngs: ClassVar[tuple[str, ...]] = ("pictures",)
+
+
+@dataclass(kw_only=True)
+class Inpainted(Answer):
+    method: str
+    images: list[Image]  # n completions per input, in input order
+    mask: Image
+    psnr: list[float] | None = None  # with indices
+    _pngs: ClassVar[tuple[str, ...]] = ("images", "mask")
+
+
+@dataclass(kw_only=True)
+class Styled(Answer):
+    image: Image
+    summary: dict[str, float]
+    _pngs: ClassVar[tuple[str, ...]] = ("image",)
+
+
+@dataclass(kw_only=True)
+class Summarized(Answer):
+    aspect: str
+    summary: str
+    sentences: list[int] | None = None  # extractive: the kept sentences' indices
+    source: list[int] | None = None  # abstractive: the sentences its extractor gave it
+    seconds: float
+
+
+@dataclass(kw_only=True)
+class Composition(Answer):
+    key: str
+    voices: dict[str, list[str]]  # Soprano, Alto, Tenor, Bass as note events
+    chords: list[str | None]
+    midi: bytes
+    wav: bytes | None = None
+    analysis: dict[str, Any]  # music21's check
+    _files: ClassVar[tuple[str, ...]] = ("midi", "wav")
+
+
+# The endpoints, for both clients.
+
+R = TypeVar("R", bound=Answer)
+
+
+@dataclass(frozen=True)
+class Endpoint(Generic[R]):
+    """POST `path` ({model}: the served model's name), with the request fields of `fields` (a
+    TypedDict) and those of `own` that its method takes as its own arguments; answered by `result`."""
+    name: str
+    path: str
+    fields: type
+    result: type[R]
+    own: tuple[str, ...] = ()
+
+    def url(self, model: str | None) -> str:
+        return self.path.format(model=model)
+
+
+GENERATE = Endpoint("generate", "/v1/generate/{model}", GenerateFields, Generated, own=("n", "stream"))
+ATTACK = Endpoint("attack", "/v1/attack/{model}", AttackFields, Attacked)
+COMPOSE = Endpoint("compose", "/v1/compose", ComposeFields, Composition)
+DEFEND = Endpoint("defend", "/v1/defend/{model}", DefendFields, Defended)
+EXPLAIN = Endpoint("explain", "/v1/explain/{model}", ExplainFields, Explained)
+INPAINT = Endpoint("inpaint", "/v1/inpaint/{model}", InpaintFields, Inpainted)
+STYLE = Endpoint("style", "/v1/style", StyleFields, Styled, own=("content", "style"))
+SUMMARIZE = Endpoint("summarize", "/v1/summarize/{model}", SummarizeFields, Summarized, own=("text", "sentences"))
+ENDPOINTS: dict[str, Endpoint[Any]] = {e.name: e for e in (GENERATE, ATTACK, COMPOSE, DEFEND, EXPLAIN, INPAINT,
+                                                           STYLE, SUMMARIZE)}
+
+
+def _summary(text: str | list[str], fields: Mapping[str, object]) -> dict[str, object]:
+    return {"sentences" if isinstance(text, list) else "text": text, **fields}
+
+
+def _style(content: str, style: str | None, fields: Mapping[str, object]) -> dict[str, object]:
+    return {"content": content, **({"style": style} if style is not None else {}), **fields}
 
 
 def _raise_for(resp: httpx.Response) -> None:
@@ -144,12 +416,18 @@ class _Base:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._modalities: dict[str, str] = {}
 
-    def _generated(self, body: dict) -> Generated:
-        modality = self._modalities.get(body["model"], "text")
-        return Generated(body["model"], body["version"], [_decode_sample(modality, s) for s in body["samples"]], body)
+    def _unknown(self, ep: Endpoint[Any], model: str | None) -> bool:
+        """Whether decoding this answer needs a model's modality not yet learnt."""
+        return ep.result._modal and (model or "").partition("@")[0] not in self._modalities
+
+    def _answer(self, ep: Endpoint[R], model: str | None, body: Mapping[str, object], resp: httpx.Response) -> R:
+        if resp.headers.get("content-type", "").startswith("image/"):  # explain's format "png": the picture alone
+            return ep.result.decode({"model": model, "version": None, "method": body.get("method", ""),
+                                     "pictures": [resp.content]}, self._modalities)
+        return ep.result.decode(resp.json(), self._modalities)
 
     def _learn(self, models: list[dict]) -> list[dict]:
-        self._modalities.update({m["name"]: m["modality"] for m in models})
+        self._modalities.update({m["name"]: m["modality"] for m in models if m.get("modality")})
         return models
 
 
@@ -159,14 +437,14 @@ class Client(_Base):
     or `backoff` x 2^attempt seconds."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, timeout: float = 120.0,
-                 retries: int = 3, backoff: float = 0.5):
+                 retries: int = 3, backoff: float = 0.5, transport: httpx.BaseTransport | None = None):
         super().__init__(url, api_key, timeout, retries, backoff)
-        self._http = httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, headers=self.headers, timeout=timeout, transport=transport)
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *_) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -181,6 +459,11 @@ class Client(_Base):
         _raise_for(resp)
         return resp
 
+    def _request(self, ep: Endpoint[R], model: str | None, body: Mapping[str, object], timeout: float | None) -> R:
+        if self._unknown(ep, model):
+            self.models()
+        return self._answer(ep, model, body, self._call("POST", ep.url(model), dict(body), timeout))
+
     def health(self) -> dict:
         return self._call("GET", "/healthz").json()
 
@@ -188,20 +471,13 @@ class Client(_Base):
         """Every served model: name, family, modality, version, metrics and endpoints."""
         return self._learn(self._call("GET", "/v1/models").json()["models"])
 
-    def generate(self, model: str, n: int = 1, *, timeout: float | None = None, **fields) -> Generated:
-        """n samples (fields as `POST /v1/generate/{model}` takes them: seed, prompt, max_tokens, ...)."""
-        if model not in self._modalities:
-            self.models()
-        body = self._call("POST", f"/v1/generate/{model}", {"n": n, **fields}, timeout).json()
-        return self._generated(body)
-
-    def stream(self, model: str, *, timeout: float | None = None, **fields) -> Iterator[str]:
+    def stream(self, model: str, *, timeout: float | None = None, **fields: Unpack[GenerateFields]) -> Iterator[str]:
         """One sample of a text or music model as it is decoded: its pieces (text, or music events
         joined by spaces), over server-sent events. A failure after the stream began raises
         GenrayError with the server's status; one before it, as generate() does (with retries)."""
         body = {**fields, "stream": True, "n": 1}
         for attempt in range(self.retries + 1):
-            with self._http.stream("POST", f"/v1/generate/{model}", json=body, timeout=timeout or self.timeout) as resp:
+            with self._http.stream("POST", GENERATE.url(model), json=body, timeout=timeout or self.timeout) as resp:
                 if resp.status_code == 200:
                     yield from _pieces(resp.iter_lines())
                     return
@@ -210,56 +486,50 @@ class Client(_Base):
                 _raise_for(resp)
             time.sleep(_delay(resp, attempt, self.backoff))
 
-    def compose(self, key: str = "C", bars: int = 8, *, timeout: float | None = None, **fields) -> dict:
-        """A four-part chorale (fields: seed, melody to harmonise, wav), its MIDI and WAV as bytes."""
-        return _decode_audio(self._call("POST", "/v1/compose", {"key": key, "bars": bars, **fields}, timeout).json())
+    def generate(self, model: str, n: int = 1, *, timeout: float | None = None,
+                 **fields: Unpack[GenerateFields]) -> Generated:
+        """n samples (model "NAME@VERSION" pins a version), decoded by the model's modality."""
+        return self._request(GENERATE, model, {"n": n, **fields}, timeout)
 
-    def inpaint(self, model: str, *, timeout: float | None = None, **fields) -> dict:
-        """Completions of an image's hidden pixels (fields: image or index, mask, n, steps, ...), decoded."""
-        return _decode_images(self._call("POST", f"/v1/inpaint/{model}", fields, timeout).json(), "images")
+    def attack(self, model: str, *, timeout: float | None = None, **fields: Unpack[AttackFields]) -> Attacked:
+        return self._request(ATTACK, model, fields, timeout)
 
-    def style(self, content: str, style: str | None = None, *, timeout: float | None = None, **fields) -> dict:
-        """content, style: base64 PNG/JPEG or a built-in photograph's name (or, in place of style, model:
-        a style network); the result as an image."""
-        body = {"content": content, **({"style": style} if style is not None else {}), **fields}
-        return {**(r := self._call("POST", "/v1/style", body, timeout).json()), "image": _image(r["image"])}
+    def defend(self, model: str, *, timeout: float | None = None, **fields: Unpack[DefendFields]) -> Defended:
+        return self._request(DEFEND, model, fields, timeout)
 
-    def summarize(self, model: str, text: str | list[str], aspect: str = "challenge", *,
-                  timeout: float | None = None, **fields) -> dict:
-        """One aspect of a document (text, or its sentences as a list) by a summarizer or a built-in
-        method (lead, random, textrank, lexrank); fields: max_sentences, max_tokens, seed."""
-        return self._call("POST", f"/v1/summarize/{model}", _summary_body(text, aspect, fields), timeout).json()
+    def explain(self, model: str, *, timeout: float | None = None, **fields: Unpack[ExplainFields]) -> Explained:
+        return self._request(EXPLAIN, model, fields, timeout)
 
-    def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
-        """The attack's answer, its adversarial images decoded."""
-        return _decode_images(self._call("POST", f"/v1/attack/{model}", fields, timeout).json(),
-                              "clean", "adversarial", "reconstructions")
+    def inpaint(self, model: str, *, timeout: float | None = None, **fields: Unpack[InpaintFields]) -> Inpainted:
+        return self._request(INPAINT, model, fields, timeout)
 
-    def defend(self, model: str, *, timeout: float | None = None, **fields) -> dict:
-        return _decode_images(self._call("POST", f"/v1/defend/{model}", fields, timeout).json(), "purified")
+    def style(self, content: str, style: str | None = None, *, timeout: float | None = None,
+              **fields: Unpack[StyleFields]) -> Styled:
+        """content, style: base64 PNG/JPEG or a built-in photograph's name (or, in place of style,
+        model: a style network)."""
+        return self._request(STYLE, None, _style(content, style, fields), timeout)
 
-    def explain(self, model: str, *, timeout: float | None = None, **fields) -> dict:
-        """The explanation, its pictures decoded (with format "png", the picture itself)."""
-        resp = self._call("POST", f"/v1/explain/{model}", fields, timeout)
-        if resp.headers.get("content-type", "").startswith("image/"):
-            from PIL import Image
+    def summarize(self, model: str, text: str | list[str], *, timeout: float | None = None,
+                  **fields: Unpack[SummarizeFields]) -> Summarized:
+        """One aspect of a document (its text, or its sentences as a list)."""
+        return self._request(SUMMARIZE, model, _summary(text, fields), timeout)
 
-            return {"picture": Image.open(io.BytesIO(resp.content))}
-        return _decode_images(resp.json(), "pictures")
+    def compose(self, *, timeout: float | None = None, **fields: Unpack[ComposeFields]) -> Composition:
+        return self._request(COMPOSE, None, fields, timeout)
 
 
 class AsyncClient(_Base):
     """Client's calls as coroutines, over one httpx.AsyncClient."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, *, timeout: float = 120.0,
-                 retries: int = 3, backoff: float = 0.5):
+                 retries: int = 3, backoff: float = 0.5, transport: httpx.AsyncBaseTransport | None = None):
         super().__init__(url, api_key, timeout, retries, backoff)
-        self._http = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=timeout)
+        self._http = httpx.AsyncClient(base_url=self.url, headers=self.headers, timeout=timeout, transport=transport)
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         return self
 
-    async def __aexit__(self, *_) -> None:
+    async def __aexit__(self, *_: object) -> None:
         await self.close()
 
     async def close(self) -> None:
@@ -275,23 +545,24 @@ class AsyncClient(_Base):
         _raise_for(resp)
         return resp
 
+    async def _request(self, ep: Endpoint[R], model: str | None, body: Mapping[str, object],
+                       timeout: float | None) -> R:
+        if self._unknown(ep, model):
+            await self.models()
+        return self._answer(ep, model, body, await self._call("POST", ep.url(model), dict(body), timeout))
+
     async def health(self) -> dict:
         return (await self._call("GET", "/healthz")).json()
 
     async def models(self) -> list[dict]:
         return self._learn((await self._call("GET", "/v1/models")).json()["models"])
 
-    async def generate(self, model: str, n: int = 1, *, timeout: float | None = None, **fields) -> Generated:
-        if model not in self._modalities:
-            await self.models()
-        body = (await self._call("POST", f"/v1/generate/{model}", {"n": n, **fields}, timeout)).json()
-        return self._generated(body)
-
-    async def stream(self, model: str, *, timeout: float | None = None, **fields) -> AsyncIterator[str]:
+    async def stream(self, model: str, *, timeout: float | None = None,
+                     **fields: Unpack[GenerateFields]) -> AsyncIterator[str]:
         """Client.stream as an async iterator."""
         body = {**fields, "stream": True, "n": 1}
         for attempt in range(self.retries + 1):
-            async with self._http.stream("POST", f"/v1/generate/{model}", json=body,
+            async with self._http.stream("POST", GENERATE.url(model), json=body,
                                          timeout=timeout or self.timeout) as resp:
                 if resp.status_code == 200:
                     async for line in resp.aiter_lines():
@@ -303,35 +574,31 @@ class AsyncClient(_Base):
                 _raise_for(resp)
             await asyncio.sleep(_delay(resp, attempt, self.backoff))
 
-    async def compose(self, key: str = "C", bars: int = 8, *, timeout: float | None = None, **fields) -> dict:
-        body = {"key": key, "bars": bars, **fields}
-        return _decode_audio((await self._call("POST", "/v1/compose", body, timeout)).json())
+    async def generate(self, model: str, n: int = 1, *, timeout: float | None = None,
+                       **fields: Unpack[GenerateFields]) -> Generated:
+        return await self._request(GENERATE, model, {"n": n, **fields}, timeout)
 
-    async def inpaint(self, model: str, *, timeout: float | None = None, **fields) -> dict:
-        return _decode_images((await self._call("POST", f"/v1/inpaint/{model}", fields, timeout)).json(), "images")
+    async def attack(self, model: str, *, timeout: float | None = None, **fields: Unpack[AttackFields]) -> Attacked:
+        return await self._request(ATTACK, model, fields, timeout)
+
+    async def defend(self, model: str, *, timeout: float | None = None, **fields: Unpack[DefendFields]) -> Defended:
+        return await self._request(DEFEND, model, fields, timeout)
+
+    async def explain(self, model: str, *, timeout: float | None = None,
+                      **fields: Unpack[ExplainFields]) -> Explained:
+        return await self._request(EXPLAIN, model, fields, timeout)
+
+    async def inpaint(self, model: str, *, timeout: float | None = None,
+                      **fields: Unpack[InpaintFields]) -> Inpainted:
+        return await self._request(INPAINT, model, fields, timeout)
 
     async def style(self, content: str, style: str | None = None, *, timeout: float | None = None,
-                    **fields) -> dict:
-        body = {"content": content, **({"style": style} if style is not None else {}), **fields}
-        r = (await self._call("POST", "/v1/style", body, timeout)).json()
-        return {**r, "image": _image(r["image"])}
+                    **fields: Unpack[StyleFields]) -> Styled:
+        return await self._request(STYLE, None, _style(content, style, fields), timeout)
 
-    async def summarize(self, model: str, text: str | list[str], aspect: str = "challenge", *,
-                        timeout: float | None = None, **fields) -> dict:
-        body = _summary_body(text, aspect, fields)
-        return (await self._call("POST", f"/v1/summarize/{model}", body, timeout)).json()
+    async def summarize(self, model: str, text: str | list[str], *, timeout: float | None = None,
+                        **fields: Unpack[SummarizeFields]) -> Summarized:
+        return await self._request(SUMMARIZE, model, _summary(text, fields), timeout)
 
-    async def attack(self, model: str, *, timeout: float | None = None, **fields) -> dict:
-        return _decode_images((await self._call("POST", f"/v1/attack/{model}", fields, timeout)).json(),
-                              "clean", "adversarial", "reconstructions")
-
-    async def defend(self, model: str, *, timeout: float | None = None, **fields) -> dict:
-        return _decode_images((await self._call("POST", f"/v1/defend/{model}", fields, timeout)).json(), "purified")
-
-    async def explain(self, model: str, *, timeout: float | None = None, **fields) -> dict:
-        resp = await self._call("POST", f"/v1/explain/{model}", fields, timeout)
-        if resp.headers.get("content-type", "").startswith("image/"):
-            from PIL import Image
-
-            return {"picture": Image.open(io.BytesIO(resp.content))}
-        return _decode_images(resp.json(), "pictures")
+    async def compose(self, *, timeout: float | None = None, **fields: Unpack[ComposeFields]) -> Composition:
+        return await self._request(COMPOSE, None, fields, timeout)
