@@ -16,6 +16,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 
 import ray
 import ray.train
@@ -168,120 +169,220 @@ def _quiet_console() -> None:
             h.setLevel(logging.WARNING)
 
 
-def train_loop_per_worker(cfg: dict) -> None:
-    """cfg: model (its config), train (TrainConfig as a dict), meta (the data set's meta),
-    total_steps (optimizer steps per worker over the run, for the schedule), name, in_memory;
-    optionally init_checkpoint (a checkpoint of another run to start from, as a Tune trial
-    exploiting another's), latency_samples (time sampling that many after the first epoch) and
-    echo (False: no progress lines, as in a sweep, which prints its own)."""
-    _quiet_console()
-    tc = TrainConfig.from_dict(cfg["train"])
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    device = ray.train.torch.get_device()
+@dataclass(frozen=True)
+class LoopConfig:
+    """Everything train_loop_per_worker reads. trainers/run.build_trainer makes it and hands it to
+    Ray Train as train_loop_config={"loop": cfg} (Ray Train wants a dict)."""
+    model: dict  # the family's architecture settings, as catalog.build takes them
+    train: TrainConfig
+    meta: dict  # the prepared data set's meta: how to_tensors turns rows into a batch
+    total_steps: int  # optimizer steps per worker over the whole run: the length of the lr schedule and defense ramp
+    name: str | None = None  # the run's, in progress lines (None: the family's)
+    in_memory: bool = False  # the shard is small: pull it whole each epoch instead of streaming it
+    init_checkpoint: ray.train.Checkpoint | None = None  # another run's to start from (a PBT trial exploiting one)
+    latency_samples: int = 0  # after the first epoch, time sampling this many at once (0: no timing)
+    echo: bool = True  # False: no per-epoch lines, as in a sweep, which prints its own
+    # A cluster.progress.ProgressBoard actor: rank 0 feeds the driver's bar instead of printing.
+    progress: ray.actor.ActorHandle | None = None
 
-    torch.manual_seed(tc.seed)  # the same initial weights on every worker, which strategies split
-    model = build(cfg["model"]).to(device)
-    torch.manual_seed(tc.seed + rank)
-    par = strategies.wrap(model, device, tc)
-    optimizers = par.optimizers(model.make_optimizers(tc.optimizer()))
-    # A training-time defense (augmentation, adversarial examples) transforms each batch first.
-    defend = batch_transform(tc, model, torch.Generator().manual_seed(tc.seed * 1_000_003 + rank), cfg["total_steps"])
-    schedulers = tc.schedulers(optimizers, cfg["total_steps"])
 
-    state = {"epoch": -1, "history": [], "strategy": tc.strategy}
-    checkpoint = ray.train.get_checkpoint() or cfg.get("init_checkpoint")
-    if checkpoint:
-        state = restore(checkpoint, model, optimizers, schedulers, par=par)
+@dataclass(frozen=True)
+class _EpochTotals:
+    """One epoch of training: rows, steps and loss summed over the workers; times are this worker's."""
+    rows: float
+    steps: float
+    loss_sum: float
+    time_s: float  # training time, statistics' reduction included
+    wait_s: float  # of which spent waiting for Ray Data's batches
+
+
+class _Worker:
+    """One worker's part of the run: __init__ sets it up (or resumes it from a checkpoint),
+    train_epoch streams the shard through train_step, end_epoch evaluates, checkpoints and reports."""
+
+    def __init__(self, cfg: LoopConfig):
+        self.cfg, self.tc = cfg, cfg.train
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self._build()
+        self.state = self._resume()
+        self._open_data()
+        self._open_progress()
+
+    # -- setup
+
+    def _build(self) -> None:
+        """The model as the strategy spreads it, its optimizers, schedulers and defense."""
+        tc, total = self.tc, self.cfg.total_steps
+        torch.manual_seed(tc.seed)  # the same initial weights on every worker, which strategies split
+        self.model = build(self.cfg.model).to(self.device)
+        torch.manual_seed(tc.seed + self.rank)
+        self.par = strategies.wrap(self.model, self.device, tc)
+        self.optimizers = self.par.optimizers(self.model.make_optimizers(tc.optimizer()))
+        # A training-time defense (augmentation, adversarial examples) transforms each batch first.
+        self.defend = batch_transform(tc, self.model, torch.Generator().manual_seed(tc.seed * 1_000_003 + self.rank),
+                                      total)
+        self.schedulers = tc.schedulers(self.optimizers, total)
+
+    def _resume(self) -> dict:
+        """The run's state: restored from its last checkpoint (or init_checkpoint), else a fresh one."""
+        checkpoint = ray.train.get_checkpoint() or self.cfg.init_checkpoint
+        if not checkpoint:
+            return {"epoch": -1, "history": [], "strategy": self.tc.strategy}
+        state = restore(checkpoint, self.model, self.optimizers, self.schedulers, par=self.par)
         # The schedulers' saved state brings back the lr the checkpoint was trained with; this run's
         # config decides it (a PBT trial restores another's checkpoint under a mutated lr).
-        for opt, sched in zip(optimizers, schedulers):
-            sched.base_lrs = [tc.lr] * len(opt.param_groups)
-            for group, lr in zip(opt.param_groups, sched.get_lr()):
-                group.update(initial_lr=tc.lr, lr=lr)
+        lr = self.tc.lr
+        for opt, sched in zip(self.optimizers, self.schedulers):
+            sched.base_lrs = [lr] * len(opt.param_groups)
+            for group, group_lr in zip(opt.param_groups, sched.get_lr()):
+                group.update(initial_lr=lr, lr=group_lr)
+        return state
 
-    to_batch = Collate(cfg["meta"])
-    train_shard = ray.train.get_dataset_shard("train")
-    val_split = ray.train.get_dataset_shard("val")
-    bs, log_every, epochs = tc.batch_size, tc.log_every, tc.epochs
-    tag = cfg.get("name", model.family)
-    # With a progress board (genray train / up), rank 0 feeds the driver's bar instead of printing.
-    board = cfg.get("progress")
-    report = Reporter(board if rank == 0 else None, tag)
-    total = cfg["total_steps"]
-    per_epoch, world = max(1, total // max(epochs, 1)), ctx.get_world_size()
-    if board is not None:
-        log_every = 0
+    def _open_data(self) -> None:
+        self.to_batch = Collate(self.cfg.meta)
+        self.train_shard = ray.train.get_dataset_shard("train")
+        self.val_split = ray.train.get_dataset_shard("val")  # not sharded: every worker scores all of it
 
-    for epoch in range(state["epoch"] + 1, epochs):
-        model.train()
-        t0, rows, steps, loss_sum, waited = time.perf_counter(), 0, 0, 0.0, 0.0
-        batches = iter(train_shard.iter_torch_batches(batch_size=bs, collate_fn=to_batch,
-                                                      local_shuffle_buffer_size=4 * bs,
-                                                      local_shuffle_seed=tc.seed + epoch))
-        if cfg.get("in_memory"):
-            # A small shard is pulled whole: Ray Data's streaming machinery then sits idle
-            # instead of competing with the training step for the CPU (~15% on 2 cores).
-            t_wait = time.perf_counter()
-            batches = iter(list(batches))
-            waited += time.perf_counter() - t_wait
+    def _open_progress(self) -> None:
+        """Progress lines every log_every steps, or with a progress board (genray train / up),
+        updates of the driver's bar from rank 0 instead."""
+        board = self.cfg.progress
+        self.tag = self.cfg.name or self.model.family
+        self.report = Reporter(board if self.rank == 0 else None, self.tag)
+        self.log_every = 0 if board is not None else self.tc.log_every
+        self.per_epoch = max(1, self.cfg.total_steps // max(self.tc.epochs, 1))  # steps, for the bar
+
+    @property
+    def first_epoch(self) -> int:
+        """0, or the one after the checkpoint's."""
+        return self.state["epoch"] + 1
+
+    # -- one epoch of training
+
+    def train_epoch(self, epoch: int) -> _EpochTotals:
+        """Streams this worker's shard through train_step once, then sums the statistics and totals
+        over the workers."""
+        self.model.train()
+        t0, rows, steps, loss_sum = time.perf_counter(), 0, 0, 0.0
+        batches, waited = self._batches(epoch)
         while True:
             t_wait = time.perf_counter()
             batch = next(batches, None)
             waited += time.perf_counter() - t_wait
             if batch is None:
                 break
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if defend:  # the optimizer steps so far, restored with the schedule on resume
-                batch = defend(batch, schedulers[0].last_epoch)
-            rows += next(iter(batch.values())).shape[0]
-            out = par.train_step(par.batch(batch), optimizers, max_grad_norm=tc.max_grad_norm)
-            for sched in schedulers:
-                sched.step()
-            steps += 1
-            loss_sum += out.get("loss", 0.0)
-            report(epoch=epoch + 1, epochs=epochs, step=min(total, epoch * per_epoch + steps), total=total,
-                   loss=out.get("loss"), rows_per_s=world * rows / (time.perf_counter() - t0))
-            if rank == 0 and log_every and steps % log_every == 0:
-                print(f"[{tag}] epoch {epoch + 1}/{epochs} step {steps} "
-                      f"loss {out.get('loss', float('nan')):.4f} "
-                      f"{rows / (time.perf_counter() - t0):.1f} rows/s/worker", flush=True)
-        model.reduce_statistics(_all_reduce)
-        train_time = time.perf_counter() - t0
+            n, out = self._step(batch)
+            rows, steps, loss_sum = rows + n, steps + 1, loss_sum + out.get("loss", 0.0)
+            self._step_progress(epoch, steps, rows, time.perf_counter() - t0, out.get("loss"))
+        self.model.reduce_statistics(_all_reduce)
+        time_s = time.perf_counter() - t0
         rows_all, steps_all, loss_all = _sum(rows, steps, loss_sum)
-        metrics = {"epoch": epoch + 1, "samples_per_s": rows_all / train_time, "epoch_time_s": train_time,
-                   "data_wait_s": waited}
-        val_nll = _evaluate(par, val_split, bs, to_batch, device)
-        if val_nll is not None:
-            # a diverged epoch (NaN) does not erase the best so far
-            best = min([v for v in (val_nll, state.get("best_val_nll")) if v is not None and math.isfinite(v)],
-                       default=math.nan)
-            metrics.update(val_nll=val_nll, nll_unit=model.nll_unit, best_val_nll=best)
-        if optimizers:  # count-based families have no training loss
-            metrics.update(train_loss=loss_all / max(steps_all, 1), lr=schedulers[0].get_last_lr()[0])
-        # The whole model's weights, on rank 0: what the checkpoint keeps and the registry publishes.
-        full = par.full_state() if par.sharded else None
-        if rank == 0:
-            model_bytes = weights.state_to_bytes(full) if par.sharded else weights.to_bytes(model)
-        else:
-            model_bytes = None
-        if "measured" not in state:  # what constraints are put on: fixed by the architecture
-            whole = model if rank or not par.sharded else weights.load_bytes(build(cfg["model"]), model_bytes)
-            state["measured"] = measure(whole, cfg.get("latency_samples", 0), tc.seed) if rank == 0 else {}
-            state["measured"].update(_footprint(par, optimizers, ray.get_runtime_context().get_node_id()))
-        metrics.update(state["measured"])
-        state = {**state, "epoch": epoch, "history": state["history"] + [metrics]}
+        return _EpochTotals(rows_all, steps_all, loss_all, time_s, waited)
+
+    def _batches(self, epoch: int):
+        """The epoch's batches ({key: [B, ...] tensor}, shuffled by seed and epoch) and the seconds
+        spent pulling them up front."""
+        bs = self.tc.batch_size
+        batches = iter(self.train_shard.iter_torch_batches(batch_size=bs, collate_fn=self.to_batch,
+                                                           local_shuffle_buffer_size=4 * bs,
+                                                           local_shuffle_seed=self.tc.seed + epoch))
+        if not self.cfg.in_memory:
+            return batches, 0.0
+        # A small shard is pulled whole: Ray Data's streaming machinery then sits idle
+        # instead of competing with the training step for the CPU (~15% on 2 cores).
+        t_wait = time.perf_counter()
+        batches = iter(list(batches))
+        return batches, time.perf_counter() - t_wait
+
+    def _step(self, batch: dict) -> tuple[int, dict]:
+        """One optimizer step (and schedule step) on a batch; its rows and train_step's output."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        if self.defend:  # the optimizer steps so far, restored with the schedule on resume
+            batch = self.defend(batch, self.schedulers[0].last_epoch)
+        rows = next(iter(batch.values())).shape[0]  # every value is [B, ...]
+        out = self.par.train_step(self.par.batch(batch), self.optimizers, max_grad_norm=self.tc.max_grad_norm)
+        for sched in self.schedulers:
+            sched.step()
+        return rows, out
+
+    def _step_progress(self, epoch: int, steps: int, rows: int, elapsed: float, loss: float | None) -> None:
+        epochs, total = self.tc.epochs, self.cfg.total_steps
+        self.report(epoch=epoch + 1, epochs=epochs, step=min(total, epoch * self.per_epoch + steps), total=total,
+                    loss=loss, rows_per_s=self.world * rows / elapsed)
+        if self.rank == 0 and self.log_every and steps % self.log_every == 0:
+            print(f"[{self.tag}] epoch {epoch + 1}/{epochs} step {steps} "
+                  f"loss {loss if loss is not None else float('nan'):.4f} "
+                  f"{rows / elapsed:.1f} rows/s/worker", flush=True)
+
+    # -- the epoch's end
+
+    def end_epoch(self, epoch: int, done: _EpochTotals) -> None:
+        """Scores the validation split, records the epoch in the run's state, reports it with a checkpoint."""
+        metrics = {"epoch": epoch + 1, "samples_per_s": done.rows / done.time_s, "epoch_time_s": done.time_s,
+                   "data_wait_s": done.wait_s}
+        val_nll = self._validate(metrics)
+        if self.optimizers:  # count-based families have no training loss
+            metrics.update(train_loss=done.loss_sum / max(done.steps, 1), lr=self.schedulers[0].get_last_lr()[0])
+        model_bytes = self._model_bytes()
+        metrics.update(self._measured(model_bytes))
+        self.state = {**self.state, "epoch": epoch, "history": self.state["history"] + [metrics]}
         # The epoch with the lowest validation NLL is kept beside the last: the run publishes it
         # (early stopping without cutting the run short, which resuming relies on).
-        if val_nll is not None and math.isfinite(val_nll) and val_nll < state.get("best_val_nll", math.inf):
-            state.update(best_val_nll=val_nll, best_epoch=epoch + 1, best_weights=model_bytes)
-        report(force=True, epoch=epoch + 1, epochs=epochs, step=min(total, (epoch + 1) * per_epoch), total=total,
-               val_nll=val_nll, rows_per_s=metrics["samples_per_s"], loss=metrics.get("train_loss"))
-        if rank == 0 and cfg.get("echo", True) and board is None:
-            print(f"[{tag}] epoch {epoch + 1}/{epochs} " + " ".join(
+        if val_nll is not None and math.isfinite(val_nll) and val_nll < self.state.get("best_val_nll", math.inf):
+            self.state.update(best_val_nll=val_nll, best_epoch=epoch + 1, best_weights=model_bytes)
+        self._epoch_progress(epoch, metrics, val_nll)
+        self._checkpoint(metrics, model_bytes)
+
+    def _validate(self, metrics: dict) -> float | None:
+        """The validation NLL (None without a likelihood), added to metrics with the best so far."""
+        val_nll = _evaluate(self.par, self.val_split, self.tc.batch_size, self.to_batch, self.device)
+        if val_nll is not None:
+            # a diverged epoch (NaN) does not erase the best so far
+            best = min([v for v in (val_nll, self.state.get("best_val_nll")) if v is not None and math.isfinite(v)],
+                       default=math.nan)
+            metrics.update(val_nll=val_nll, nll_unit=self.model.nll_unit, best_val_nll=best)
+        return val_nll
+
+    def _model_bytes(self) -> bytes | None:
+        """The whole model's weights, on rank 0: what the checkpoint keeps and the registry publishes."""
+        full = self.par.full_state() if self.par.sharded else None  # collective: every worker takes part
+        if self.rank:
+            return None
+        return weights.state_to_bytes(full) if self.par.sharded else weights.to_bytes(self.model)
+
+    def _measured(self, model_bytes: bytes | None) -> dict:
+        """What constraints are put on, fixed by the architecture: measured once, then kept in the state."""
+        if "measured" not in self.state:
+            par = self.par
+            whole = (self.model if self.rank or not par.sharded
+                     else weights.load_bytes(build(self.cfg.model), model_bytes))
+            measured = measure(whole, self.cfg.latency_samples, self.tc.seed) if self.rank == 0 else {}
+            measured.update(_footprint(par, self.optimizers, ray.get_runtime_context().get_node_id()))
+            self.state["measured"] = measured
+        return self.state["measured"]
+
+    def _epoch_progress(self, epoch: int, metrics: dict, val_nll: float | None) -> None:
+        epochs, total = self.tc.epochs, self.cfg.total_steps
+        self.report(force=True, epoch=epoch + 1, epochs=epochs, step=min(total, (epoch + 1) * self.per_epoch),
+                    total=total, val_nll=val_nll, rows_per_s=metrics["samples_per_s"],
+                    loss=metrics.get("train_loss"))
+        if self.rank == 0 and self.cfg.echo and self.cfg.progress is None:
+            print(f"[{self.tag}] epoch {epoch + 1}/{epochs} " + " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()), flush=True)
+
+    def _checkpoint(self, metrics: dict, model_bytes: bytes | None) -> None:
         with tempfile.TemporaryDirectory() as d:
-            _save(par, model_bytes, optimizers, schedulers, state, d)
+            _save(self.par, model_bytes, self.optimizers, self.schedulers, self.state, d)
             # Ray Train gathers every reporting worker's files into the one checkpoint.
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d)
-                             if rank == 0 or par.sharded else None)
+                             if self.rank == 0 or self.par.sharded else None)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's entry point on every worker; config["loop"] is the run's LoopConfig."""
+    _quiet_console()
+    worker = _Worker(config["loop"])
+    for epoch in range(worker.first_epoch, worker.tc.epochs):
+        worker.end_epoch(epoch, worker.train_epoch(epoch))

@@ -15,7 +15,7 @@ from genray.models.errors import ConfigError, DataError
 from genray.models.robustness.poison import Poison
 from genray.trainers import datasets, poisoning, presets, strategies
 from genray.trainers.config import TrainConfig
-from genray.trainers.loop import restore, train_loop_per_worker
+from genray.trainers.loop import LoopConfig, restore, train_loop_per_worker
 
 
 @dataclass
@@ -111,7 +111,7 @@ def describe(spec: TrainSpec, storage: Storage) -> TrainRun:
 def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = None, *, runs: str = "runs",
                   loop: dict | None = None) -> TrainRun:
     """A TorchTrainer for the spec; its checkpoints go to <storage>/<runs>/<spec.name>. `loop` adds
-    settings of the train loop (init_checkpoint, latency_samples)."""
+    settings of the train loop (LoopConfig fields: init_checkpoint, latency_samples, echo, progress)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -128,11 +128,11 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
                                  train_transform=poisoning.train_transform(meta, poison, frozenset(spec.exclude)))
     rows = min(meta["train_rows"], spec.limit or meta["train_rows"]) - len(spec.exclude)
     steps_per_epoch = math.ceil(math.ceil(rows / spec.workers) / tc.batch_size)
-    loop_cfg = {"model": config, "train": tc.to_dict(), "meta": meta, "name": spec.name, "in_memory": in_memory,
-                "total_steps": steps_per_epoch * tc.epochs, **(loop or {})}
+    loop_cfg = LoopConfig(**{"model": config, "train": tc, "meta": meta, "name": spec.name, "in_memory": in_memory,
+                             "total_steps": steps_per_epoch * tc.epochs, **(loop or {})})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_cfg,
+        train_loop_config={"loop": loop_cfg},  # Ray Train passes the loop a dict
         # With GPUs, Ray Train's process group is NCCL's; on CPUs, gloo's.
         scaling_config=ray.train.ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu,
                                                resources_per_worker={"CPU": spec.cpus_per_worker},
