@@ -67,7 +67,7 @@ def run(job, req: SummarizeRequest) -> dict:
     method, version, extractor = resolve(job.model, lambda n: job.bench.model(job.bench.refs.get(n, n)))
     max_sentences = req.max_sentences or (DEFAULT_SENTENCES if req.max_tokens is None else None)
     out = summarize(method, sentences, req.aspect, max_sentences, req.max_tokens, req.seed, extractor)
-    return {**out, "version": version, "seconds": time.perf_counter() - t0}
+    return {**out, "aspect": req.aspect, "version": version, "seconds": time.perf_counter() - t0}
 
 
 SPEC = Capability(
