@@ -152,6 +152,14 @@ class SummarizeFields(TypedDict, total=False):
     seed: int | None
 
 
+class InfillFields(TypedDict, total=False):
+    length: int | None
+    candidates: int
+    top: int
+    temperature: float
+    seed: int | None
+
+
 class ComposeFields(TypedDict, total=False):
     key: str
     bars: int
@@ -310,6 +318,19 @@ class Summarized(Answer):
     seconds: float
 
 
+@dataclass
+class Fill:
+    fill: str  # the characters in the gap
+    text: str  # the whole text with the gap filled
+    log_prob: float  # log p(text) under the model, in nats
+
+
+@dataclass(kw_only=True)
+class Infilled(Answer):
+    fills: list[Fill]  # most probable first
+    _rows: ClassVar[dict[str, type]] = {"fills": Fill}
+
+
 @dataclass(kw_only=True)
 class Composition(Answer):
     key: str
@@ -345,11 +366,12 @@ ATTACK = Endpoint("attack", "/v1/attack/{model}", AttackFields, Attacked)
 COMPOSE = Endpoint("compose", "/v1/compose", ComposeFields, Composition)
 DEFEND = Endpoint("defend", "/v1/defend/{model}", DefendFields, Defended)
 EXPLAIN = Endpoint("explain", "/v1/explain/{model}", ExplainFields, Explained)
+INFILL = Endpoint("infill", "/v1/infill/{model}", InfillFields, Infilled, own=("text",))
 INPAINT = Endpoint("inpaint", "/v1/inpaint/{model}", InpaintFields, Inpainted)
 STYLE = Endpoint("style", "/v1/style", StyleFields, Styled, own=("content", "style"))
 SUMMARIZE = Endpoint("summarize", "/v1/summarize/{model}", SummarizeFields, Summarized, own=("text", "sentences"))
-ENDPOINTS: dict[str, Endpoint[Any]] = {e.name: e for e in (GENERATE, ATTACK, COMPOSE, DEFEND, EXPLAIN, INPAINT,
-                                                           STYLE, SUMMARIZE)}
+ENDPOINTS: dict[str, Endpoint[Any]] = {e.name: e for e in (GENERATE, ATTACK, COMPOSE, DEFEND, EXPLAIN, INFILL,
+                                                           INPAINT, STYLE, SUMMARIZE)}
 
 
 def _summary(text: str | list[str], fields: Mapping[str, object]) -> dict[str, object]:
@@ -500,6 +522,11 @@ class Client(_Base):
     def explain(self, model: str, *, timeout: float | None = None, **fields: Unpack[ExplainFields]) -> Explained:
         return self._request(EXPLAIN, model, fields, timeout)
 
+    def infill(self, model: str, text: str, *, timeout: float | None = None,
+               **fields: Unpack[InfillFields]) -> Infilled:
+        """Fills of the gap (a run of underscores) in a text, most probable first."""
+        return self._request(INFILL, model, {"text": text, **fields}, timeout)
+
     def inpaint(self, model: str, *, timeout: float | None = None, **fields: Unpack[InpaintFields]) -> Inpainted:
         return self._request(INPAINT, model, fields, timeout)
 
@@ -587,6 +614,10 @@ class AsyncClient(_Base):
     async def explain(self, model: str, *, timeout: float | None = None,
                       **fields: Unpack[ExplainFields]) -> Explained:
         return await self._request(EXPLAIN, model, fields, timeout)
+
+    async def infill(self, model: str, text: str, *, timeout: float | None = None,
+                     **fields: Unpack[InfillFields]) -> Infilled:
+        return await self._request(INFILL, model, {"text": text, **fields}, timeout)
 
     async def inpaint(self, model: str, *, timeout: float | None = None,
                       **fields: Unpack[InpaintFields]) -> Inpainted:

@@ -2,7 +2,7 @@
 results are the schemas' (services/capabilities/, services/schemas.py), mypy checks calls by
 them, and its sync and async classes decode, retry and raise through a real httpx transport
 (httpx.MockTransport: HTTP answers, no cluster). The test against a served cluster is in
-tests/test_serve.py."""
+tests/serving/test_python_client.py."""
 from __future__ import annotations
 
 import asyncio
@@ -89,6 +89,7 @@ with Client("http://127.0.0.1:8000") as c:
     print(c.explain("classifier", method="ig", indices=[0], format="png").pictures[0].size)
     print(c.explain("ar", method="exact", series=[1, 2.5], baseline=0).scores)
     print(c.inpaint("vae", indices=[2], mask="bottom", n=2).mask.size)
+    print(c.infill("transformer", "To be, or ___ to be", top=3).fills[0].log_prob)
     print(c.defend("vae", method="purify", inputs=["iVBORw0KGgo="]).purified)
     c.attack("classifier", method="pgd", epsilon=0.3)  # error
     c.inpaint("vae", indices=[0], steps="ten")  # error
@@ -209,13 +210,18 @@ def test_other_endpoints_bodies_and_decoding():
     seen: list = []
     summary = {"model": "lead", "version": None, "aspect": "outcome", "summary": "A b.", "sentences": [0],
                "source": None, "seconds": 0.01}
-    transport = _server([(200, chorale, {}), (200, summary, {})], seen)
+    fills = {"model": "transformer", "version": 1, "fills": [{"fill": "not", "text": "To be, or not to be",
+                                                              "log_prob": -9.5}]}
+    transport = _server([(200, chorale, {}), (200, summary, {}), (200, fills, {})], seen)
     with Client(URL, transport=transport) as c:
         made = c.compose(key="G", bars=1)
         assert isinstance(made, Composition) and made.midi == b"MThd...." and made.wav is None
         assert c.summarize("lead", ["A b.", "C d."], aspect="outcome").sentences == [0]
+        assert c.infill("transformer", "To be, or ___ to be", top=1).fills == [
+            client.Fill("not", "To be, or not to be", -9.5)]
     assert [s[1:] for s in seen] == [("/v1/compose", {"key": "G", "bars": 1}),
-                                     ("/v1/summarize/lead", {"sentences": ["A b.", "C d."], "aspect": "outcome"})]
+                                     ("/v1/summarize/lead", {"sentences": ["A b.", "C d."], "aspect": "outcome"}),
+                                     ("/v1/infill/transformer", {"text": "To be, or ___ to be", "top": 1})]
     png = httpx.MockTransport(lambda request: httpx.Response(200, content=picture,
                                                              headers={"content-type": "image/png"}))
     with Client(URL, transport=png) as c:

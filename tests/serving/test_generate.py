@@ -23,8 +23,8 @@ def test_health_and_model_list(client):
     assert models["classifier"]["kind"] == "classifier" and models["classifier"]["endpoints"] == ["attack", "explain"]
     assert models["vae"]["endpoints"] == ["generate", "attack", "defend", "explain", "inpaint"]
     assert models["flow"]["endpoints"] == ["generate", "defend", "explain", "inpaint"]
-    assert models["markov"]["endpoints"] == ["generate", "explain"]
-    assert models["transformer"]["endpoints"] == ["generate", "attack", "explain"]
+    assert models["markov"]["endpoints"] == ["generate", "explain", "infill"]
+    assert models["transformer"]["endpoints"] == ["generate", "attack", "explain", "infill"]
     assert models["summarizer"]["kind"] == "summarizer" and models["abstractor"]["endpoints"] == ["summarize"]
     assert models["brick-net"]["kind"] == "stylizer" and models["brick-net"]["endpoints"] == ["style"]
     assert models["transformer"]["metrics"]["nll_unit"] == "nats/char"
