@@ -41,9 +41,9 @@ def run(args) -> int:
     from genray.models.inpaint import MASKS, inpaint, make_mask, mask_from_png, masked_psnr, methods_of, per_image
 
     storage = Storage(args.storage)
-    model, rec = Registry(storage).load(args.model)
     if args.text is not None:
-        return _infill(model, rec, args)
+        return _infill(storage, args)
+    model, rec = Registry(storage).load(args.model)
     methods_of(model)
     C, H, W = model.shape
     if (args.image is None) == (args.index is None):
@@ -84,17 +84,16 @@ def _read_png(path: str, from_png, C: int, H: int, W: int):
         raise CliError(f"{path}: {e}; the model takes images of {W}x{H} pixels") from None
 
 
-def _infill(model, rec, args) -> int:
+def _infill(storage, args) -> int:
+    """POST /v1/infill's capability, run in this process; each fill printed in brackets."""
     import re
 
-    from genray.models.inpaint import infill
+    from genray.cli.common import run_capability
 
-    gap = re.search(r"_{2,}", args.text)
-    if gap is None:
-        raise CliError("--text needs a gap: a run of two or more underscores")
-    left, right = args.text[: gap.start()], args.text[gap.end():]
-    ranked = infill(model, left, right, length=args.length or len(gap.group()), candidates=args.candidates,
-                    seed=args.seed)
-    for fill, score in ranked:
-        print(f"{score:10.2f}  {left}[{fill}]{right}")
+    body = {"text": args.text, "candidates": args.candidates, "seed": args.seed,
+            **({"length": args.length} if args.length is not None else {})}
+    fills = run_capability("infill", storage.uri, args.model, body)["fills"]
+    gap = re.search(r"_{2,}", args.text)  # found: the capability's check requires it
+    for f in fills:
+        print(f"{f['log_prob']:10.2f}  {args.text[:gap.start()]}[{f['fill']}]{args.text[gap.end():]}")
     return 0
