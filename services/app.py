@@ -79,6 +79,15 @@ def wanted(extras: tuple[str, ...] | None) -> list[str]:
     return [n for n, spec in SPECS.items() if extras is None or n in extras or spec.part_of in extras]
 
 
+def groups(capabilities: list[str]) -> dict[str, tuple[str, ...]]:
+    """One deployment per capability, a capability `part_of` another on that one's: {root: members}."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name in capabilities:
+        root = SPECS[name].part_of if SPECS[name].part_of in capabilities else name
+        out[root] = (*out.get(root, ()), name)
+    return out
+
+
 def endpoints(rec, extras: tuple[str, ...] | None = None) -> list[str]:
     """The endpoints a registry model is served at (of `extras` only, beside generation)."""
     out = ["generate"] if rec.kind == "generative" else []
@@ -124,10 +133,11 @@ def build_apps(storage_uri: str, refs: list[str] | None = None, options: ServeOp
                          model_app_name(name, rec.name), f"{route_prefix.rstrip('/')}/v1/generate/{rec.name}")
                for rec in generative]
     deployments = {}
-    for capability in wanted(o.extras):
-        refs_of = {r.name: r.ref for r in records if capability in models[r.name]["endpoints"]}
-        if SPECS[capability].serves is None or refs_of or SPECS[capability].builtins:
-            deployments[capability] = _capability_server(capability, o, cpus, registry.storage.uri, refs_of)
+    for root, members in groups(wanted(o.extras)).items():
+        refs_of = {r.name: r.ref for r in records if set(members) & set(models[r.name]["endpoints"])}
+        if any(SPECS[c].serves is None or SPECS[c].builtins for c in members) or refs_of:
+            server = _capability_server(root, members, o, cpus, registry.storage.uri, refs_of)
+            deployments.update({c: server for c in members})
     servers = tuple(r.name for r in generative)
     # One gateway replica: it holds the metrics board and answers what is not a model's own route.
     gateway = Gateway.options(num_replicas=1, ray_actor_options={"num_cpus": GATEWAY_CPUS},
@@ -166,16 +176,17 @@ def _model_server(rec, o: ServeOptions, cpus: float, keys: list[KeyEntry], stora
            metrics_board=board)
 
 
-def _capability_server(capability: str, o: ServeOptions, cpus: float, storage_uri: str, refs: dict[str, str]):
-    """A capability's deployment beside generation: autoscaled replicas of its own, few requests at
-    a time and a short queue (its spec's limits), reserving no more than a model replica does, so
-    that it never takes the room the model servers scale into."""
+def _capability_server(capability: str, members: tuple[str, ...], o: ServeOptions, cpus: float, storage_uri: str,
+                       refs: dict[str, str]):
+    """A capability's deployment beside generation (with the capabilities part of it): autoscaled
+    replicas of its own, few requests at a time and a short queue (its spec's limits), reserving no
+    more than a model replica does, so that it never takes the room the model servers scale into."""
     limits = o.limits_of(capability)
     return CapabilityServer.options(
         name=capability, autoscaling_config=_autoscaling(o, limits.target_ongoing),
         max_ongoing_requests=limits.max_ongoing, max_queued_requests=limits.max_queued,
         ray_actor_options={"num_cpus": min(cpus, limits.cpus)},
-    ).bind(storage_uri, capability, refs, max(1, round(cpus)))
+    ).bind(storage_uri, members, refs, max(1, round(cpus)))
 
 
 def deploy(storage_uri: str, refs: list[str] | None = None, options: ServeOptions | None = None,

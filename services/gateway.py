@@ -107,8 +107,8 @@ class Gateway:
         for name, spec in SPECS.items():
             handle = (deployments or {}).get(name)
             served = {**{n: dict(v) for n, v in spec.builtins.items()}, **serving(name)} if handle else {}
-            self.routes[name] = CapabilityRoute(spec, served, lambda model, req, h=handle: h.run.remote(model, req),
-                                                *limits)
+            self.routes[name] = CapabilityRoute(
+                spec, served, lambda model, req, h=handle, c=name: h.run.remote(c, model, req), *limits)
         # Every route answers a model still training (in its path, or a style network in its body)
         # 503 with Retry-After, not 404.
         for route in (self.generate_route, *self.routes.values()):

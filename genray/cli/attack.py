@@ -77,34 +77,34 @@ def _images(model, rec, method: str, args, storage) -> None:
 
     from genray.cluster.datacache import evaluation_rows
     from genray.models.codecs.images import grid, to_png
-    from genray.models.robustness import attack, discriminator_attack, reconstruction_attack
+    from genray.models.errors import InputError
+    from genray.services.capabilities.attack import attack_images
+    from genray.services.workbench import Workbench
 
     val = evaluation_rows(rec, storage, "test", n=args.n)
     x, y = val["image"].float() / 255.0, val.get("label")
-    common = {"eps": args.eps, "norm": args.norm, "steps": args.steps or 40, "step_size": args.step_size,
-              "seed": args.seed}
+    if method == "reconstruction" and args.target is None:
+        raise CliError("--target (the class the reconstructions should show) is required for a vae")
+    try:  # the endpoint's dispatch, and its classifier lookup (the default one, of the same image shape)
+        r = attack_images(model, method, x, y, eps=args.eps, norm=args.norm, steps=args.steps,
+                          step_size=args.step_size, seed=args.seed, restarts=args.restarts,
+                          targeted=args.target is not None, target=args.target,
+                          judge=lambda: Workbench(storage.uri, {}).judge(None, rec))
+    except InputError as e:
+        raise CliError(f"{e.field}: {e}" if e.field else str(e)) from None
     where = f"on {len(x)} test images of {rec.metrics['dataset']} (class-stratified)"
     rows = [x]
     if method == "reconstruction":
-        from genray.cli.defend import default_classifier
-
-        if args.target is None:
-            raise CliError("--target (the class the reconstructions should show) is required for a vae")
-        r = reconstruction_attack(model, x, target=args.target, classifier=default_classifier(storage, rec),
-                                  **common)
         s = r.summary()
         print(f"{rec.ref}: reconstructions aimed at class {args.target} {where}")
         print(f"  target rate {s['clean_target_rate']:.4f} -> {s['target_rate']:.4f}, mean L2 {s['mean_l2']:.4f}")
         rows += [r.x_adv, r.recon]
     elif method == "discriminator":
-        r = discriminator_attack(model, x, y, **common)
         s = r.summary()
         print(f"{rec.ref}: discriminator {where}: scored real {s['real_rate_before']:.4f} -> "
               f"{s['real_rate_after']:.4f}, fooled {s['fooled_rate']:.4f}")
         rows += [r.x_adv]
     else:
-        r = attack(model, x, y, method=method, targeted=args.target is not None, target=args.target,
-                   restarts=args.restarts, **{**common, "steps": args.steps})
         s = r.summary()
         goal = f"targeted at class {args.target}" if args.target is not None else "untargeted"
         steps = f"{args.steps} steps" if args.steps else "default steps"

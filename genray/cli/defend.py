@@ -91,7 +91,7 @@ def _generative(args, storage) -> None:
         raise CliError(f"{rec.ref} is a {rec.config['family']} model; --method {args.method} takes a vae or flow")
     if not 1 <= args.n <= 5000:
         raise CliError("-n must be in [1, 5000]")
-    classifier = default_classifier(storage, rec, args.classifier)
+    classifier = judge(storage, rec, args.classifier)
     test = evaluation_rows(rec, storage, "test", n=args.n)
     x, y = test["image"].float() / 255.0, test["label"]
     torch.manual_seed(args.seed)
@@ -120,19 +120,13 @@ def _generative(args, storage) -> None:
               f"{classifier.accuracy(images, y) if name.startswith('pgd') else float('nan'):20.3f}")
 
 
-def default_classifier(storage, rec, name: str | None = None):
-    """The classifier `name`, or one trained on the same data as `rec` (the registry's default)."""
-    from genray.cluster.registry import Registry
+def judge(storage, rec, name: str | None):
+    """The classifier for model `rec`'s images, looked up as the endpoints do it: `name`, or by
+    default one trained on the same data; either must take images of that shape."""
+    from genray.models.errors import InputError
+    from genray.services.workbench import Workbench
 
-    registry = Registry(storage)
-    if name:
-        model, c = registry.load(name)
-        if c.kind != "classifier":
-            raise CliError(f"--classifier: {c.ref} is a {c.kind} model")
-        return model
-    dataset = rec.metrics.get("dataset")
-    found = registry.classifier_for(dataset)
-    if found is None:
-        raise CliError(f"no classifier trained on {dataset!r}: train one with "
-                       f"`genray train classifier --dataset {dataset}` or pass --classifier")
-    return registry.load(found.ref)[0]
+    try:
+        return Workbench(storage.uri, {}).judge(name, rec)
+    except InputError as e:
+        raise CliError(f"--classifier: {e}") from None

@@ -114,32 +114,42 @@ def run(job, req: AttackRequest) -> dict:
         raise
 
 
-def _attack(job, req: AttackRequest) -> dict:
-    model, rec = job.load()
-    common = {"eps": req.eps, "norm": req.norm, "steps": DEFAULT_STEPS if req.steps is None else req.steps,
-              "step_size": req.step_size, "seed": req.seed}
-    if req.method == "suffix":
-        r = suffix_attack(model, req.prompt, req.target_text, suffix_len=req.suffix_len, steps=common["steps"],
-                          samples=req.samples, seed=req.seed)
-        return {"summary": r.summary(), "suffix": r.suffix}
-    x, y = job.bench.images(req, rec, model.shape)
-    measured = {}
-    if req.method == "reconstruction":
-        if req.target is None:
+def attack_images(model, method: str, x, y, *, eps: float, norm: str, steps: int | None, step_size: float | None,
+                  seed: int, restarts: int = 1, targeted: bool = False, target: int | None = None, judge=None):
+    """Run the image attack `method` on x (B, C, H, W) in [0, 1] with labels y (or None): the
+    result object of models/robustness. `judge()` gives the classifier a vae's reconstructions are
+    scored by. Shared by the endpoint and `genray attack`."""
+    common = {"eps": eps, "norm": norm, "steps": DEFAULT_STEPS if steps is None else steps, "step_size": step_size,
+              "seed": seed}
+    if method == "reconstruction":
+        if target is None:
             raise OptionError("the reconstruction attack needs a target class", "target")
-        r = reconstruction_attack(model, x, target=req.target, classifier=job.bench.judge(req.classifier, rec),
-                                  **common)
-        measured = {"reconstructions": pngs(r.recon), "predictions_before": r.clean_recon_pred.tolist(),
-                    "predictions_after": r.recon_pred.tolist(), "success": r.success.tolist()}
-    elif req.method == "discriminator":
+        return reconstruction_attack(model, x, target=target, classifier=judge(), **common)
+    if method == "discriminator":
         if model.num_classes and y is None:
             raise OptionError("this GAN's discriminator is conditioned on each image's class: send test rows "
                               "('indices'), whose labels it takes", "indices")
-        r = discriminator_attack(model, x, y if model.num_classes else None, **common)
+        return discriminator_attack(model, x, y if model.num_classes else None, **common)
+    return attack(model, x, y, method=method, targeted=targeted, target=target, restarts=restarts,
+                  **{**common, "steps": steps})  # None: the method's own default
+
+
+def _attack(job, req: AttackRequest) -> dict:
+    model, rec = job.load()
+    if req.method == "suffix":
+        r = suffix_attack(model, req.prompt, req.target_text, suffix_len=req.suffix_len,
+                          steps=DEFAULT_STEPS if req.steps is None else req.steps, samples=req.samples, seed=req.seed)
+        return {"summary": r.summary(), "suffix": r.suffix}
+    x, y = job.bench.images(req, rec, model.shape)
+    r = attack_images(model, req.method, x, y, eps=req.eps, norm=req.norm, steps=req.steps, step_size=req.step_size,
+                      seed=req.seed, restarts=req.restarts, targeted=req.targeted, target=req.target,
+                      judge=lambda: job.bench.judge(req.classifier, rec))
+    if req.method == "reconstruction":
+        measured = {"reconstructions": pngs(r.recon), "predictions_before": r.clean_recon_pred.tolist(),
+                    "predictions_after": r.recon_pred.tolist(), "success": r.success.tolist()}
+    elif req.method == "discriminator":
         measured = {"success": r.fooled.tolist()}
     else:
-        r = attack(model, x, y, method=req.method, targeted=req.targeted, target=req.target,
-                   restarts=req.restarts, **{**common, "steps": req.steps})
         measured = {"predictions_before": r.clean_pred.tolist(), "predictions_after": r.adv_pred.tolist(),
                     "success": r.success.tolist()}
     return {"summary": r.summary(), "clean": pngs(x), "adversarial": pngs(r.x_adv), "linf": r.linf.tolist(),
