@@ -1,7 +1,8 @@
 """Faithfulness and latency of every explanation method on genray's models, and the serving
 overhead of /v1/explain against a direct Captum call.
 
-    python benchmarks/explain.py [--storage DIR] [--n 50] [--families classifier,vae,...] [--smoke]
+    python benchmarks/explain.py [--storage DIR] [--n 50] [--families classifier,vae,...] [--alias FAMILY=NAME,...]
+                                 [--smoke]
 
 Models are trained on Ray Train and published (or taken from the registry where a model of the
 same name exists: the robustness benchmark's names, so one storage trains each once). For each
@@ -54,7 +55,14 @@ PROMPT_CHARS = 32
 SERVED_REQUESTS = 20
 
 
+def aliases(args) -> dict[str, str]:
+    """Registry models in a family's role (--alias): trained nowhere here."""
+    return dict(pair.split("=", 1) for pair in args.alias.split(",") if pair)
+
+
 def model(args, registry, storage, family: str):
+    if family in aliases(args):
+        return registry.load(aliases(args)[family])
     name, spec = MODELS[family]
     if args.smoke:
         name, spec = f"smoke-{family}", {**spec, **SMOKE[family]}
@@ -138,7 +146,7 @@ def serving_overhead(args, storage) -> list[list]:
 
     from genray.services.app import ServeOptions, deploy, undeploy
 
-    name = "smoke-classifier" if args.smoke else MODELS["classifier"][0]
+    name = aliases(args).get("classifier") or ("smoke-classifier" if args.smoke else MODELS["classifier"][0])
     m, rec = Registry(storage).load(name)
     m.eval()
     x = evaluation_rows(rec, storage, "test", n=SERVED_REQUESTS)["image"].float() / 255.0
@@ -189,6 +197,8 @@ def main() -> int:
     ap.add_argument("--families", default=",".join(MODELS),
                     help=f"any of {','.join(MODELS)}")
     ap.add_argument("--no-serving", action="store_true", help="skip the served-latency comparison")
+    ap.add_argument("--alias", default="", help="FAMILY=NAME,...: explain registry model NAME for that family "
+                                                "instead of training its model")
     ap.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
     ap.add_argument("--smoke", action="store_true", help="the 8x8 digits, 1 epoch, 3 inputs, small samples")
     args = ap.parse_args()

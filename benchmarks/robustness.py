@@ -4,7 +4,8 @@ sample of the test split (the first --n of its evaluation order, models/splits.p
 defense calibrates (a detector's threshold) it calibrates on the validation split.
 
     python benchmarks/robustness.py [--part evasion|backdoor|detection|generative|all] [--storage DIR]
-                                    [--workers 2] [--n 500] [--reuse] [--models A,B] [--columns C,D] [--smoke]
+                                    [--workers 2] [--n 500] [--reuse] [--models A,B] [--columns C,D]
+                                    [--alias ROLE=NAME,...] [--smoke]
 
 evasion      a standard classifier, one trained on augmented images, and the adversarially trained
              preset (`genray train classifier --defense adversarial --eps 0.3`: PGD training, Madry et
@@ -95,6 +96,8 @@ class Bench:
         self.image_data = "digits" if args.smoke else "mnist"
         self.text_model = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 64} if args.smoke else {}
         self.meta = datasets.prepare(self.image_data, self.storage)
+        # Roles filled by models already in the registry (--alias), trained nowhere here.
+        self.aliases = dict(pair.split("=", 1) for pair in args.alias.split(",") if pair)
         (self.x, self.y), (self.val_x, _) = (self.sample(self.meta, s, args.n) for s in ("test", "val"))
 
     def sample(self, meta: dict, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +110,10 @@ class Bench:
         return Record("robustness", part, self.args, seeds=[0], out_dir=out)
 
     def train(self, name: str, family: str, *, reuse: bool = False, **kw):
-        """Train and publish (or, with reuse, take the registry's latest `name`); the model and its record."""
+        """Train and publish (or, with reuse, take the registry's latest `name`; with an alias, the
+        model it names); the model and its record."""
+        if name in self.aliases:
+            return self.registry.load(self.aliases[name])
         if reuse and name in self.registry.names():
             return self.registry.load(name)
         if self.args.smoke:
@@ -353,6 +359,8 @@ def main() -> int:
     ap.add_argument("--results", default=None, help="where the JSON records go (default benchmarks/results)")
     ap.add_argument("--no-sanity", action="store_true", help="evasion: skip the sanity checks")
     ap.add_argument("--reuse", action="store_true", help="take models of the same name from the registry")
+    ap.add_argument("--alias", default="", help="ROLE=NAME,...: take registry model NAME as robust-standard, "
+                                                "robust-vae, robust-flow or robust-gan instead of training it")
     ap.add_argument("--models", default=",".join(EVASION_MODELS), help="evasion: the classifiers to train and attack")
     ap.add_argument("--gan", default="robust-gan", help="generative: the GAN to attack (trained at its preset if "
                                                         "the registry lacks it)")

@@ -69,17 +69,38 @@ def _smoke(script: str, *extra: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("script", sorted(set(EXPECT) - {"applications.py", "robustness.py"}))
+@pytest.mark.parametrize("script", sorted(set(EXPECT) - {"applications.py", "explain.py", "robustness.py"}))
 def test_benchmark_smoke_mode_runs(script):
     r = _smoke(script)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert EXPECT[script] in r.stdout, r.stdout[-4000:]
 
 
-def test_robustness_smoke_writes_a_record_per_part_with_computed_verdicts(tmp_path):
+def _session_models(storage, names, tmp_path) -> None:
+    """The session's models, copied into a registry of a smoke's own (which may add models to it)."""
+    import shutil
+
+    for name in names:
+        shutil.copytree(storage.path("models", name), tmp_path / "models" / name)
+
+
+def test_explain_smoke_runs_on_the_session_models(trained, storage, tmp_path):
+    _session_models(storage, ("classifier", "transformer", "markov", "ar"), tmp_path)
+    r = _smoke("explain.py", "--storage", str(tmp_path), "--alias",
+               "classifier=classifier,transformer=transformer,markov=markov,ar=ar")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert EXPECT["explain.py"] in r.stdout, r.stdout[-4000:]
+
+
+def test_robustness_smoke_writes_a_record_per_part_with_computed_verdicts(trained, storage, tmp_path):
+    """On the session's digit classifier, VAE, flow and GAN (copied into a registry of its own, so
+    that its poisoned and sanitized models stay out of the session's), training only what they
+    cannot stand in for: the adversarial and poisoned models."""
     import json
 
-    r = _smoke("robustness.py", "--storage", str(tmp_path))
+    _session_models(storage, ("classifier", "vae", "flow", "gan"), tmp_path)
+    r = _smoke("robustness.py", "--storage", str(tmp_path), "--alias",
+               "robust-standard=classifier,robust-vae=vae,robust-flow=flow,robust-gan=gan")
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert EXPECT["robustness.py"] in r.stdout, r.stdout[-4000:]
     records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}

@@ -2,7 +2,7 @@
 results are the schemas' (services/capabilities/, services/schemas.py), mypy checks calls by
 them, and its sync and async classes decode, retry and raise through a real httpx transport
 (httpx.MockTransport: HTTP answers, no cluster). The test against a served cluster is in
-tests/serving/test_python_client.py."""
+tests/test_serving/test_python_client.py."""
 from __future__ import annotations
 
 import asyncio
