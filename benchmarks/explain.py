@@ -61,8 +61,9 @@ def aliases(args) -> dict[str, str]:
 
 
 def model(args, registry, storage, family: str):
-    if family in aliases(args):
-        return registry.load(aliases(args)[family])
+    alias = aliases(args).get(family)
+    if alias:
+        return registry.load(alias)
     name, spec = MODELS[family]
     if args.smoke:
         name, spec = f"smoke-{family}", {**spec, **SMOKE[family]}

@@ -95,10 +95,6 @@ class Route:
         """422 entries for a parsed request that this model cannot take."""
         return []
 
-    def unknown(self, req) -> str | None:
-        """The 404 message for a request whose body names a model that is not served."""
-        return None
-
     def payload(self, req):
         return req
 

@@ -34,9 +34,9 @@ class Failure:
 
     def detail(self):
         """The error body's detail: a 422 names its field as FastAPI's own validation errors do."""
-        if self.status == 422:
-            return [{"loc": ["body", self.field or "body"], "msg": self.message, "type": "value_error"}]
-        return self.message
+        from genray.services.schemas import field_error
+
+        return [field_error(self.field or "body", self.message)] if self.status == 422 else self.message
 
 
 def failure(e: Exception) -> Failure:
