@@ -45,12 +45,9 @@ def ray_cluster():
 
 @pytest.fixture(scope="session")
 def trained(ray_cluster, storage):
-    """A quick 2-worker run of each family (and of the classifier and the summarizers), published to the session
-    registry."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from genray.trainers import datasets
-    from genray.trainers.run import TrainSpec, train
+    """A quick 2-worker training of each family (and of the classifier and the summarizers), published to the
+    session registry."""
+    from genray.trainers.run import TrainSpec, train_bundle
 
     specs = {
         "markov": TrainSpec("markov", name="markov", workers=2, limit=256),
@@ -76,12 +73,6 @@ def trained(ray_cluster, storage):
         "abstractor": TrainSpec("pointer-generator", name="abstractor", workers=2, epochs=1, limit=32,
                                 model={"dim": 16, "hidden": 16, "extractor": "summarizer"}),
     }
-    # Two runs at a time: much of a small run is its start-up (workers, process group, data), which
-    # another run's training overlaps. Each data set is prepared first, so that no two runs write
-    # one cache, and the abstractor trains last, on the summarizer it names.
-    for spec in specs.values():
-        datasets.prepare(spec.resolved().dataset, storage)
-    with ThreadPoolExecutor(2) as pool:
-        runs = {name: pool.submit(train, spec, storage) for name, spec in specs.items() if name != "abstractor"}
-        records = {name: run.result() for name, run in runs.items()}
-    return {**records, "abstractor": train(specs["abstractor"], storage)}
+    # One Ray Train run for all of them (a bundle): a run's start-up costs more than training
+    # these small models. The abstractor comes after the summarizer it names.
+    return train_bundle(list(specs.values()), storage, "session")

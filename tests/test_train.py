@@ -4,7 +4,8 @@ import math
 import pytest
 
 from genray.cluster.registry import Registry
-from genray.trainers.run import TrainSpec, build_trainer, publish, train
+from genray.models.errors import ConfigError
+from genray.trainers.run import TrainSpec, build_trainer, publish, train, train_bundle
 
 FAMILIES = ["abstractor", "ar", "brick-net", "chorale", "chorale-gan", "classifier", "flow", "gan", "markov", "rnn",
             "summarizer", "transformer", "vae"]
@@ -72,7 +73,10 @@ def test_family_and_data_must_match(ray_cluster, storage):
         train(TrainSpec("nope", workers=1), storage)
 
 
-def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, storage):
+def test_a_killed_worker_resumes_the_bundle_at_the_model_it_was_training(ray_cluster, storage):
+    """A bundle trains two models on one group of workers. A worker SIGKILLed during the second:
+    Ray Train restarts the group, which resumes that model from its last checkpoint; the first,
+    published already, is not trained again."""
     import os
     import signal
     import threading
@@ -80,15 +84,22 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, storage):
 
     from ray.util.state import list_actors
 
-    run_dir = storage.path("runs", "survivor")
-    spec = TrainSpec("vae", name="survivor", dataset="mnist", workers=2, epochs=6, limit=1024, max_failures=1)
+    specs = [TrainSpec("ar", name="first-of-two", workers=2),
+             TrainSpec("vae", name="survivor", dataset="mnist", workers=2, epochs=6, limit=1024, max_failures=1)]
+    run_dir = storage.path("runs", "two-models")
+
+    def second_model_checkpointed() -> bool:
+        states = [storage.path(run_dir, n, "state.json") for n in storage.listdir(run_dir)
+                  if n.startswith("checkpoint_")]
+        return any(storage.exists(s) and storage.read_json(s).get("part") == "survivor" for s in states)
+
     result = {}
-    fit = threading.Thread(target=lambda: result.setdefault("rec", train(spec, storage)))
+    fit = threading.Thread(target=lambda: result.setdefault("recs", train_bundle(specs, storage, "two-models")))
     fit.start()
     killed = None
     deadline = time.time() + 240
     while fit.is_alive() and killed is None and time.time() < deadline:
-        if any(n.startswith("checkpoint_") for n in storage.listdir(run_dir)):
+        if storage.exists(run_dir) and second_model_checkpointed():
             workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
             if workers:
                 killed = workers[0]["pid"]
@@ -96,10 +107,18 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, storage):
         time.sleep(0.2)
     fit.join(timeout=300)
     assert killed is not None, "training finished before a worker could be killed"
-    rec = result["rec"]
-    history = rec.metrics["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    first, second = result["recs"]["first-of-two"], result["recs"]["survivor"]
+    assert Registry(storage).versions("first-of-two") == [1] and math.isfinite(first.metrics["val_nll"])
+    history = second.metrics["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6] and second.version == 1
     assert history[-1]["val_nll"] < history[0]["val_nll"]
+
+
+def test_a_bundle_refuses_models_that_cannot_share_its_workers(storage):
+    with pytest.raises(ConfigError, match="share their workers"):
+        train_bundle([TrainSpec("ar", workers=1), TrainSpec("markov", workers=2)], storage, "mixed")
+    with pytest.raises(ConfigError, match="distinct names"):
+        train_bundle([TrainSpec("ar", workers=1), TrainSpec("ar", workers=1)], storage, "twice")
 
 
 def test_one_fit_can_be_published_under_any_name(ray_cluster, storage):

@@ -184,6 +184,12 @@ class LoopConfig:
     echo: bool = True  # False: no per-epoch lines, as in a sweep, which prints its own
     # A cluster.progress.ProgressBoard actor: rank 0 feeds the driver's bar instead of printing.
     progress: ray.actor.ActorHandle | None = None
+    # In a run that trains several models one after another (trainers/run.train_bundle): this one's
+    # name, which tags its data sets ("train.<part>"), reports and checkpoints.
+    part: str | None = None
+
+    def data_key(self, split: str) -> str:
+        return f"{split}.{self.part}" if self.part else split
 
 
 @dataclass(frozen=True)
@@ -200,13 +206,14 @@ class _Worker:
     """One worker's part of the run: __init__ sets it up (or resumes it from a checkpoint),
     train_epoch streams the shard through train_step, end_epoch evaluates, checkpoints and reports."""
 
-    def __init__(self, cfg: LoopConfig):
+    def __init__(self, cfg: LoopConfig, checkpoint: ray.train.Checkpoint | None):
         self.cfg, self.tc = cfg, cfg.train
+        self.started = time.perf_counter()
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
         self._build()
-        self.state = self._resume()
+        self.state = self._resume(checkpoint or cfg.init_checkpoint)
         self._open_data()
         self._open_progress()
 
@@ -225,11 +232,10 @@ class _Worker:
                                       total)
         self.schedulers = tc.schedulers(self.optimizers, total)
 
-    def _resume(self) -> dict:
-        """The run's state: restored from its last checkpoint (or init_checkpoint), else a fresh one."""
-        checkpoint = ray.train.get_checkpoint() or self.cfg.init_checkpoint
+    def _resume(self, checkpoint: ray.train.Checkpoint | None) -> dict:
+        """The run's state: restored from the checkpoint, else a fresh one."""
         if not checkpoint:
-            return {"epoch": -1, "history": [], "strategy": self.tc.strategy}
+            return {"epoch": -1, "history": [], "strategy": self.tc.strategy, "part": self.cfg.part}
         state = restore(checkpoint, self.model, self.optimizers, self.schedulers, par=self.par)
         # The schedulers' saved state brings back the lr the checkpoint was trained with; this run's
         # config decides it (a PBT trial restores another's checkpoint under a mutated lr).
@@ -242,8 +248,9 @@ class _Worker:
 
     def _open_data(self) -> None:
         self.to_batch = Collate(self.cfg.meta)
-        self.train_shard = ray.train.get_dataset_shard("train")
-        self.val_split = ray.train.get_dataset_shard("val")  # not sharded: every worker scores all of it
+        self.train_shard = ray.train.get_dataset_shard(self.cfg.data_key("train"))
+        # not sharded: every worker scores all of it
+        self.val_split = ray.train.get_dataset_shard(self.cfg.data_key("val"))
 
     def _open_progress(self) -> None:
         """Progress lines every log_every steps, or with a progress board (genray train / up),
@@ -322,6 +329,8 @@ class _Worker:
         """Scores the validation split, records the epoch in the run's state, reports it with a checkpoint."""
         metrics = {"epoch": epoch + 1, "samples_per_s": done.rows / done.time_s, "epoch_time_s": done.time_s,
                    "data_wait_s": done.wait_s}
+        if self.cfg.part:  # what the bundle's publisher reads: whose epoch, and how long the part has run
+            metrics.update(part=self.cfg.part, part_s=time.perf_counter() - self.started)
         val_nll = self._validate(metrics)
         if self.optimizers:  # count-based families have no training loss
             metrics.update(train_loss=done.loss_sum / max(done.steps, 1), lr=self.schedulers[0].get_last_lr()[0])
@@ -380,9 +389,22 @@ class _Worker:
                              if self.rank == 0 or self.par.sharded else None)
 
 
+def _part_of(checkpoint: ray.train.Checkpoint) -> str | None:
+    with checkpoint.as_directory() as d, open(os.path.join(d, CKPT_STATE)) as f:
+        return json.load(f).get("part")
+
+
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train's entry point on every worker; config["loop"] is the run's LoopConfig."""
+    """Ray Train's entry point on every worker. config["loop"] is the run's LoopConfig, or a list of
+    them that the run trains one after another on the same workers (a bundle, which resumes at the
+    part its last checkpoint was written by)."""
     _quiet_console()
-    worker = _Worker(config["loop"])
-    for epoch in range(worker.first_epoch, worker.tc.epochs):
-        worker.end_epoch(epoch, worker.train_epoch(epoch))
+    parts = config["loop"] if isinstance(config["loop"], list) else [config["loop"]]
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint and len(parts) > 1:
+        parts = parts[[p.part for p in parts].index(_part_of(checkpoint)):]
+    for cfg in parts:
+        worker = _Worker(cfg, checkpoint)
+        checkpoint = None  # only the first part resumes
+        for epoch in range(worker.first_epoch, worker.tc.epochs):
+            worker.end_epoch(epoch, worker.train_epoch(epoch))

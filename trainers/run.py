@@ -112,14 +112,19 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
                   loop: dict | None = None) -> TrainRun:
     """A TorchTrainer for the spec; its checkpoints go to <storage>/<runs>/<spec.name>. `loop` adds
     settings of the train loop (LoopConfig fields: init_checkpoint, latency_samples, echo, progress)."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    run = describe(spec, storage)
-    spec, meta, config, tc = run.spec, run.meta, run.model_config, run.train_config
+    run, loop_cfg, data = _part(spec, storage, loop or {})
     if spec.fresh:
         storage.delete_dir(storage.path(runs, spec.name))
-    _check_resumable(storage, storage.path(runs, spec.name), tc)
+    _check_resumable(storage, storage.path(runs, spec.name), run.train_config)
+    run.trainer = _trainer(spec, spec.name, {"loop": loop_cfg}, data, storage, runs, callbacks)
+    return run
+
+
+def _part(spec: TrainSpec, storage: Storage, loop: dict) -> tuple[TrainRun, LoopConfig, dict]:
+    """What one model's training needs: the run's description, the loop's config and the Ray
+    datasets (named "train" and "val", or "train.<part>" and "val.<part>" in a bundle)."""
+    run = describe(spec, storage)
+    spec, meta, config, tc = run.spec, run.meta, run.model_config, run.train_config
     poison = spec.poisoning()
     if poison:
         poison.check(meta)
@@ -129,24 +134,31 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
     rows = min(meta["train_rows"], spec.limit or meta["train_rows"]) - len(spec.exclude)
     steps_per_epoch = math.ceil(math.ceil(rows / spec.workers) / tc.batch_size)
     loop_cfg = LoopConfig(**{"model": config, "train": tc, "meta": meta, "name": spec.name, "in_memory": in_memory,
-                             "total_steps": steps_per_epoch * tc.epochs, **(loop or {})})
-    trainer = TorchTrainer(
+                             "total_steps": steps_per_epoch * tc.epochs, **loop})
+    return run, loop_cfg, {loop_cfg.data_key(split): ds for split, ds in data.items()}
+
+
+def _trainer(spec: TrainSpec, name: str, loop_config: dict, data: dict, storage: Storage, runs: str,
+             callbacks: list | None):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"loop": loop_cfg},  # Ray Train passes the loop a dict
+        train_loop_config=loop_config,  # Ray Train passes the loop a dict
         # With GPUs, Ray Train's process group is NCCL's; on CPUs, gloo's.
         scaling_config=ray.train.ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu,
                                                resources_per_worker={"CPU": spec.cpus_per_worker},
                                                placement_strategy=spec.placement),
         run_config=ray.train.RunConfig(
-            name=spec.name, storage_path=storage.uri.rstrip("/") + "/" + runs, callbacks=callbacks,
+            name=name, storage_path=storage.uri.rstrip("/") + "/" + runs, callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
         datasets=data,
         # Every worker scores the whole validation split: an equal split would drop rows (all of
         # them when there are fewer rows than workers, as for a short series).
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ray.train.DataConfig(datasets_to_split=[k for k in data if k.partition(".")[0] == "train"]),
     )
-    return TrainRun(spec, trainer, config, tc, meta)
 
 
 def _check_resumable(storage: Storage, run_dir: str, tc: TrainConfig) -> None:
@@ -193,3 +205,39 @@ def train(spec: TrainSpec, storage: Storage, progress=None) -> ModelRecord:
     run = build_trainer(spec, storage, loop={"progress": progress} if progress is not None else None)
     result, wall = run.fit()
     return publish(run, result, wall, storage)
+
+
+def train_bundle(specs: list[TrainSpec], storage: Storage, name: str, *, runs: str = "runs") -> dict[str, ModelRecord]:
+    """Several models trained one after another in one Ray Train run, on one group of workers: the
+    run's start-up (workers, process group, data), 10-20 s on a small machine, is paid once instead of
+    once a model. Each model is published as soon as its last epoch is reported; the specs share their
+    workers' settings. Rerunning the bundle resumes at the model its last checkpoint was written by."""
+    from ray.train.v2.api.callback import UserCallback
+
+    first = specs[0]
+    shared = ("workers", "cpus_per_worker", "use_gpu", "placement", "max_failures")
+    if any(getattr(s, k) != getattr(first, k) for s in specs for k in shared):
+        raise ConfigError(f"a bundle's models share their workers: {', '.join(shared)} must be equal")
+    names = [spec.resolved().name for spec in specs]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"a bundle's models need distinct names, got {names}")
+    parts = [_part(spec, storage, {"part": spec.name}) for spec in specs]
+    if any(s.fresh for s in specs):
+        storage.delete_dir(storage.path(runs, name))
+
+    class Publisher(UserCallback):
+        """On Train's controller: publishes a model when its last epoch's checkpoint is reported."""
+
+        def __init__(self, runs_by_part: dict[str, TrainRun]):
+            self.runs = runs_by_part
+
+        def after_report(self, run_context, metrics, checkpoint):
+            run = self.runs[metrics[0]["part"]]
+            if checkpoint is not None and metrics[0]["epoch"] == run.train_config.epochs:
+                publish(run, checkpoint, metrics[0]["part_s"], storage)
+
+    data = {k: ds for _, _, part_data in parts for k, ds in part_data.items()}
+    publisher = Publisher({run.spec.name: run for run, _, _ in parts})
+    _trainer(first, name, {"loop": [cfg for _, cfg, _ in parts]}, data, storage, runs, [publisher]).fit()
+    registry = Registry(storage)
+    return {n: registry.record(n) for n in names}
