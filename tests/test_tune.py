@@ -120,11 +120,12 @@ def test_concurrent_publishes_of_one_name_take_distinct_versions(storage):
 
 @pytest.fixture(scope="module")
 def asha(ray_cluster, storage):
-    """ASHA over a learning-rate grid of four 2-worker trials; the bad rates come after good ones."""
+    """ASHA over a learning-rate grid of four 2-worker trials, one at a time (two 2-worker runs would
+    share two cores); the bad rates come after good ones."""
     from genray.trainers.tuning import run_sweep
 
     spec = SweepSpec("transformer", name="asha", searcher="grid", scheduler="asha", max_epochs=3, workers=2,
-                     limit=128, grace_period=1, reduction_factor=2,
+                     limit=128, grace_period=1, reduction_factor=2, concurrency=1,
                      space={**TINY, "n_embd": ("choice", [16]), "lr": ("choice", [1e-2, 3e-3, 1e-5, 2e-5])})
     lines = []
     return run_sweep(spec, storage, promote_as="tuned", echo=lines.append), lines
