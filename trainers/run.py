@@ -116,7 +116,7 @@ def build_trainer(spec: TrainSpec, storage: Storage, callbacks: list | None = No
     if spec.fresh:
         storage.delete_dir(storage.path(runs, spec.name))
     _check_resumable(storage, storage.path(runs, spec.name), run.train_config)
-    run.trainer = _trainer(spec, spec.name, {"loop": loop_cfg}, data, storage, runs, callbacks)
+    run.trainer = _trainer(spec, spec.name, [loop_cfg], data, storage, runs, callbacks)
     return run
 
 
@@ -138,14 +138,15 @@ def _part(spec: TrainSpec, storage: Storage, loop: dict) -> tuple[TrainRun, Loop
     return run, loop_cfg, {loop_cfg.data_key(split): ds for split, ds in data.items()}
 
 
-def _trainer(spec: TrainSpec, name: str, loop_config: dict, data: dict, storage: Storage, runs: str,
+def _trainer(spec: TrainSpec, name: str, loops: list[LoopConfig], data: dict, storage: Storage, runs: str,
              callbacks: list | None):
+    """The TorchTrainer of one model's loop, or of a bundle's loops run one after another."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=loop_config,  # Ray Train passes the loop a dict
+        train_loop_config={"loop": loops[0] if len(loops) == 1 else loops},  # Ray Train passes the loop a dict
         # With GPUs, Ray Train's process group is NCCL's; on CPUs, gloo's.
         scaling_config=ray.train.ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu,
                                                resources_per_worker={"CPU": spec.cpus_per_worker},
@@ -157,7 +158,7 @@ def _trainer(spec: TrainSpec, name: str, loop_config: dict, data: dict, storage:
         datasets=data,
         # Every worker scores the whole validation split: an equal split would drop rows (all of
         # them when there are fewer rows than workers, as for a short series).
-        dataset_config=ray.train.DataConfig(datasets_to_split=[k for k in data if k.partition(".")[0] == "train"]),
+        dataset_config=ray.train.DataConfig(datasets_to_split=[cfg.data_key("train") for cfg in loops]),
     )
 
 
@@ -238,6 +239,6 @@ def train_bundle(specs: list[TrainSpec], storage: Storage, name: str, *, runs: s
 
     data = {k: ds for _, _, part_data in parts for k, ds in part_data.items()}
     publisher = Publisher({run.spec.name: run for run, _, _ in parts})
-    _trainer(first, name, {"loop": [cfg for _, cfg, _ in parts]}, data, storage, runs, [publisher]).fit()
+    _trainer(first, name, [cfg for _, cfg, _ in parts], data, storage, runs, [publisher]).fit()
     registry = Registry(storage)
     return {n: registry.record(n) for n in names}
