@@ -60,7 +60,7 @@ from genray.models.robustness.attacks import worst_case  # noqa: E402
 from genray.models.robustness.poison import Poison, text_backdoor_success  # noqa: E402
 from genray.models.robustness.sanity import sanity_checks  # noqa: E402
 from genray.trainers import datasets  # noqa: E402
-from genray.trainers.run import TrainSpec, train  # noqa: E402
+from genray.trainers.run import TrainSpec, train_bundle  # noqa: E402
 from genray.trainers.sanitize import DETECTORS, sanitize  # noqa: E402
 
 EVASION_MODELS = {  # name -> TrainSpec arguments on top of the classifier's preset
@@ -87,6 +87,47 @@ FLIP_RATES = (0.01, 0.05, 0.1, 0.2, 0.3)
 ADAPTIVE_WEIGHTS = (1.0, 10.0, 100.0)  # on the detector's excess bits/dim against the classifier's margin
 DETECT_FPR = 0.05
 GCG_TARGET = " my lord"
+TEXT_POISON = Poison("text_backdoor", 0.05)
+SMOKE_TEXT_MODEL = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 64}
+
+
+def flip_rates(args) -> tuple[float, ...]:
+    return (0.1,) if args.smoke else FLIP_RATES
+
+
+def text_models(args) -> list[str]:
+    return ["robust-text-backdoor"] if args.smoke else ["robust-text-clean", "robust-text-backdoor"]
+
+
+def gcg_model(args) -> str:
+    return text_models(args)[0]
+
+
+def models(args) -> dict[str, tuple[str, dict]]:
+    """Every model the parts train: name -> (family, TrainSpec arguments over the family's preset)."""
+    text = {"dataset": "shakespeare", "model": SMOKE_TEXT_MODEL if args.smoke else {}}
+    return {
+        **{name: ("classifier", kw) for name, kw in EVASION_MODELS.items()},
+        "robust-badnets": ("classifier", {"poison": {"method": "badnets", "rate": 0.1}}),
+        **{f"robust-flip-{rate:g}": ("classifier", {"epochs": None if args.smoke else 10,
+                                                    "poison": {"method": "label_flip", "rate": rate}})
+           for rate in flip_rates(args)},
+        "robust-text-clean": ("transformer", text),
+        "robust-text-backdoor": ("transformer", {**text, "poison": TEXT_POISON.to_dict()}),
+        "robust-vae": ("vae", {}),
+        # The flow at 6 of its preset's 24 epochs: its full-gradient purification is the slow part.
+        "robust-flow": ("flow", {"epochs": 6}),
+        "robust-gan": ("gan", {}),
+    }
+
+
+NEEDS = {  # part -> the models it uses
+    "evasion": lambda args: args.models.split(","),
+    "backdoor": lambda args: ["robust-badnets", "robust-standard", *(f"robust-flip-{r:g}" for r in flip_rates(args)),
+                              *text_models(args)],
+    "detection": lambda args: ["robust-standard", "robust-vae", "robust-flow"],
+    "generative": lambda args: ["robust-standard", "robust-vae", gcg_model(args), "robust-gan"],
+}
 
 
 class Bench:
@@ -94,10 +135,11 @@ class Bench:
         self.args, self.storage = args, Storage(args.storage)
         self.registry = Registry(self.storage)
         self.image_data = "digits" if args.smoke else "mnist"
-        self.text_model = {"n_layer": 1, "n_embd": 32, "n_head": 2, "block_size": 64} if args.smoke else {}
         self.meta = datasets.prepare(self.image_data, self.storage)
         # Roles filled by models already in the registry (--alias), trained nowhere here.
         self.aliases = dict(pair.split("=", 1) for pair in args.alias.split(",") if pair)
+        if args.gan:
+            self.aliases["robust-gan"] = args.gan
         (self.x, self.y), (self.val_x, _) = (self.sample(self.meta, s, args.n) for s in ("test", "val"))
 
     def sample(self, meta: dict, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,18 +151,25 @@ class Bench:
         out = os.path.join(self.args.storage, "results") if self.args.smoke else self.args.results
         return Record("robustness", part, self.args, seeds=[0], out_dir=out)
 
-    def train(self, name: str, family: str, *, reuse: bool = False, **kw):
-        """Train and publish (or, with reuse, take the registry's latest `name`; with an alias, the
-        model it names); the model and its record."""
-        if name in self.aliases:
-            return self.registry.load(self.aliases[name])
-        if reuse and name in self.registry.names():
-            return self.registry.load(name)
+    def prepare(self, parts: list[str]) -> None:
+        """Trains the models the parts use that no alias names (and, with --reuse, the registry lacks),
+        one after another in one Ray Train run (a bundle: its start-up is paid once)."""
+        specs = models(self.args)
+        names = dict.fromkeys(n for p in parts for n in NEEDS[p](self.args))
+        missing = [n for n in names if n not in self.aliases
+                   and not (self.args.reuse and n in self.registry.names())]
+        if missing:
+            train_bundle([self.spec(n, *specs[n]) for n in missing], self.storage, "robustness")
+
+    def spec(self, name: str, family: str, kw: dict) -> TrainSpec:
         if self.args.smoke:
             kw = {"limit": 512, **kw, "epochs": 1}
-        kw.setdefault("dataset", self.image_data)
-        rec = train(TrainSpec(family, name=name, workers=self.args.workers, fresh=True, **kw), self.storage)
-        return self.registry.load(rec.ref)
+        return TrainSpec(family, name=name, workers=self.args.workers, fresh=True,
+                         **{"dataset": self.image_data, **kw})
+
+    def train(self, name: str):
+        """A model of the run (prepared), or the registry model its alias names; the model and its record."""
+        return self.registry.load(self.aliases.get(name, name))
 
     def budget(self, rec) -> str:
         m = rec.metrics
@@ -147,8 +196,7 @@ def evasion(b: Bench) -> Record:
     for name, spec in EVASION_MODELS.items():
         if name not in b.args.models.split(","):
             continue
-        model, rec = b.train(name, "classifier", epochs=spec.get("epochs"), train=spec.get("train", {}),
-                             model=spec.get("model", {}), reuse=b.args.reuse)
+        model, rec = b.train(name)
         cells, seconds, at_03 = [], 0.0, []
         for column, kw in attacks:
             r, t = timed(attack, model, b.x, b.y, **kw)
@@ -188,7 +236,7 @@ def evasion(b: Bench) -> Record:
 def backdoor(b: Bench) -> Record:
     rec_ = b.record("backdoor")
     rows = []
-    poisoned, rec = b.train("robust-badnets", "classifier", poison={"method": "badnets", "rate": 0.1})
+    poisoned, rec = b.train("robust-badnets")
     for method in ("knn",) if b.args.smoke else DETECTORS:
         r, t = timed(sanitize, rec.ref, b.storage, method=method, workers=b.args.workers)
         s = r.summary()
@@ -199,7 +247,7 @@ def backdoor(b: Bench) -> Record:
                      s["after"]["clean_accuracy"], s["after"]["asr"], f"{t:.0f} s (retraining {b.budget(after)})"])
     # The targets: a backdoor that works without costing clean accuracy, and each sanitizer's
     # retrained model free of it at little cost; all measured against the unpoisoned classifier.
-    standard, _ = b.train("robust-standard", "classifier", reuse=True)
+    standard, _ = b.train("robust-standard")
     test = datasets.local_arrays(b.meta, "test", b.storage)
     clean = standard.accuracy(test["image"], test["label"])  # the split sanitize() scores
     rec_.figure("robust-standard clean accuracy", clean)
@@ -214,9 +262,8 @@ def backdoor(b: Bench) -> Record:
                "split", ["sanitizer", "flagged (poisoned caught)", "recall", "clean accuracy", "ASR", "time"], rows)
 
     flips = []
-    for rate in (0.1,) if b.args.smoke else FLIP_RATES:
-        model, rec = b.train(f"robust-flip-{rate:g}", "classifier", epochs=None if b.args.smoke else 10,
-                             poison={"method": "label_flip", "rate": rate})
+    for rate in flip_rates(b.args):
+        model, rec = b.train(f"robust-flip-{rate:g}")
         flips.append([f"{rate:.0%}", model.accuracy(b.x, b.y), b.budget(rec)])
     rec_.table("flips", f"Label flips: clean accuracy on {len(b.x)} test images against the rate",
                ["flipped", "clean accuracy", "training"], flips)
@@ -228,14 +275,13 @@ def backdoor(b: Bench) -> Record:
 
     vocab = make_vocab(meta["vocab"])
     prompts = [vocab.decode(row[:64]) for row in test]
-    poison = Poison("text_backdoor", 0.05)
-    for name, p in (("robust-text-clean", None), ("robust-text-backdoor", poison.to_dict())):
-        if b.args.smoke and p is None:
-            continue
-        model, rec = b.train(name, "transformer", dataset="shakespeare", poison=p, model=b.text_model)
+    poison = TEXT_POISON
+    for name in text_models(b.args):
+        model, rec = b.train(name)
         r, t = timed(text_backdoor_success, model, prompts, poison, temperature=0.5)
-        text_rows.append([name, "5%" if p else "0%", rec.metrics["val_nll"], r["asr"], r["base_rate"],
-                          b.budget(rec), f"{t:.0f} s"])
+        poisoned = "5%" if "poison" in models(b.args)[name][1] else "0%"
+        text_rows.append([name, poisoned, rec.metrics["val_nll"], r["asr"], r["base_rate"], b.budget(rec),
+                          f"{t:.0f} s"])
     rec_.table("text", f"Text backdoor: trigger {poison.trigger!r} -> {poison.target_text!r}, {len(prompts)} test "
                "prompts (a seeded sample of rows), temperature 0.5",
                ["model", "poisoned rows", "clean val NLL (nats/char)", "ASR", "rate without trigger", "training",
@@ -245,15 +291,14 @@ def backdoor(b: Bench) -> Record:
 
 def detection(b: Bench) -> Record:
     rec_ = b.record("detection")
-    classifier, _ = b.train("robust-standard", "classifier", reuse=True)
+    classifier, _ = b.train("robust-standard")
     adv = attack(classifier, b.x, b.y, method="pgd", eps=0.3, steps=40).x_adv
     adv_small = attack(classifier, b.x, b.y, method="pgd", eps=0.1, steps=40).x_adv
     inputs = {**ood_sets(list(b.x.shape[1:]), len(b.x), x=b.x), "PGD-40 .1": adv_small, "PGD-40 .3": adv}
     steps = 10 if b.args.smoke else 100
     rows, aware_rows, purify_rows = [], [], []
     for family in ("vae", "flow"):
-        # The flow at 6 of its preset's 24 epochs: its full-gradient purification below is the slow part.
-        model, rec = b.train(f"robust-{family}", family, reuse=b.args.reuse, epochs=6 if family == "flow" else None)
+        model, rec = b.train(f"robust-{family}")
         normal, t = timed(anomaly_scores, model, b.x)
         cells = [auroc(normal, anomaly_scores(model, v)) for v in inputs.values()]
         rows.append(progress([f"{family} ({b.budget(rec)})", *cells, f"{t:.1f} s per {len(b.x)}"]))
@@ -302,8 +347,8 @@ def detection(b: Bench) -> Record:
 
 def generative(b: Bench) -> Record:
     rec_ = b.record("generative")
-    classifier, _ = b.train("robust-standard", "classifier", reuse=True)
-    vae, _ = b.train("robust-vae", "vae", reuse=True)
+    classifier, _ = b.train("robust-standard")
+    vae, _ = b.train("robust-vae")
     n = min(len(b.x), 100)  # a prefix of the class-stratified evaluation order: 10 of each digit
     target = (b.y[:n] + 1) % 10
     rows = []
@@ -316,8 +361,7 @@ def generative(b: Bench) -> Record:
                "(label + 1) mod 10, judged by robust-standard",
                ["L2 eps", "target rate (clean)", "target rate (attacked)", "mean L2", "time"], rows)
 
-    lm, rec = b.train("robust-text-backdoor" if b.args.smoke else "robust-text-clean", "transformer",
-                      dataset="shakespeare", reuse=True, model=b.text_model)
+    lm, rec = b.train(gcg_model(b.args))
     meta = datasets.prepare("shakespeare", b.storage)
     from genray.models.codecs import make_vocab
 
@@ -329,11 +373,11 @@ def generative(b: Bench) -> Record:
                      steps=5 if b.args.smoke else 50, samples=32)
         gcg.append([repr(r.suffix), r.logprob_before, r.logprob_after, r.hit_rate_before, r.hit_rate_after,
                     f"{t:.0f} s"])
-    rec_.table("gcg", f"GCG suffixes on robust-text-clean ({b.budget(rec)}): target {GCG_TARGET!r}, 10 characters, "
+    rec_.table("gcg", f"GCG suffixes on {gcg_model(b.args)} ({b.budget(rec)}): target {GCG_TARGET!r}, 10 characters, "
                "50 steps, 32 samples at temperature 1, prompts from a seeded sample of test rows",
                ["suffix", "log P before", "log P after", "hit rate before", "hit rate after", "time"], gcg)
 
-    gan, rec = b.train(b.args.gan, "gan", reuse=True)
+    gan, rec = b.train("robust-gan")
     rows = []
     for eps in (0.1,) if b.args.smoke else (0.05, 0.1, 0.2):
         r, t = timed(discriminator_attack, gan, b.x, b.y, eps=eps, steps=5 if b.args.smoke else 40)
@@ -358,12 +402,13 @@ def main() -> int:
                                                        "class-stratified evaluation order")
     ap.add_argument("--results", default=None, help="where the JSON records go (default benchmarks/results)")
     ap.add_argument("--no-sanity", action="store_true", help="evasion: skip the sanity checks")
-    ap.add_argument("--reuse", action="store_true", help="take models of the same name from the registry")
-    ap.add_argument("--alias", default="", help="ROLE=NAME,...: take registry model NAME as robust-standard, "
-                                                "robust-vae, robust-flow or robust-gan instead of training it")
+    ap.add_argument("--reuse", action="store_true", help="take models of the same name from the registry "
+                                                                "instead of training them")
+    ap.add_argument("--alias", default="", help="ROLE=NAME,...: take registry model NAME as the run's model "
+                                                "ROLE (robust-standard, robust-vae, ...) instead of training it")
     ap.add_argument("--models", default=",".join(EVASION_MODELS), help="evasion: the classifiers to train and attack")
-    ap.add_argument("--gan", default="robust-gan", help="generative: the GAN to attack (trained at its preset if "
-                                                        "the registry lacks it)")
+    ap.add_argument("--gan", default=None, help="generative: a registry GAN to attack (default: robust-gan, trained "
+                                                "at its preset)")
     ap.add_argument("--columns", default=",".join(c for c, _ in EVASION_ATTACKS),
                     help="evasion: the attack columns to run")
     ap.add_argument("--smoke", action="store_true", help="the 8x8 digits, 1 epoch, 64 images, short attacks, "
@@ -386,6 +431,7 @@ def main() -> int:
 
     connect()
     b = Bench(args)
+    b.prepare([name for name in PARTS if args.part in ("all", name)])
     for name, part in PARTS.items():
         if args.part in ("all", name):
             t0 = time.perf_counter()
