@@ -1,10 +1,7 @@
 """The optimization module: search spaces, Tune sweeps over 2-worker Train runs (early stopping,
 constraints, several objectives, resuming, promotion) and the capacity planner's LP and QP."""
-import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 
 import pytest
@@ -120,20 +117,20 @@ def test_concurrent_publishes_of_one_name_take_distinct_versions(storage):
 
 @pytest.fixture(scope="module")
 def asha(ray_cluster, storage):
-    """ASHA over a learning-rate grid of four 2-worker trials, one at a time (two 2-worker runs would
-    share two cores); the bad rates come after good ones."""
+    """ASHA over a learning-rate grid of two 2-worker trials, one at a time (two 2-worker runs would
+    share two cores); the bad rate comes after the good one, which ASHA's first rung then stops."""
     from genray.trainers.tuning import run_sweep
 
     spec = SweepSpec("transformer", name="asha", searcher="grid", scheduler="asha", max_epochs=3, workers=2,
                      limit=128, grace_period=1, reduction_factor=2, concurrency=1,
-                     space={**TINY, "n_embd": ("choice", [16]), "lr": ("choice", [1e-2, 3e-3, 1e-5, 2e-5])})
+                     space={**TINY, "n_embd": ("choice", [16]), "lr": ("choice", [1e-2, 1e-5])})
     lines = []
     return run_sweep(spec, storage, promote_as="tuned", echo=lines.append), lines
 
 
 def test_asha_stops_a_trial_early_and_promotes_the_best_with_its_provenance(asha, storage):
     out, lines = asha
-    assert len(out.rows) == 4 and not [r for r in out.rows if r.state == "error"]
+    assert len(out.rows) == 2 and not [r for r in out.rows if r.state == "error"]
     stopped = [r for r in out.rows if r.state == "stopped"]
     assert stopped and all(r.epochs < 3 for r in stopped)
     best = out.best
@@ -147,7 +144,7 @@ def test_asha_stops_a_trial_early_and_promotes_the_best_with_its_provenance(asha
     assert rec.metrics["val_nll"] == pytest.approx(best.val_nll)  # the published epoch is the best one
     assert any("epoch 1/3" in line for line in lines) and any("stopped after epoch" in line for line in lines)
     summary = storage.read_json(storage.path("sweeps", "asha", "genray-sweep.json"))
-    assert summary["promoted"] == rec.ref and summary["epochs_run"] == sum(r.epochs for r in out.rows) < 12
+    assert summary["promoted"] == rec.ref and summary["epochs_run"] == sum(r.epochs for r in out.rows) < 6
     assert storage.read_bytes(summary["pictures"]["curves"])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -156,7 +153,7 @@ def test_a_rerun_with_other_settings_is_refused_and_bad_spaces_fail_before_any_t
 
     changed = SweepSpec("transformer", name="asha", searcher="grid", scheduler="asha", max_epochs=3, workers=2,
                         limit=128, grace_period=1, reduction_factor=2,
-                        space={**TINY, "n_embd": ("choice", [32]), "lr": ("choice", [1e-2, 3e-3, 1e-5, 2e-5])})
+                        space={**TINY, "n_embd": ("choice", [32]), "lr": ("choice", [1e-2, 1e-5])})
     with pytest.raises(ConfigError, match="was started with other space"):
         tune_sweep(changed, storage)
     with pytest.raises(ConfigError, match="the grid has 6 configurations and --trials is 4"):
@@ -205,33 +202,26 @@ def test_multi_objective_sweep_with_a_constraint(ray_cluster, storage):
     assert storage.read_bytes(out.summary["pictures"]["pareto"])[:4] == b"\x89PNG"
 
 
-def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_cluster, storage, capsys):
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_cluster, storage, capsys, monkeypatch):
     """Ctrl-C (SIGINT) stops a sweep after its first trial; rerunning it finishes the rest only."""
-    import ray
-
     from genray.trainers.tuning import run_sweep
 
     spec = dict(family="transformer", name="resumed", searcher="grid", scheduler="fifo", max_epochs=1,
                 workers=1, concurrency=1, limit=128,
                 space={**TINY, "n_embd": ("choice", [16]), "lr": ("choice", [3e-3, 8e-3])})
-    script = (
-        "import json, sys\n"
-        "from genray.cluster.connect import connect\nfrom genray.cluster.storage import Storage\n"
-        "from genray.trainers.sweep import SweepSpec\nfrom genray.trainers.tuning import run_sweep\n"
-        f"connect({ray.get_runtime_context().gcs_address!r})\n"
-        f"run_sweep(SweepSpec(**json.loads(sys.argv[1])), Storage({storage.uri!r}))\n")
-    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0"}
-    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(spec)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-    finished = None
-    for line in proc.stdout:
-        if line.strip().endswith("finished"):
-            finished = line.split()[0]
-            proc.send_signal(signal.SIGINT)
-            break
-    proc.stdout.read()
-    proc.wait(timeout=120)
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    finished = []
+
+    def ctrl_c_after_the_first_trial(line: str) -> None:
+        # Tune's loop, where the progress lines come from, runs on this (the main) thread: its
+        # SIGINT handler is the one a user's Ctrl-C reaches.
+        if line.strip().endswith("finished") and not finished:
+            finished.append(line.split()[0])
+            os.kill(os.getpid(), signal.SIGINT)
+
+    run_sweep(SweepSpec(**spec), storage, echo=ctrl_c_after_the_first_trial)
     assert finished, "the first trial never finished"
+    finished = finished[0]
     capsys.readouterr()
 
     out = run_sweep(SweepSpec(**spec), storage)

@@ -265,6 +265,11 @@ def tune_sweep(spec: SweepSpec, storage: Storage, callbacks: list | None = None)
     t0 = time.time()
     if tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+        # Tune restores the first run's callbacks, pickled with the experiment (their echo a closed
+        # console, say): this call's progress goes where this caller says. Ray has no public setter.
+        local = getattr(tuner, "_local_tuner", None)
+        if local is not None:
+            local.get_run_config().callbacks = callbacks
     else:
         param_space, samples = space.to_tune(space_), spec.trials
         if spec.searcher == "grid":
