@@ -11,7 +11,8 @@
    the first checkpoint: the time from the kill to the first progress line of the resumed run,
    and whether its final weights equal the uninterrupted run's (bit for bit, else the NLL gap).
 
-    python benchmarks/parallel.py [--parts strategies,nodes,recovery] [--results DIR] [--smoke]
+    python benchmarks/parallel.py [--parts strategies,nodes,recovery] [--results DIR] [--storage DIR]
+                                  [--precision fp32|bf16] [--smoke]
 
 Writes a JSON record (benchmarks/record.py) that docs/benchmarks.md is rendered from: parallel.json
 for all three parts, parallel-<parts>.json for fewer.
@@ -121,7 +122,7 @@ def model_args(model: dict) -> list[str]:
 
 def strategies(rec: Record, cluster, storage, model, limit, batch, smoke: bool) -> None:
     runs = [("ddp", 2, 1.0), ("fsdp", 2, 1.0), ("tensor", 2, 1.0), ("pipeline", 2, 1.0), ("hybrid", 4, 0.5)]
-    runs = runs[1:2] if smoke else runs
+    runs = runs[4:] if smoke else runs  # hybrid: the 2 x 2 mesh holds every other strategy's code path
     rows, ref = [], None
     for strategy, workers, cpus in runs:
         m, _ = train(cluster, storage, f"par-{strategy}", [
@@ -141,9 +142,10 @@ def strategies(rec: Record, cluster, storage, model, limit, batch, smoke: bool) 
                "split layers held", "samples/s", "train loss", "val NLL"], rows)
 
 
-def nodes_and_recovery(rec: Record, cluster, storage, model, limit, batch, epochs, parts, smoke: bool) -> None:
+def nodes_and_recovery(rec: Record, cluster, storage, model, limit, batch, epochs, parts, smoke: bool,
+                       precision: str) -> None:
     common = ["--epochs", str(epochs), "--limit", str(limit), "--batch-size", str(batch),
-              "--train-set", "log_every=5", *model_args(model)]
+              "--train-set", "log_every=5", "--precision", precision, *model_args(model)]
     two, _ = train(cluster, storage, "nodes-2", ["--workers", "2", "--spread", *common])
     if "nodes" in parts and not smoke:
         one, _ = train(cluster, storage, "nodes-1", ["--workers", "1", *common])
@@ -213,19 +215,23 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", default=",".join(PARTS))
     p.add_argument("--results", default=None, help="where the JSON record goes (default benchmarks/results)")
+    p.add_argument("--storage", default=None, help="where the runs and models go (default: a temporary folder)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="nodes and recovery: the runs' "
+                                                                                   "precision")
     p.add_argument("--smoke", action="store_true",
-                   help="tiny model and data; fsdp only, no one-node baseline: checks it runs")
+                   help="tiny model and data; hybrid only, no one-node baseline: checks it runs")
     args = p.parse_args()
     parts = set(args.parts.split(","))
     out = args.results
-    if args.smoke:  # a smoke run's record is scratch, never benchmarks/results/
+    if args.smoke and not out:  # a smoke run's record is scratch, never benchmarks/results/
         out = tempfile.mkdtemp(prefix="genray-parallel-smoke-")
         atexit.register(shutil.rmtree, out, ignore_errors=True)
     rec = Record("parallel", None if parts >= set(PARTS) else "-".join(p for p in PARTS if p in parts), args,
                  seeds=[0], out_dir=out)
     if args.smoke:
         model = {"n_layer": 2, "n_embd": 32, "n_head": 2, "block_size": 64}
-        big, limit, batch, epochs = model, 64, 4, 2
+        # Enough steps after the first checkpoint for the recovery part's kill to land.
+        big, limit, batch, epochs = model, 256, 4, 3
     else:
         model = {"n_layer": 4, "n_embd": 128, "n_head": 4, "block_size": 128}
         # Wide enough that a step's compute outweighs its gradient all-reduce on loopback.
@@ -235,11 +241,13 @@ def main() -> int:
     print(f"cluster: {cluster.info['address']}, {len(cluster.info['nodes'])} nodes x 2 CPUs; "
           f"host cores: {os.cpu_count()}", flush=True)
     try:
-        with tempfile.TemporaryDirectory() as storage:
+        with tempfile.TemporaryDirectory() as scratch:
+            storage = args.storage or scratch
             if "strategies" in parts:
-                strategies(rec, cluster, storage, model, limit, batch, args.smoke)
+                strategies(rec, cluster, storage, model, 64 if args.smoke else limit, batch, args.smoke)
             if parts & {"nodes", "recovery"}:
-                nodes_and_recovery(rec, cluster, storage, big, limit, big_batch, epochs, parts, args.smoke)
+                nodes_and_recovery(rec, cluster, storage, big, limit, big_batch, epochs, parts, args.smoke,
+                                   args.precision)
     finally:
         cluster.close()
     rec.save()

@@ -1,6 +1,6 @@
 """Every benchmark's --smoke mode runs end to end, so that no benchmark breaks silently. Each
-runs in a process of its own (they start their own Ray where they need one); timings are printed
-by the benchmarks, never asserted here."""
+runs in a process of its own, on a Ray cluster of its own where it needs one, or as a driver on
+the session's; timings are printed by the benchmarks, never asserted here."""
 import os
 import subprocess
 import sys
@@ -63,17 +63,61 @@ def test_render_fails_on_a_changed_number_and_on_a_missing_record(tmp_path):
         render.render(doc.replace("demo-part", "no-such-run"), str(tmp_path))
 
 
-def _smoke(script: str, *extra: str) -> subprocess.CompletedProcess:
+def _smoke(script: str, *extra: str, address: str | None = None) -> subprocess.CompletedProcess:
+    """A benchmark's smoke run in a process of its own, on a Ray cluster of its own or on `address`'s."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if address:
+        env["RAY_ADDRESS"] = address
     return subprocess.run([sys.executable, os.path.join("benchmarks", script), "--smoke", *extra], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("script", sorted(set(EXPECT) - {"applications.py", "explain.py", "robustness.py"}))
+ON_THEIR_OWN = {"applications.py", "explain.py", "parallel.py", "robustness.py", "tune.py"}  # tests below
+
+
+@pytest.mark.parametrize("script", sorted(set(EXPECT) - ON_THEIR_OWN))
 def test_benchmark_smoke_mode_runs(script):
     r = _smoke(script)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert EXPECT[script] in r.stdout, r.stdout[-4000:]
+
+
+def test_parallel_smoke_trains_hybrid_and_a_two_node_run_survives_a_killed_worker(tmp_path):
+    """On a real 2-node cluster of its own (a head and a worker raylet, 2 CPUs each): the hybrid 2 x 2
+    mesh on 4 workers, then 2 workers spread over both nodes, the one on the second node SIGKILLed
+    after the first checkpoint; the run resumes from it, finishes and publishes."""
+    import json
+
+    from genray.cluster.registry import Registry
+    from genray.cluster.storage import Storage
+
+    r = _smoke("parallel.py", "--storage", str(tmp_path), "--results", str(tmp_path / "results"),
+               "--precision", "bf16")
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert EXPECT["parallel.py"] in r.stdout, r.stdout[-4000:]
+    record = json.loads((tmp_path / "results" / "parallel.json").read_text())
+    assert record["figures"]["recovery: a worker was killed"] is True, "training finished before a worker was killed"
+    registry = Registry(Storage(str(tmp_path)))
+    m = registry.record("nodes-killed").metrics
+    assert m["nodes"] == 2  # SPREAD: one worker on each node
+    assert m["training"]["precision"] == "bf16"
+    assert [h["epoch"] for h in m["history"]] == [1, 2, 3]
+    assert m["history"][-1]["val_nll"] < m["history"][0]["val_nll"]
+    hybrid = registry.record("par-hybrid").metrics
+    assert hybrid["workers"] == 4 and hybrid["training"]["strategy"] == "hybrid"
+    assert hybrid["split_layer_share"] <= 0.3  # tensor-split over 2, then sharded over 2
+
+
+def test_tune_smoke_runs_on_the_session_cluster(ray_cluster):
+    r = _smoke("tune.py", address=_address())
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert EXPECT["tune.py"] in r.stdout, r.stdout[-4000:]
+
+
+def _address() -> str:
+    import ray
+
+    return ray.get_runtime_context().gcs_address
 
 
 def _session_models(storage, names, tmp_path) -> None:
@@ -87,7 +131,7 @@ def _session_models(storage, names, tmp_path) -> None:
 def test_explain_smoke_runs_on_the_session_models(trained, storage, tmp_path):
     _session_models(storage, ("classifier", "transformer", "markov", "ar"), tmp_path)
     r = _smoke("explain.py", "--storage", str(tmp_path), "--alias",
-               "classifier=classifier,transformer=transformer,markov=markov,ar=ar")
+               "classifier=classifier,transformer=transformer,markov=markov,ar=ar", address=_address())
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert EXPECT["explain.py"] in r.stdout, r.stdout[-4000:]
 
@@ -100,7 +144,7 @@ def test_robustness_smoke_writes_a_record_per_part_with_computed_verdicts(traine
 
     _session_models(storage, ("classifier", "vae", "flow", "gan"), tmp_path)
     r = _smoke("robustness.py", "--storage", str(tmp_path), "--alias",
-               "robust-standard=classifier,robust-vae=vae,robust-flow=flow,robust-gan=gan")
+               "robust-standard=classifier,robust-vae=vae,robust-flow=flow,robust-gan=gan", address=_address())
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert EXPECT["robustness.py"] in r.stdout, r.stdout[-4000:]
     records = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results").glob("*.json")}
