@@ -95,7 +95,7 @@ def seeded(name: str, seed: int) -> str:
 
 
 def ensure_models(storage: Storage, kinds: list[str], workers: int, seeds: int) -> None:
-    from genray.trainers.run import train
+    from genray.trainers.run import train_bundle
 
     specs = [TrainSpec(name=seeded(n, s), workers=workers, fresh=True, seed=s, **a)
              for k in kinds for n, a in MODELS[k].items() for s in range(seeds)]
@@ -105,9 +105,8 @@ def ensure_models(storage: Storage, kinds: list[str], workers: int, seeds: int) 
     from genray.cluster.connect import connect
 
     connect()
-    for spec in missing:
-        print(f"training {spec.name} ...", flush=True)
-        train(spec, storage)
+    print(f"training {', '.join(s.name for s in missing)} (one Ray Train run) ...", flush=True)
+    train_bundle(missing, storage, "quality")
 
 
 def model_rows(storage: Storage, kind: str, seeds: int) -> None:

@@ -308,8 +308,8 @@ def main() -> int:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         # Two replicas of one CPU (one torch thread) each: Serve uses both cores by scaling out, as
-        # the raw limit uses them with two threads.
-        deploy(storage.uri, ["vae"], ServeOptions(replicas=TWO_REPLICAS), name="bench")
+        # the raw limit uses them with two threads. Generation only: no idle capability replicas.
+        deploy(storage.uri, ["vae"], ServeOptions(replicas=TWO_REPLICAS, extras=()), name="bench")
         url = f"http://127.0.0.1:{port}/v1/generate/vae"
         replica = serve.get_deployment_handle("model-vae", "bench-vae")
         meter = CpuMeter(ray_processes())

@@ -147,7 +147,7 @@ def main() -> int:
         before = run_phase("bare", args, home)["epochs"]
         ray_run = run_phase("genray", args, home)
         in_worker = run_phase("in-worker", args, home)["epochs"]
-        after = run_phase("bare", args, home)["epochs"]
+        after = before if args.smoke else run_phase("bare", args, home)["epochs"]
     ray_epochs = ray_run["epochs"]
 
     def steady(times):
