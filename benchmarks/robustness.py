@@ -122,7 +122,7 @@ def models(args) -> dict[str, tuple[str, dict]]:
 
 
 NEEDS = {  # part -> the models it uses
-    "evasion": lambda args: args.models.split(","),
+    "evasion": lambda args: [n for n in EVASION_MODELS if n in args.models.split(",")],
     "backdoor": lambda args: ["robust-badnets", "robust-standard", *(f"robust-flip-{r:g}" for r in flip_rates(args)),
                               *text_models(args)],
     "detection": lambda args: ["robust-standard", "robust-vae", "robust-flow"],
