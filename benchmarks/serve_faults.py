@@ -226,6 +226,11 @@ def main() -> None:
                   ["process", "RSS before (MiB)", "RSS after", "growth"],
                   [[name, f"{rss:.0f}", f"{after[name][0]:.0f}", f"{100 * (after[name][0] / rss - 1):+.1f}%"]
                    for name, (rss, _) in before.items() if name in after])
+        growth = max(after[name][0] / rss - 1 for name, (rss, _) in before.items() if name in after)
+        rec.target("overload: RSS growth of Serve's processes (the most)", round(growth, 4), "<=", 0.20)
+        if lat.get(503):
+            rec.target("overload: rejections' p99 ms", round(pct(lat[503], 99), 1), "<", 100)
+        rec.target("overload: no status but 200 and 503", sorted(lat) == [200, 503], "==", True)
 
         if args.soak:
             deploy(storage.uri, ["vae"], ServeOptions(max_replicas=1, extras=()), name="soak")
