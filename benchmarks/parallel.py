@@ -122,7 +122,8 @@ def model_args(model: dict) -> list[str]:
 
 def strategies(rec: Record, cluster, storage, model, limit, batch, smoke: bool) -> None:
     runs = [("ddp", 2, 1.0), ("fsdp", 2, 1.0), ("tensor", 2, 1.0), ("pipeline", 2, 1.0), ("hybrid", 4, 0.5)]
-    runs = runs[4:] if smoke else runs  # hybrid: the 2 x 2 mesh holds every other strategy's code path
+    # The smoke: hybrid, tensor parallelism and sharding at once (tests/test_parallel.py runs the rest).
+    runs = runs[4:] if smoke else runs
     rows, ref = [], None
     for strategy, workers, cpus in runs:
         m, _ = train(cluster, storage, f"par-{strategy}", [
