@@ -276,10 +276,11 @@ def backdoor(b: Bench) -> Record:
     vocab = make_vocab(meta["vocab"])
     prompts = [vocab.decode(row[:64]) for row in test]
     poison = TEXT_POISON
+    specs = models(b.args)
     for name in text_models(b.args):
         model, rec = b.train(name)
         r, t = timed(text_backdoor_success, model, prompts, poison, temperature=0.5)
-        poisoned = "5%" if "poison" in models(b.args)[name][1] else "0%"
+        poisoned = "5%" if "poison" in specs[name][1] else "0%"
         text_rows.append([name, poisoned, rec.metrics["val_nll"], r["asr"], r["base_rate"], b.budget(rec),
                           f"{t:.0f} s"])
     rec_.table("text", f"Text backdoor: trigger {poison.trigger!r} -> {poison.target_text!r}, {len(prompts)} test "
