@@ -126,3 +126,23 @@ def test_evaluation_rows_are_a_class_stratified_prefix_of_the_test_split(store):
     assert len(whole["label"]) == 500 and np.array_equal(whole["image"][:20].numpy(), first["image"].numpy())
     val = evaluation_rows(rec, store, "val", n=20)
     assert not np.array_equal(val["image"].numpy(), first["image"].numpy())
+
+
+def test_parsed_chorales_are_cached_once_per_machine(tmp_path, monkeypatch):
+    from genray.trainers import corpora
+
+    melodies = (("G4/1", "A4/1"), ("C5/2",))
+    parses = []
+    monkeypatch.setenv("GENRAY_CACHE", str(tmp_path))
+    monkeypatch.setattr(corpora, "_parse_chorales", lambda: parses.append(1) or melodies)
+    corpora._chorales.cache_clear()
+    try:
+        assert corpora.chorales() == [list(m) for m in melodies]
+        corpora._chorales.cache_clear()  # a new process: the cache file answers
+        assert corpora.chorales() == [list(m) for m in melodies] and len(parses) == 1
+        (cached,) = tmp_path.glob("chorales-*.json")
+        cached.write_text("{truncated")  # a damaged cache is parsed again and rewritten
+        corpora._chorales.cache_clear()
+        assert corpora.chorales() == [list(m) for m in melodies] and len(parses) == 2
+    finally:
+        corpora._chorales.cache_clear()

@@ -4,6 +4,8 @@ files. Each returns plain Python/numpy data; datasets.py turns it into Parquet."
 from __future__ import annotations
 
 import functools
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +30,36 @@ def _soprano(score):
     return None
 
 
+def _cache_file(name: str) -> Path:
+    """A machine-wide cache of what is slow to derive from a package's data ($GENRAY_CACHE, else
+    $XDG_CACHE_HOME/genray, else ~/.cache/genray); `name` carries the package's version."""
+    root = os.environ.get("GENRAY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "genray")
+    return Path(root) / name
+
+
 @functools.lru_cache(maxsize=1)  # parsed once per process: the melodies feed two data sets
 def _chorales() -> tuple[tuple[str, ...], ...]:
+    """Parsed once per machine (music21's parse of 371 scores takes ~30 s), then read from the cache."""
+    import music21
+
+    cache = _cache_file(f"chorales-soprano-music21-{music21.__version__}.json")
+    try:
+        return tuple(tuple(p) for p in json.loads(cache.read_text()))
+    except (OSError, ValueError):
+        pass
+    pieces = _parse_chorales()
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(pieces))
+        os.replace(tmp, cache)  # whole or absent: concurrent first runs each write all of it
+    except OSError:
+        pass  # a read-only home: parse again next time
+    return pieces
+
+
+def _parse_chorales() -> tuple[tuple[str, ...], ...]:
     from music21 import corpus
 
     pieces, seen = [], set()
@@ -46,7 +76,7 @@ def _chorales() -> tuple[tuple[str, ...], ...]:
 
 def chorales() -> list[list[str]]:
     """Soprano melodies of the 371 Bach chorales in music21's corpus, as note events
-    (~30 s of parsing). Melodies repeated verbatim across chorales are kept once."""
+    (~30 s of parsing, once per machine). Melodies repeated verbatim across chorales are kept once."""
     return [list(p) for p in _chorales()]
 
 

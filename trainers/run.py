@@ -144,6 +144,8 @@ def _trainer(spec: TrainSpec, name: str, loops: list[LoopConfig], data: dict, st
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from genray.trainers.shards import Shards
+
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"loop": loops[0] if len(loops) == 1 else loops},  # Ray Train passes the loop a dict
@@ -158,7 +160,8 @@ def _trainer(spec: TrainSpec, name: str, loops: list[LoopConfig], data: dict, st
         datasets=data,
         # Every worker scores the whole validation split: an equal split would drop rows (all of
         # them when there are fewer rows than workers, as for a short series).
-        dataset_config=ray.train.DataConfig(datasets_to_split=[cfg.data_key("train") for cfg in loops]),
+        dataset_config=Shards([cfg.data_key("train") for cfg in loops],
+                              in_memory=[cfg.data_key("train") for cfg in loops if cfg.in_memory]),
     )
 
 
