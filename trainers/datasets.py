@@ -37,7 +37,7 @@ from genray.cluster.datacache import local_arrays, local_columns, to_tensors
 from genray.cluster.storage import Storage
 from genray.models import modalities
 from genray.models.errors import DataError
-from genray.models.splits import SPLITS
+from genray.models.splits import SPLITS, sample_order
 from genray.trainers import corpora
 
 FORMAT_VERSION = 5
@@ -222,7 +222,8 @@ def held_out(split: str) -> str:
 def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materialize: bool | None = None,
                  train_transform=None) -> dict:
     """Ray Data sets {"train", "val"} for a prepared data set (training never sees test); `limit`
-    caps rows per split, and
+    caps rows per split (a seeded random sample of a split read into memory, the first rows of one
+    streamed), and
     `train_transform` (Dataset -> Dataset) changes the training split (trainers/poisoning.py).
     Splits small enough (by default: fits_in_memory) are read once into the object store, by the
     driver (a Ray Data read of a small file costs seconds of task start-up, the driver's read
@@ -237,7 +238,9 @@ def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materia
     for split in ("train", "val"):
         if materialize:
             table = pq.read_table(meta[split], filesystem=storage.fs)
-            ds = ray.data.from_arrow(table.slice(0, limit) if limit else table)
+            # Rows in a seeded random order: a prepared split may be sorted by label (MNIST-5k's
+            # is), and neither a limit nor the workers' equal pieces of it may then lose classes.
+            ds = ray.data.from_arrow(table.take(sample_order(table.num_rows, None, limit)))
         else:
             ds = ray.data.read_parquet(meta[split], filesystem=storage.fs)
             ds = ds.limit(limit) if limit else ds
