@@ -82,7 +82,7 @@ def main() -> int:
     asha = None
     if "asha" in parts:
         title = (f"ASHA vs FIFO: random search, seed {args.seed}, {args.trials} trials x up to {args.max_epochs} "
-                 f"epochs x {args.workers} workers, Shakespeare first {args.limit} rows")
+                 f"epochs x {args.workers} workers, Shakespeare, {args.limit} rows")
         print(title, flush=True)
         # The smoke run skips the FIFO baseline: part 3 runs a FIFO sweep.
         fifo = None if args.smoke else sweep(storage, "bench-fifo", scheduler="fifo", workers=args.workers, **common)
@@ -131,7 +131,7 @@ def main() -> int:
             storage, "bench-one", scheduler="fifo", workers=args.workers, trials=1, max_epochs=1, limit=args.limit,
             seed=args.seed, space={**{k: ("choice", [v]) for k, v in fixed.items()}, "lr": ("choice", [3e-3])},
             latency_samples=0)
-        rec.table("overhead", f"Start-up overhead: one epoch, {args.workers} workers, Shakespeare first {args.limit} "
+        rec.table("overhead", f"Start-up overhead: one epoch, {args.workers} workers, Shakespeare, {args.limit} "
                   "rows", ["one epoch of the same configuration", "wall"],
                   [["bare genray train (build + fit)", f"{bare:.1f} s"],
                    ["one-trial Tune sweep (Tuner + trial + Train run)", f"{one['wall']:.1f} s"]])

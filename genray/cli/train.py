@@ -17,7 +17,7 @@ def add_parser(sub, storage, ray) -> None:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--limit", type=int, help="use only the first N rows of each split")
+    t.add_argument("--limit", type=int, help="use N rows of each split (a seeded sample where it fits in memory)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="architecture setting, e.g. --set n_layer=6")
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE",
                    help="training setting, e.g. --train-set schedule=cosine --train-set weight_decay=0.1")

@@ -31,7 +31,7 @@ def add_parser(sub, storage, ray) -> None:
     t.add_argument("--concurrency", type=int, help="trials at once (default: what the CPUs fit)")
     t.add_argument("--grace-period", type=int, default=1, help="asha/hyperband: epochs before a trial can be stopped")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--limit", type=int, help="use only the first N rows of each split")
+    t.add_argument("--limit", type=int, help="use N rows of each split (a seeded sample where it fits in memory)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed architecture setting")
     t.add_argument("--train-set", action="append", metavar="KEY=VALUE", help="fixed training setting")
     t.add_argument("--max-failures", type=int, default=1, help="retries of a failed trial, from its checkpoint")
