@@ -32,6 +32,7 @@ from genray.cluster.registry import Registry  # noqa: E402
 from genray.cluster.storage import Storage  # noqa: E402
 from genray.models.explain import METHODS, explain  # noqa: E402
 from genray.models.explain.faithfulness import evaluate  # noqa: E402
+from genray.models.splits import sample_order  # noqa: E402
 from genray.trainers.run import TrainSpec, train  # noqa: E402
 
 # family -> (registry name, TrainSpec arguments); the image models and the transformer share the
@@ -74,19 +75,20 @@ def model(args, registry, storage, family: str):
 
 def inputs(family: str, m, rec, storage, n: int):
     """What each family explains in the benchmark: test images (class-stratified), prompts cut
-    from a seeded sample of test rows, or windows of the test series; and the target (a GAN's
-    discriminator is asked about each image's own class)."""
+    from a seeded sample of test rows, or a seeded sample of the test series' windows; and the
+    target (a GAN's discriminator is asked about each image's own class)."""
     if family in ("classifier", "vae", "flow", "gan"):
         test = evaluation_rows(rec, storage, "test", n=n)
         return test["image"].float() / 255.0, (test["label"] if family == "gan" else None)
     if family in ("transformer", "markov"):
         rows = evaluation_rows(rec, storage, "test", n=n)["tokens"]
         return [m.vocab.decode(r[:PROMPT_CHARS].tolist()) for r in rows], None
-    # Windows of 2 x max_order values slid along the test series' rows (in a seeded order).
+    # A seeded sample of the windows of 2 x max_order values slid along every test series row (the
+    # first n would all come from the first row).
     w = 2 * m.max_order
     rows = evaluation_rows(rec, storage, "test")["series"]
     windows = [r[i:i + w].tolist() for r in rows for i in range(0, len(r) - w + 1, max(1, m.max_order // 4))]
-    return windows[:n], None
+    return [windows[i] for i in sample_order(len(windows), None, n)], None
 
 
 def mean(values) -> float | None:

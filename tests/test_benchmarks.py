@@ -73,15 +73,11 @@ def _smoke(script: str, *extra: str, address: str | None = None) -> subprocess.C
 
 
 ON_THEIR_OWN = {"applications.py", "explain.py", "parallel.py", "robustness.py", "tune.py"}  # tests below
-# Smokes whose Ray Train runs join the session's cluster: a cluster's start costs more than their training.
-ON_THE_SESSION_CLUSTER = {"quality.py", "train_overhead.py"}
 
 
 @pytest.mark.parametrize("script", sorted(set(EXPECT) - ON_THEIR_OWN))
-def test_benchmark_smoke_mode_runs(script, request):
-    if script in ON_THE_SESSION_CLUSTER:
-        request.getfixturevalue("ray_cluster")
-    r = _smoke(script, address=_address() if script in ON_THE_SESSION_CLUSTER else None)
+def test_benchmark_smoke_mode_runs(script):
+    r = _smoke(script)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert EXPECT[script] in r.stdout, r.stdout[-4000:]
 

@@ -100,8 +100,8 @@ def test_sample_writes_midi_and_series(trained, storage, tmp_path, capsys):
                 "--storage", storage.uri]) == 0
     assert music.from_midi(out.read_bytes())  # a readable MIDI file with notes
     capsys.readouterr()
-    assert cli(["sample", "ar", "--prompt", "10, 20, 40, 80, 120, 100, 60, 30, 10, 5", "--max-tokens", "6",
-                "--seed", "1", "--storage", storage.uri]) == 0
+    assert cli(["sample", "ar", "--prompt", "10, 20, 40, 80, 120, 100, 60, 30, 10, 5, 8, 25, 60, 110, 130, 90",
+                "--max-tokens", "6", "--seed", "1", "--storage", storage.uri]) == 0
     assert len(capsys.readouterr().out.split()) == 6
     assert cli(["sample", "ar", "--prompt", "ten", "--storage", storage.uri]) == 2
 

@@ -1,5 +1,6 @@
 """Data sets -> Parquet cache: splits, meta, user data, clear errors."""
 import io
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -141,8 +142,10 @@ def test_parsed_chorales_are_cached_once_per_machine(tmp_path, monkeypatch):
         corpora._chorales.cache_clear()  # a new process: the cache file answers
         assert corpora.chorales() == [list(m) for m in melodies] and len(parses) == 1
         (cached,) = tmp_path.glob("chorales-*.json")
-        cached.write_text("{truncated")  # a damaged cache is parsed again and rewritten
-        corpora._chorales.cache_clear()
-        assert corpora.chorales() == [list(m) for m in melodies] and len(parses) == 2
+        for damaged in ("{truncated", "[]", "[1]"):  # parsed again and rewritten
+            cached.write_text(damaged)
+            corpora._chorales.cache_clear()
+            assert corpora.chorales() == [list(m) for m in melodies]
+        assert len(parses) == 4 and json.loads(cached.read_text()) == [list(m) for m in melodies]
     finally:
         corpora._chorales.cache_clear()

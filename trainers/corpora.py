@@ -30,6 +30,10 @@ def _soprano(score):
     return None
 
 
+# Part of the cache file's name: bump it when the melodies' extraction (_soprano, from_stream) changes.
+CHORALES_FORMAT = 1
+
+
 def _cache_file(name: str) -> Path:
     """A machine-wide cache of what is slow to derive from a package's data ($GENRAY_CACHE, else
     $XDG_CACHE_HOME/genray, else ~/.cache/genray); `name` carries the package's version."""
@@ -41,21 +45,23 @@ def _cache_file(name: str) -> Path:
 @functools.lru_cache(maxsize=1)  # parsed once per process: the melodies feed two data sets
 def _chorales() -> tuple[tuple[str, ...], ...]:
     """Parsed once per machine (music21's parse of 371 scores takes ~30 s), then read from the cache."""
-    import music21
+    from importlib.metadata import version
 
-    cache = _cache_file(f"chorales-soprano-music21-{music21.__version__}.json")
+    cache = _cache_file(f"chorales-soprano-v{CHORALES_FORMAT}-music21-{version('music21')}.json")
     try:
-        return tuple(tuple(p) for p in json.loads(cache.read_text()))
+        pieces = json.loads(cache.read_text())
+        if pieces and all(isinstance(p, list) and all(isinstance(e, str) for e in p) for p in pieces):
+            return tuple(tuple(p) for p in pieces)
     except (OSError, ValueError):
-        pass
+        pass  # absent or damaged: parsed again and rewritten
     pieces = _parse_chorales()
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(pieces))
         os.replace(tmp, cache)  # whole or absent: concurrent first runs each write all of it
-    except OSError:
-        pass  # a read-only home: parse again next time
+    except OSError:  # a read-only home: parsed again next time
+        tmp.unlink(missing_ok=True)
     return pieces
 
 

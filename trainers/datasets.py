@@ -219,11 +219,21 @@ def held_out(split: str) -> str:
     return split
 
 
+def read_order(rows: int, limit: int | None, in_memory: bool) -> np.ndarray:
+    """The rows of a split a training run reads, in its order: a seeded random order for a split read
+    into memory (a prepared split may be sorted by label, as MNIST-5k's is, and neither a limit nor
+    the workers' equal pieces of it may then lose classes), the first rows of a streamed one. The
+    defenses that inspect the training rows (trainers/poisoning.local_training_rows) read these."""
+    if in_memory:
+        return sample_order(rows, None, limit)
+    return np.arange(min(rows, limit or rows), dtype=np.int64)
+
+
 def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materialize: bool | None = None,
                  train_transform=None) -> dict:
     """Ray Data sets {"train", "val"} for a prepared data set (training never sees test); `limit`
-    caps rows per split (a seeded random sample of a split read into memory, the first rows of one
-    streamed), and
+    caps rows per split (read_order: a seeded random sample of a split read into memory, the first
+    rows of one streamed), and
     `train_transform` (Dataset -> Dataset) changes the training split (trainers/poisoning.py).
     Splits small enough (by default: fits_in_memory) are read once into the object store, by the
     driver (a Ray Data read of a small file costs seconds of task start-up, the driver's read
@@ -238,9 +248,7 @@ def ray_datasets(meta: dict, storage: Storage, limit: int | None = None, materia
     for split in ("train", "val"):
         if materialize:
             table = pq.read_table(meta[split], filesystem=storage.fs)
-            # Rows in a seeded random order: a prepared split may be sorted by label (MNIST-5k's
-            # is), and neither a limit nor the workers' equal pieces of it may then lose classes.
-            ds = ray.data.from_arrow(table.take(sample_order(table.num_rows, None, limit)))
+            ds = ray.data.from_arrow(table.take(read_order(table.num_rows, limit, in_memory=True)))
         else:
             ds = ray.data.read_parquet(meta[split], filesystem=storage.fs)
             ds = ds.limit(limit) if limit else ds

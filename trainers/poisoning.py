@@ -50,9 +50,11 @@ def local_training_rows(meta: dict, storage, poison: Poison | None,
                         limit: int | None = None) -> tuple[dict, np.ndarray]:
     """The training split as the run saw it (numpy columns, poisoned where the run was), and which
     rows were poisoned (bool, N), read in-process for a defense to inspect."""
-    from genray.trainers.datasets import local_columns
+    from genray.trainers.datasets import fits_in_memory, local_columns, read_order
 
-    cols = local_columns(meta, "train", storage, limit)
+    cols = local_columns(meta, "train", storage)
+    order = read_order(len(next(iter(cols.values()))), limit, fits_in_memory(meta, storage))
+    cols = {k: v[order] for k, v in cols.items()}
     if poison is None:
         return cols, np.zeros(len(next(iter(cols.values()))), dtype=bool)
     return poison(cols, meta), poison.chosen(cols, meta)

@@ -74,9 +74,13 @@ def test_music_model_returns_midi_and_wav(client):
     assert client.post("/v1/generate/chorale-gan", json={"prompt": "G4/1"}).status_code == 422
 
 
+# Two sunspot-like cycles: as many values as the AR model's largest order (max_order, 16), since
+# the order AIC picks depends on the training rows.
+HISTORY = [5.0, 20.0, 60.0, 110.0, 140.0, 120.0, 80.0, 40.0, 15.0, 8.0, 12.0, 35.0, 80.0, 125.0, 150.0, 100.0]
+
+
 def test_series_model_continues_a_history(client):
-    history = [5.0, 20.0, 60.0, 110.0, 140.0, 120.0, 80.0, 40.0, 15.0, 8.0]
-    r = client.post("/v1/generate/ar", json={"n": 3, "prompt": history, "max_tokens": 7, "seed": 4})
+    r = client.post("/v1/generate/ar", json={"n": 3, "prompt": HISTORY, "max_tokens": 7, "seed": 4})
     assert r.status_code == 200, r.text
     paths = r.json()["samples"]
     assert len(paths) == 3 and all(len(p) == 7 and all(isinstance(v, float) for v in p) for p in paths)
@@ -163,8 +167,7 @@ def test_text_streams_as_server_sent_events_with_stop_and_top_p(client):
 def test_one_bad_request_does_not_fail_its_batch(client):
     """A prompt shorter than the AR model's fitted order, among 23 good concurrent requests:
     only its caller gets a 422, with the model's own message and no server internals."""
-    history = [5.0, 20.0, 60.0, 110.0, 140.0, 120.0, 80.0, 40.0, 15.0, 8.0]
-    bodies = [{"prompt": history, "max_tokens": 40, "seed": i} for i in range(24)]
+    bodies = [{"prompt": HISTORY, "max_tokens": 40, "seed": i} for i in range(24)]
     bodies[7] = {"prompt": [1.0, 2.0], "max_tokens": 40}
     for _attempt in range(3):  # batching is timing-dependent: try a few times
         with ThreadPoolExecutor(24) as pool:
