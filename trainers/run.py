@@ -160,8 +160,8 @@ def _trainer(spec: TrainSpec, name: str, loops: list[LoopConfig], data: dict, st
         datasets=data,
         # Every worker scores the whole validation split: an equal split would drop rows (all of
         # them when there are fewer rows than workers, as for a short series).
-        dataset_config=Shards([cfg.data_key("train") for cfg in loops],
-                              in_memory=[cfg.data_key("train") for cfg in loops if cfg.in_memory]),
+        dataset_config=Shards.cut(data, [cfg.data_key("train") for cfg in loops],
+                                  [cfg.data_key("train") for cfg in loops if cfg.in_memory], spec.workers),
     )
 
 
