@@ -160,8 +160,7 @@ def _trainer(spec: TrainSpec, name: str, loops: list[LoopConfig], data: dict, st
         datasets=data,
         # Every worker scores the whole validation split: an equal split would drop rows (all of
         # them when there are fewer rows than workers, as for a short series).
-        dataset_config=Shards.cut(data, [cfg.data_key("train") for cfg in loops],
-                                  [cfg.data_key("train") for cfg in loops if cfg.in_memory], spec.workers),
+        dataset_config=Shards.cut(data, {cfg.data_key("train"): cfg.in_memory for cfg in loops}, spec.workers),
     )
 
 

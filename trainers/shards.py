@@ -15,9 +15,10 @@ class Shards(ray.train.DataConfig):
         self._pieces = pieces  # {data set name: its equal pieces, one per worker}
 
     @classmethod
-    def cut(cls, data: dict, split: list[str], in_memory: list[str], workers: int) -> Shards:
+    def cut(cls, data: dict, train: dict[str, bool], workers: int) -> Shards:
+        """`train`: each training split's name -> whether it is in memory (cut now) or streams."""
         # equal=True: every worker takes as many steps as the others (DDP's collectives need it)
-        return cls(split, {name: data[name].split(workers, equal=True) for name in in_memory})
+        return cls(list(train), {name: data[name].split(workers, equal=True) for name, small in train.items() if small})
 
     def configure(self, datasets: dict, world_size: int, worker_handles, worker_node_ids, **kwargs) -> list[dict]:
         out = super().configure({n: ds for n, ds in datasets.items() if n not in self._pieces}, world_size,
